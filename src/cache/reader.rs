@@ -1,0 +1,155 @@
+//! Response bodies that stream a byte range of a blob from disk: from a complete cached file, or
+//! from a fill's growing temp file, waiting for bytes that have not arrived yet. A reader of a
+//! fill never hands out a blob's last byte before the fill is verified, and a failed fill ends
+//! the body with an error, so a client can never take a short or corrupt body for a whole one.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use super::fill::{Fill, FillState};
+
+const READ_CHUNK: usize = 128 * 1024;
+
+/// Where the bytes come from.
+pub enum Source {
+    Complete(Arc<File>),
+    Filling(Arc<Fill>),
+}
+
+/// A streaming body fed by a reader task; an `Err` item aborts the response.
+pub struct BlobBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    remaining: Option<u64>,
+}
+
+impl BlobBody {
+    /// Streams bytes `start..end` (`end` = None: until the fill ends, size unknown).
+    pub fn spawn(source: Source, start: u64, end: Option<u64>) -> BlobBody {
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            if let Err(e) = pump(&source, start, end, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        BlobBody {
+            rx,
+            remaining: end.map(|e| e - start),
+        }
+    }
+}
+
+impl Body for BlobBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                if let Some(r) = self.remaining.as_mut() {
+                    *r = r.saturating_sub(b.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+async fn pump(
+    source: &Source,
+    start: u64,
+    end: Option<u64>,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<()> {
+    let file = match source {
+        Source::Complete(f) => f.clone(),
+        Source::Filling(fill) => fill.file.clone(),
+    };
+    let mut pos = start;
+    loop {
+        if end.is_some_and(|e| pos >= e) {
+            return Ok(());
+        }
+        let (avail, last_allowed) = match source {
+            Source::Complete(_) => (end.unwrap_or(pos), true),
+            Source::Filling(fill) => {
+                let mut rx = fill.progress();
+                let p = rx
+                    .wait_for(|p| p.written > pos || p.is_terminal())
+                    .await
+                    .map_err(|_| io::Error::other("download task ended"))?
+                    .clone();
+                match &p.state {
+                    FillState::Failed(e) => return Err(io::Error::other(e.to_string())),
+                    FillState::Verified if p.written <= pos => {
+                        return match end {
+                            None => Ok(()),
+                            Some(_) => Err(io::Error::other("range beyond the end of the blob")),
+                        }
+                    }
+                    _ => {}
+                }
+                let verified = matches!(p.state, FillState::Verified);
+                (
+                    end.map_or(p.written, |e| e.min(p.written)),
+                    verified || p.size.is_none_or(|s| Some(s) != end),
+                )
+            }
+        };
+        let mut n = (avail - pos).min(READ_CHUNK as u64);
+        if !last_allowed && pos + n == end.unwrap_or(u64::MAX) {
+            // The blob's final bytes wait for verification.
+            if let Source::Filling(fill) = source {
+                let mut rx = fill.progress();
+                let p = rx
+                    .wait_for(|p| p.is_terminal())
+                    .await
+                    .map_err(|_| io::Error::other("download task ended"))?
+                    .clone();
+                if let FillState::Failed(e) = &p.state {
+                    return Err(io::Error::other(e.to_string()));
+                }
+            }
+            n = (avail - pos).min(READ_CHUNK as u64);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let f = file.clone();
+        let chunk = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
+            let mut buf = BytesMut::zeroed(n as usize);
+            f.read_exact_at(&mut buf, pos)?;
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        pos += n;
+        if tx.send(Ok(chunk)).await.is_err() {
+            return Ok(()); // client went away
+        }
+    }
+}

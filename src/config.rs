@@ -1,0 +1,358 @@
+//! The validated configuration. `Config::from_toml_str` parses the raw file shape
+//! (`config/file.rs`), applies defaults and the built-in upstreams, and reports every problem at
+//! once, one readable line each. `regcache check-config` runs exactly this path.
+
+mod file;
+mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+use crate::telemetry::Secret;
+use file::{FileConfig, FileUpstream};
+pub use units::parse_duration;
+
+/// Where a mirror started with no config file listens.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
+/// Where a mirror started with no config file keeps its cache (relative to the working directory).
+pub const DEFAULT_CACHE_DIR: &str = "regcache-data";
+
+/// The public registries regcache knows without configuration: (client-facing host, URL).
+/// The first one is the default upstream.
+pub const BUILTIN_UPSTREAMS: &[(&str, &str)] = &[
+    ("docker.io", "https://registry-1.docker.io"),
+    ("ghcr.io", "https://ghcr.io"),
+    ("quay.io", "https://quay.io"),
+    ("registry.k8s.io", "https://registry.k8s.io"),
+    ("gcr.io", "https://gcr.io"),
+    ("public.ecr.aws", "https://public.ecr.aws"),
+    ("mcr.microsoft.com", "https://mcr.microsoft.com"),
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub cache: CacheConfig,
+    pub fetch: FetchConfig,
+    /// Never empty; exactly one has `default`.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    /// How long a tag's digest is trusted before it is revalidated upstream with a HEAD.
+    pub tag_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub connect_timeout: Duration,
+    /// Longest wait for response headers or for the next body bytes from an upstream.
+    pub read_timeout: Duration,
+    pub max_manifest_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The registry name clients use: `docker.io`, `ghcr.io`, `registry.example:5000`.
+    pub host: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub default: bool,
+    pub credentials: Option<Credentials>,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl UpstreamConfig {
+    /// Docker Hub names official images `library/<name>`; clients may send just `<name>`.
+    pub fn adds_library_prefix(&self) -> bool {
+        self.host == "docker.io"
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Every problem found in a configuration, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "config error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Default for Config {
+    fn default() -> Self {
+        match Config::from_toml_str("") {
+            Ok(c) => c,
+            Err(e) => unreachable!("built-in defaults are valid: {e}"),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let raw: FileConfig = toml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![e.to_string().lines().collect::<Vec<_>>().join(" ")]))?;
+        validate(raw)
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", path.display())]))?;
+        Config::from_toml_str(&text).map_err(|ConfigErrors(v)| {
+            ConfigErrors(
+                v.into_iter()
+                    .map(|e| format!("{}: {e}", path.display()))
+                    .collect(),
+            )
+        })
+    }
+
+    pub fn default_upstream(&self) -> &UpstreamConfig {
+        self.upstreams
+            .iter()
+            .find(|u| u.default)
+            .unwrap_or(&self.upstreams[0])
+    }
+}
+
+fn duration(errors: &mut Vec<String>, key: &str, value: Option<&str>, default: Duration) -> Duration {
+    match value.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            errors.push(format!("{key}: {e}"));
+            default
+        }
+    }
+}
+
+fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        errors.push(format!(
+            "listen: {listen_text:?} is not an address like \"0.0.0.0:5000\""
+        ));
+        SocketAddr::from(([0, 0, 0, 0], 5000))
+    });
+    let cache = CacheConfig {
+        dir: PathBuf::from(raw.cache.dir.as_deref().unwrap_or(DEFAULT_CACHE_DIR)),
+        tag_ttl: duration(
+            &mut errors,
+            "cache.tag_ttl",
+            raw.cache.tag_ttl.as_deref(),
+            Duration::from_secs(300),
+        ),
+    };
+    let fetch = FetchConfig {
+        connect_timeout: duration(
+            &mut errors,
+            "fetch.connect_timeout",
+            raw.fetch.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+        read_timeout: duration(
+            &mut errors,
+            "fetch.read_timeout",
+            raw.fetch.read_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        max_manifest_size: raw.fetch.max_manifest_size.unwrap_or(4 * 1024 * 1024),
+    };
+
+    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    if raw.builtin_upstreams.unwrap_or(true) {
+        for (i, (host, url)) in BUILTIN_UPSTREAMS.iter().enumerate() {
+            let (scheme, authority) = parse_url(url).expect("built-in URLs are valid");
+            upstreams.push(UpstreamConfig {
+                host: host.to_string(),
+                scheme,
+                authority,
+                default: i == 0,
+                credentials: None,
+                ca_file: None,
+            });
+        }
+    }
+    for (i, u) in raw.upstreams.into_iter().enumerate() {
+        if let Some(u) = upstream(&mut errors, i, u) {
+            if u.default {
+                upstreams.iter_mut().for_each(|x| x.default = false);
+            }
+            match upstreams.iter_mut().find(|x| x.host == u.host) {
+                Some(existing) => *existing = u,
+                None => upstreams.push(u),
+            }
+        }
+    }
+    let defaults = upstreams.iter().filter(|u| u.default).count();
+    if upstreams.is_empty() {
+        errors.push("no upstreams: add an [[upstreams]] entry or leave builtin_upstreams on".into());
+    } else if defaults > 1 {
+        errors.push("more than one upstream has default = true".into());
+    } else if defaults == 0 {
+        upstreams[0].default = true;
+    }
+    if errors.is_empty() {
+        Ok(Config {
+            listen,
+            cache,
+            fetch,
+            upstreams,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn upstream(errors: &mut Vec<String>, i: usize, u: FileUpstream) -> Option<UpstreamConfig> {
+    let at = format!("upstreams[{i}]");
+    let before = errors.len();
+    let host = u.host.unwrap_or_else(|| {
+        errors.push(format!(
+            "{at}: host is required (the registry name clients use, e.g. \"docker.io\")"
+        ));
+        String::new()
+    });
+    if !host.is_empty() && (host.parse::<Authority>().is_err() || host.contains('/') || host.contains('@')) {
+        errors.push(format!("{at}.host: {host:?} is not a registry host name"));
+    }
+    let url = u.url.unwrap_or_else(|| format!("https://{host}"));
+    let parsed = parse_url(&url)
+        .map_err(|e| errors.push(format!("{at}.url: {e}")))
+        .ok();
+    let password = match (u.password, u.password_file) {
+        (Some(_), Some(_)) => {
+            errors.push(format!("{at}: set password or password_file, not both"));
+            None
+        }
+        (Some(p), None) => Some(Secret::new(p)),
+        (None, Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(p) => Some(Secret::new(p.trim_end_matches(['\n', '\r']))),
+            Err(e) => {
+                errors.push(format!("{at}.password_file: cannot read {f}: {e}"));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let credentials = match (u.username, password) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push(format!("{at}: username is set without password or password_file"));
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(format!("{at}: password is set without username"));
+            None
+        }
+    };
+    let ca_file = u.ca_file.map(PathBuf::from);
+    if let Some(f) = &ca_file {
+        if !f.is_file() {
+            errors.push(format!("{at}.ca_file: {} is not a readable file", f.display()));
+        }
+    }
+    let (scheme, authority) = parsed?;
+    (errors.len() == before).then_some(UpstreamConfig {
+        host,
+        scheme,
+        authority,
+        default: u.default.unwrap_or(false),
+        credentials,
+        ca_file,
+    })
+}
+
+fn parse_url(url: &str) -> Result<(Scheme, Authority), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or(format!("{url:?} needs http:// or https://"))?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("{url:?}: only http:// and https:// are supported"));
+    }
+    let authority = uri.authority().cloned().ok_or(format!("{url:?} has no host"))?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{url:?}: give the registry root, without a path"));
+    }
+    Ok((scheme, authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_useful() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.default_upstream().host, "docker.io");
+        assert_eq!(c.default_upstream().base_url(), "https://registry-1.docker.io");
+        assert_eq!(c.upstreams.len(), BUILTIN_UPSTREAMS.len());
+    }
+
+    #[test]
+    fn file_replaces_and_adds_upstreams() {
+        let c = Config::from_toml_str(
+            r#"
+            [[upstreams]]
+            host = "docker.io"
+            url = "http://127.0.0.1:1"
+            [[upstreams]]
+            host = "lab.example:5000"
+            url = "http://127.0.0.1:2"
+            default = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.default_upstream().host, "lab.example:5000");
+        let hub = c.upstreams.iter().find(|u| u.host == "docker.io").unwrap();
+        assert_eq!(hub.base_url(), "http://127.0.0.1:1");
+        assert_eq!(c.upstreams.iter().filter(|u| u.default).count(), 1);
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let e = Config::from_toml_str(
+            r#"
+            listen = "nowhere"
+            [cache]
+            tag_ttl = "soon"
+            [[upstreams]]
+            url = "ftp://x"
+            username = "u"
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 5, "{e}");
+        let unknown = Config::from_toml_str("[cache]\nsize = 1\n").unwrap_err();
+        assert!(unknown.to_string().contains("unknown field"), "{unknown}");
+    }
+}

@@ -1,0 +1,45 @@
+//! The raw serde shape of the TOML configuration file. Permissive in types (strings for
+//! durations and URLs) but strict in keys: an unknown key is an error. `config.rs` turns this
+//! into the validated `Config`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub builtin_upstreams: Option<bool>,
+    #[serde(default)]
+    pub cache: FileCache,
+    #[serde(default)]
+    pub fetch: FileFetch,
+    #[serde(default)]
+    pub upstreams: Vec<FileUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    pub dir: Option<String>,
+    pub tag_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFetch {
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub max_manifest_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub host: Option<String>,
+    pub url: Option<String>,
+    pub default: Option<bool>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+}

@@ -1,0 +1,12 @@
+//! regcache: a pull-through caching mirror for container registries (OCI Distribution API).
+//! `app::start` runs the whole daemon from a validated `config::Config`; the binary in
+//! `main.rs` only parses the command line around it.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod oci;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,111 @@
+//! The `regcache` command line: `serve` runs the mirror, `check-config` validates a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use regcache::config::Config;
+
+/// A pull-through caching mirror for container registries.
+///
+/// Point Docker (`registry-mirrors`), containerd (`hosts.toml`) or CRI-O/podman
+/// (`[[registry.mirror]]`) at it; it fetches each image layer once from the upstream registry and
+/// serves every later pull from local disk.
+#[derive(Parser)]
+#[command(name = "regcache", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the mirror. Without --config it listens on 0.0.0.0:5000, caches under ./regcache-data
+    /// and knows docker.io (default), ghcr.io, quay.io, registry.k8s.io, gcr.io, public.ecr.aws
+    /// and mcr.microsoft.com.
+    Serve {
+        /// TOML configuration file (see etc/regcache.toml for every key).
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print every problem found (exit 0 if valid, 64 if not).
+    CheckConfig {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, regcache::config::ConfigErrors> {
+    match path {
+        Some(p) => Config::from_file(p),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match load(config.as_ref()) {
+            Ok(c) => {
+                println!(
+                    "config ok: listen {}, cache {}, {} upstreams (default {})",
+                    c.listen,
+                    c.cache.dir.display(),
+                    c.upstreams.len(),
+                    c.default_upstream().host
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(64)
+            }
+        },
+        Command::Serve { config } => {
+            regcache::telemetry::init("info");
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(64);
+                }
+            };
+            match serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("regcache: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let running = regcache::app::start(config).await?;
+        running.run_until(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

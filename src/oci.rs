@@ -1,0 +1,13 @@
+//! Pure value types of the OCI Distribution protocol: digests, repository names, references and
+//! media types. Nothing here does I/O; every type is parsed from untrusted text with `FromStr`
+//! and, once built, is known to match the distribution-spec grammar.
+
+mod digest;
+mod media;
+mod name;
+mod reference;
+
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use media::{accepts, MediaType, MANIFEST_ACCEPT};
+pub use name::{NameError, RepoName};
+pub use reference::{Reference, ReferenceError, Tag};

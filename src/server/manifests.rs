@@ -1,0 +1,283 @@
+//! `GET`/`HEAD /v2/<name>/manifests/<reference>`. By digest: a cached manifest is served with no
+//! upstream request; a miss is fetched, verified against the digest and kept. By tag: the tag
+//! record is trusted for `cache.tag_ttl`, then revalidated with an upstream `HEAD` (free on Docker
+//! Hub), and a `GET` only happens when the digest changed. When revalidation fails for any reason
+//! other than the upstream saying the tag is gone, the cached manifest is served (stale-if-error).
+//! Every answer carries the exact upstream bytes and is checked against the client's `Accept`.
+
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
+use http::{HeaderMap, HeaderValue, Method, Response};
+use http_body_util::{BodyExt, Limited};
+
+use super::response::{empty, full, ServeBody, ServeError, Subject};
+use super::route::Route;
+use super::State;
+use crate::cache::{StoredManifest, TagRecord};
+use crate::oci::{accepts, Digest, MediaType, Reference, Tag, MANIFEST_ACCEPT};
+
+/// What a manifest answer needs: for `HEAD` the bytes may be absent.
+struct Answer {
+    digest: Digest,
+    media_type: String,
+    size: u64,
+    bytes: Option<bytes::Bytes>,
+}
+
+impl From<StoredManifest> for Answer {
+    fn from(m: StoredManifest) -> Self {
+        Answer {
+            size: m.bytes.len() as u64,
+            digest: m.digest,
+            media_type: m.media_type,
+            bytes: Some(m.bytes),
+        }
+    }
+}
+
+pub async fn handle(
+    state: &State,
+    route: &Route,
+    reference: &Reference,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response<ServeBody>, ServeError> {
+    let head = *method == Method::HEAD;
+    let answer = match reference {
+        Reference::Digest(d) => by_digest(state, route, d, head).await?,
+        Reference::Tag(t) => by_tag(state, route, t, head).await?,
+    };
+    let accept: Vec<&str> = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !accepts(accept.iter().copied(), &answer.media_type) {
+        return Err(ServeError::ManifestUnknown(format!(
+            "{reference} is {}, which the request's Accept header does not allow",
+            answer.media_type
+        )));
+    }
+    let resp = Response::builder()
+        .header(CONTENT_TYPE, &answer.media_type)
+        .header(CONTENT_LENGTH, answer.size)
+        .header("docker-content-digest", answer.digest.to_string())
+        .header(ETAG, format!("\"{}\"", answer.digest));
+    let body = match (head, answer.bytes) {
+        (false, Some(b)) => full(b),
+        _ => empty(),
+    };
+    resp.body(body).map_err(|e| ServeError::Internal(e.to_string()))
+}
+
+fn accept_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&MANIFEST_ACCEPT.join(", ")) {
+        h.insert(ACCEPT, v);
+    }
+    h
+}
+
+async fn by_digest(state: &State, route: &Route, digest: &Digest, head: bool) -> Result<Answer, ServeError> {
+    if let Some(m) = state.cache.manifests.get(digest).await? {
+        return Ok(m.into());
+    }
+    if head {
+        return head_upstream(route, &digest.to_string()).await;
+    }
+    Ok(fetch(state, route, &digest.to_string(), Some(digest))
+        .await?
+        .into())
+}
+
+async fn by_tag(state: &State, route: &Route, tag: &Tag, head: bool) -> Result<Answer, ServeError> {
+    let cache = &state.cache;
+    let host = route.upstream.host();
+    let ttl = state.config.cache.tag_ttl;
+    let record = cache.tags.get(host, &route.repo, tag).await?;
+    if let Some((rec, digest)) = record.as_ref().and_then(|r| r.digest().map(|d| (r, d))) {
+        let cached = cache.manifests.get(&digest).await?;
+        let usable = head || cached.is_some();
+        if usable && cache.tags.is_fresh(host, &route.repo, tag, ttl) {
+            return Ok(answer_from(rec, digest, cached));
+        }
+        match head_upstream(route, tag.as_str()).await {
+            Ok(now) if now.digest == digest => {
+                cache.tags.mark_checked(host, &route.repo, tag);
+                if usable {
+                    return Ok(answer_from(rec, digest, cached));
+                }
+            }
+            Ok(now) => {
+                tracing::info!(repo = %route.repo, %tag, old = %digest, new = %now.digest, "tag moved upstream");
+                if head {
+                    remember(state, route, tag, &now).await?;
+                    return Ok(now);
+                }
+                let m = match cache.manifests.get(&now.digest).await? {
+                    Some(m) => m,
+                    None => fetch(state, route, &now.digest.to_string(), Some(&now.digest)).await?,
+                };
+                let answer: Answer = m.into();
+                remember(state, route, tag, &answer).await?;
+                return Ok(answer);
+            }
+            Err(e) if is_gone(&e) => return Err(e),
+            Err(e) if usable => {
+                tracing::warn!(repo = %route.repo, %tag, error = %e, "upstream revalidation failed; serving the cached tag");
+                return Ok(answer_from(rec, digest, cached));
+            }
+            Err(_) => {}
+        }
+    }
+    if head {
+        let answer = head_upstream(route, tag.as_str()).await?;
+        remember(state, route, tag, &answer).await?;
+        return Ok(answer);
+    }
+    let m = fetch(state, route, tag.as_str(), None).await?;
+    let answer: Answer = m.into();
+    remember(state, route, tag, &answer).await?;
+    Ok(answer)
+}
+
+fn is_gone(e: &ServeError) -> bool {
+    matches!(e, ServeError::Upstream { source, .. } if source.is_not_found())
+}
+
+fn answer_from(rec: &TagRecord, digest: Digest, cached: Option<StoredManifest>) -> Answer {
+    match cached {
+        Some(m) => m.into(),
+        None => Answer {
+            digest,
+            media_type: rec.media_type.clone(),
+            size: rec.size,
+            bytes: None,
+        },
+    }
+}
+
+async fn remember(state: &State, route: &Route, tag: &Tag, a: &Answer) -> Result<(), ServeError> {
+    let rec = TagRecord {
+        digest: a.digest.to_string(),
+        media_type: a.media_type.clone(),
+        size: a.size,
+    };
+    state
+        .cache
+        .tags
+        .put(route.upstream.host(), &route.repo, tag, &rec)
+        .await?;
+    Ok(())
+}
+
+fn media_type_of(headers: &HeaderMap, bytes: Option<&[u8]>) -> String {
+    let declared = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        .filter(|v| v.starts_with("application/vnd."));
+    if let Some(t) = declared {
+        return t;
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let probe = bytes.and_then(|b| serde_json::from_slice::<Probe>(b).ok());
+    match probe {
+        Some(Probe {
+            media_type: Some(t), ..
+        }) => t,
+        Some(Probe {
+            manifests: Some(_), ..
+        }) => MediaType::OCI_INDEX.to_string(),
+        _ => MediaType::OCI_MANIFEST.to_string(),
+    }
+}
+
+async fn head_upstream(route: &Route, reference: &str) -> Result<Answer, ServeError> {
+    let resp = route
+        .upstream
+        .request(
+            Method::HEAD,
+            &route.repo,
+            &format!("manifests/{reference}"),
+            &accept_headers(),
+        )
+        .await
+        .map_err(ServeError::upstream(Subject::Manifest))?;
+    let h = resp.headers();
+    let digest = h
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
+    let size = h
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match (digest, size) {
+        (Some(digest), Some(size)) => Ok(Answer {
+            digest,
+            media_type: media_type_of(h, None),
+            size,
+            bytes: None,
+        }),
+        _ => Err(ServeError::BadUpstreamManifest(format!(
+            "HEAD {reference} lacks Docker-Content-Digest or Content-Length"
+        ))),
+    }
+}
+
+/// GETs a manifest, checks its digest (the requested one, else the upstream's header, else
+/// sha256 of the bytes) and stores it.
+async fn fetch(
+    state: &State,
+    route: &Route,
+    reference: &str,
+    expected: Option<&Digest>,
+) -> Result<StoredManifest, ServeError> {
+    let resp = route
+        .upstream
+        .request(
+            Method::GET,
+            &route.repo,
+            &format!("manifests/{reference}"),
+            &accept_headers(),
+        )
+        .await
+        .map_err(ServeError::upstream(Subject::Manifest))?;
+    let headers = resp.headers().clone();
+    let limit = state.config.fetch.max_manifest_size as usize;
+    let bytes = Limited::new(resp.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| ServeError::BadUpstreamManifest(format!("reading {reference}: {e}")))?
+        .to_bytes();
+    let claimed = headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
+    let want = expected.cloned().or(claimed);
+    let digest = match want {
+        Some(w) => {
+            let actual = Digest::of(w.algorithm(), &bytes);
+            if actual != w {
+                return Err(ServeError::BadUpstreamManifest(format!(
+                    "{reference}: content is {actual}, expected {w}"
+                )));
+            }
+            w
+        }
+        None => Digest::sha256_of(&bytes),
+    };
+    let m = StoredManifest {
+        media_type: media_type_of(&headers, Some(&bytes)),
+        digest,
+        bytes,
+    };
+    state.cache.manifests.put(&m).await?;
+    tracing::info!(repo = %route.repo, reference, digest = %m.digest, "manifest cached");
+    Ok(m)
+}

@@ -1,0 +1,291 @@
+//! Upstream registries: the routing table (client-facing host → registry), one pooled HTTP
+//! client per upstream, authentication, and redirect following. Requests are always for one
+//! repository, so the Bearer scope is `repository:<name>:pull`. Redirects (blob storage, CDNs,
+//! registry.k8s.io's regional backends) are followed here; `Authorization` never leaves the
+//! upstream's own host.
+
+mod auth;
+mod challenge;
+mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderMap, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+
+use crate::config::{Config, FetchConfig, UpstreamConfig};
+use crate::oci::RepoName;
+pub use client::ClientBuildError;
+
+pub const USER_AGENT: &str = concat!("regcache/", env!("CARGO_PKG_VERSION"));
+const MAX_REDIRECTS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} could not be reached: {reason}")]
+    Connect { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer in time")]
+    Timeout { upstream: String },
+    #[error("upstream {upstream} answered {status}")]
+    Status {
+        upstream: String,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+    },
+    #[error("upstream {upstream} denied access ({status})")]
+    Denied { upstream: String, status: StatusCode },
+    #[error("token service of upstream {upstream}: {reason}")]
+    Token { upstream: String, reason: String },
+    #[error("upstream {upstream}: {reason}")]
+    Protocol { upstream: String, reason: String },
+}
+
+impl UpstreamError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, UpstreamError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+}
+
+/// One configured upstream registry.
+pub struct Upstream {
+    config: UpstreamConfig,
+    client: client::HttpClient,
+    auth: auth::Auth,
+    read_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig, fetch: &FetchConfig) -> Result<Upstream, ClientBuildError> {
+        let client = client::build(config.ca_file.as_deref(), fetch.connect_timeout)?;
+        Ok(Upstream {
+            auth: auth::Auth::new(config.host.clone(), config.credentials.clone()),
+            config,
+            client,
+            read_timeout: fetch.read_timeout,
+        })
+    }
+
+    /// The name clients use for this registry (`docker.io`).
+    pub fn host(&self) -> &str {
+        &self.config.host
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    /// Sends `method /v2/<repo>/<tail>` and returns the final 2xx response (after auth and
+    /// redirects). Any other status becomes an `UpstreamError`.
+    pub async fn request(
+        &self,
+        method: Method,
+        repo: &RepoName,
+        tail: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let url = format!("{}/v2/{}/{}", self.config.base_url(), repo, tail);
+        let scope = format!("repository:{repo}:pull");
+        let mut challenged = false;
+        loop {
+            let auth = self.auth.header_for(&self.client, &scope).await?;
+            let sent_auth = auth.is_some();
+            let resp = self
+                .send_following_redirects(&method, &url, headers, auth)
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenges: Vec<_> = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(challenge::parse)
+                    .collect();
+                if self.auth.on_challenge(&challenges, &scope) {
+                    continue;
+                }
+                if !sent_auth {
+                    return Err(UpstreamError::Denied {
+                        upstream: self.host().to_string(),
+                        status,
+                    });
+                }
+            }
+            return self.classify(resp);
+        }
+    }
+
+    fn classify(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let upstream = self.host().to_string();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(UpstreamError::Denied { upstream, status });
+        }
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Err(UpstreamError::Status {
+            upstream,
+            status,
+            retry_after,
+        })
+    }
+
+    async fn send_following_redirects(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        auth: Option<http::HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let protocol = |reason: String| UpstreamError::Protocol {
+            upstream: self.host().to_string(),
+            reason,
+        };
+        let mut uri: Uri = url.parse().map_err(|_| protocol(format!("bad URL {url}")))?;
+        let origin = uri.authority().cloned();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+            if let Some(h) = req.headers_mut() {
+                h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                h.insert(
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static(USER_AGENT),
+                );
+                if let Some(a) = auth.as_ref().filter(|_| uri.authority() == origin.as_ref()) {
+                    h.insert(AUTHORIZATION, a.clone());
+                }
+            }
+            let req = req.body(Empty::new()).map_err(|e| protocol(e.to_string()))?;
+            let resp = match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+                Err(_) => {
+                    return Err(UpstreamError::Timeout {
+                        upstream: self.host().to_string(),
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(UpstreamError::Connect {
+                        upstream: self.host().to_string(),
+                        reason: error_chain(&e),
+                    })
+                }
+                Ok(Ok(r)) => r,
+            };
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .ok_or_else(|| protocol(format!("{} without Location", resp.status())))?;
+            let next =
+                resolve(&uri, location).ok_or_else(|| protocol(format!("bad redirect {location:?}")))?;
+            if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+                return Err(protocol("refusing a redirect from https to plain http".into()));
+            }
+            tracing::debug!(upstream = %self.host(), to = %next.host().unwrap_or(""), "following redirect");
+            uri = next;
+        }
+        Err(protocol(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+}
+
+/// Resolves a `Location` against the URL that answered with it.
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+    let loc: Uri = location.parse().ok()?;
+    if loc.scheme().is_some() {
+        return Some(loc);
+    }
+    let path = loc.path_and_query()?.as_str();
+    if !path.starts_with('/') {
+        return None;
+    }
+    Uri::builder()
+        .scheme(base.scheme()?.clone())
+        .authority(base.authority()?.clone())
+        .path_and_query(path)
+        .build()
+        .ok()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The routing table: every configured upstream by client-facing host, and the default.
+pub struct Upstreams {
+    list: Vec<Arc<Upstream>>,
+    default: usize,
+}
+
+impl Upstreams {
+    pub fn from_config(config: &Config) -> Result<Upstreams, ClientBuildError> {
+        let mut list = Vec::new();
+        let mut default = 0;
+        for (i, u) in config.upstreams.iter().enumerate() {
+            if u.default {
+                default = i;
+            }
+            list.push(Arc::new(Upstream::new(u.clone(), &config.fetch)?));
+        }
+        Ok(Upstreams { list, default })
+    }
+
+    pub fn by_host(&self, host: &str) -> Option<&Arc<Upstream>> {
+        let host = if host == "index.docker.io" || host == "registry-1.docker.io" {
+            "docker.io"
+        } else {
+            host
+        };
+        self.list.iter().find(|u| u.host() == host)
+    }
+
+    pub fn default_upstream(&self) -> &Arc<Upstream> {
+        &self.list[self.default]
+    }
+
+    pub fn all(&self) -> &[Arc<Upstream>] {
+        &self.list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_redirects() {
+        let base: Uri = "https://reg.example/v2/a/blobs/x".parse().unwrap();
+        assert_eq!(
+            resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(),
+            "https://cdn.example/b?sig=1"
+        );
+        assert_eq!(
+            resolve(&base, "/other?x=1").unwrap().to_string(),
+            "https://reg.example/other?x=1"
+        );
+        assert!(resolve(&base, "relative").is_none());
+    }
+}
