@@ -1,0 +1,263 @@
+//! One upstream download per blob however many clients ask, streamed to all of them while it
+//! arrives; failures end every reader's body in an error and keep nothing; Range requests on
+//! cached and in-flight blobs.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::time::Duration;
+
+use daemon::Daemon;
+use fake::{bytes_of, Fake, Fault};
+use tokio::sync::watch;
+
+const SIZE: usize = 1_000_000;
+
+async fn setup() -> (Fake, Daemon, String, Vec<u8>) {
+    let up = Fake::start().await;
+    let blob = bytes_of(SIZE, 7);
+    let digest = up.add_blob("library/big", blob.clone());
+    let d = Daemon::start(&up.url(), "").await;
+    (up, d, digest, blob)
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_pulls_cause_one_upstream_get() {
+    let (up, d, digest, blob) = setup().await;
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 300_000,
+        gate,
+        then_break: false,
+    }));
+    let path = format!("/v2/library/big/blobs/{digest}");
+    let d = std::sync::Arc::new(d);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let d = d.clone();
+        let p = path.clone();
+        tasks.push(tokio::spawn(async move { d.get(&p).await }));
+    }
+    eventually("the first upstream GET", || up.count("GET", "/blobs/") >= 1).await;
+    // A late joiner arrives while the download is held half-way.
+    let late = {
+        let d = d.clone();
+        let p = path.clone();
+        tokio::spawn(async move { d.get(&p).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    open.send(true).unwrap();
+    for t in tasks.into_iter().chain([late]) {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.bytes(), blob);
+    }
+    assert_eq!(up.count("GET", "/blobs/"), 1);
+    assert_eq!(d.get(&path).await.bytes(), blob);
+    assert_eq!(up.count("GET", "/blobs/"), 1, "later pulls are hits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_survives_the_first_client_leaving() {
+    let (up, d, digest, blob) = setup().await;
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 100_000,
+        gate,
+        then_break: false,
+    }));
+    let path = format!("/v2/library/big/blobs/{digest}");
+    let d = std::sync::Arc::new(d);
+    let first = {
+        let d = d.clone();
+        let p = path.clone();
+        tokio::spawn(async move { d.get(&p).await })
+    };
+    eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    first.abort();
+    let _ = first.await;
+    open.send(true).unwrap();
+    // The fill completes with no client and lands in the cache.
+    let blob_path = d
+        .dir
+        .path()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    eventually("the blob to be published", || blob_path.is_file()).await;
+    assert_eq!(std::fs::read(&blob_path).unwrap(), blob);
+    assert_eq!(d.get(&path).await.bytes(), blob);
+    assert_eq!(up.count("GET", "/blobs/"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_break_fails_every_reader_and_keeps_nothing() {
+    let (up, d, digest, blob) = setup().await;
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 200_000,
+        gate,
+        then_break: true,
+    }));
+    let path = format!("/v2/library/big/blobs/{digest}");
+    let d = std::sync::Arc::new(d);
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let d = d.clone();
+        let p = path.clone();
+        readers.push(tokio::spawn(async move { d.get(&p).await }));
+    }
+    eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    open.send(true).unwrap();
+    for r in readers {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, 200, "headers were sent before the break");
+        assert!(r.body.is_err(), "a broken download must not look complete");
+    }
+    let _ = blob;
+    let tmp = d.dir.path().join("tmp");
+    eventually("the temp file to be removed", || {
+        std::fs::read_dir(&tmp).unwrap().count() == 0
+    })
+    .await;
+    assert!(!d
+        .dir
+        .path()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+        .exists());
+    // Next request downloads afresh.
+    up.set_fault(None);
+    assert_eq!(d.get(&path).await.bytes(), bytes_of(SIZE, 7));
+    assert_eq!(up.count("GET", "/blobs/"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_stream_break_is_visible_to_the_client() {
+    let (up, d, digest, _) = setup().await;
+    up.set_fault(Some(Fault::Break { after: 400_000 }));
+    let r = d.get(&format!("/v2/library/big/blobs/{digest}")).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.is_err(),
+        "body must end in an error, got {} bytes",
+        r.body.as_ref().map(|b| b.len()).unwrap_or(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_mismatch_is_never_served_complete_nor_kept() {
+    let (up, d, digest, _) = setup().await;
+    up.set_fault(Some(Fault::Corrupt));
+    let path = format!("/v2/library/big/blobs/{digest}");
+    let r = d.get(&path).await;
+    assert!(
+        r.status != 200 || r.body.is_err(),
+        "corrupt content must not be delivered as complete"
+    );
+    let blob_path = d
+        .dir
+        .path()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    assert!(!blob_path.exists());
+    let r = d.get(&path).await;
+    assert!(r.status != 200 || r.body.is_err());
+    assert_eq!(
+        up.count("GET", "/blobs/"),
+        2,
+        "nothing poisoned the cache: asked again"
+    );
+    up.set_fault(None);
+    assert_eq!(d.get(&path).await.bytes(), bytes_of(SIZE, 7));
+}
+
+async fn range(d: &Daemon, path: &str, spec: &str) -> daemon::Reply {
+    d.request("GET", path, &[("range", spec)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_matrix_on_a_cached_blob() {
+    let up = Fake::start().await;
+    let blob = bytes_of(2048, 9);
+    let digest = up.add_blob("library/r", blob.clone());
+    let d = Daemon::start(&up.url(), "").await;
+    let path = format!("/v2/library/r/blobs/{digest}");
+    assert_eq!(d.get(&path).await.bytes(), blob);
+    for (spec, start, end) in [
+        ("bytes=500-1499", 500, 1500),
+        ("bytes=500-", 500, 2048),
+        ("bytes=-500", 1548, 2048),
+        ("bytes=2000-5000", 2000, 2048),
+        ("bytes=0-2048", 0, 2048),
+    ] {
+        let r = range(&d, &path, spec).await;
+        assert_eq!(r.status, 206, "{spec}");
+        assert_eq!(r.bytes(), blob[start..end], "{spec}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {}-{}/2048", start, end - 1).as_str()),
+            "{spec}"
+        );
+        assert_eq!(
+            r.header("content-length"),
+            Some((end - start).to_string().as_str())
+        );
+    }
+    for spec in ["bytes=500-0", "bytes=5000-10000"] {
+        let r = range(&d, &path, spec).await;
+        assert_eq!(r.status, 416, "{spec}");
+        assert_eq!(r.header("content-range"), Some("bytes */2048"));
+    }
+    assert_eq!(up.count("GET", "/blobs/"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_on_an_in_flight_blob_waits_for_its_bytes() {
+    let (up, d, digest, blob) = setup().await;
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 300_000,
+        gate,
+        then_break: false,
+    }));
+    let path = format!("/v2/library/big/blobs/{digest}");
+    let d = std::sync::Arc::new(d);
+    // A cold Range request starts the one full download.
+    let early = range(&d, &path, "bytes=1000-1999").await;
+    assert_eq!(early.status, 206);
+    assert_eq!(early.bytes(), blob[1000..2000]);
+    let tail = {
+        let d = d.clone();
+        let p = path.clone();
+        tokio::spawn(async move { range(&d, &p, "bytes=900000-").await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !tail.is_finished(),
+        "bytes past the download position are waited for"
+    );
+    open.send(true).unwrap();
+    let r = tail.await.unwrap();
+    assert_eq!(r.status, 206);
+    assert_eq!(r.bytes(), blob[900_000..]);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 900000-{}/{SIZE}", SIZE - 1).as_str())
+    );
+    assert_eq!(up.count("GET", "/blobs/"), 1);
+}

@@ -1,0 +1,127 @@
+//! Starts regcache in-process on 127.0.0.1:0 with a temp cache dir and a given upstream, and a
+//! small HTTP client to talk to it. Body errors are reported, not hidden, so tests can tell a
+//! complete body from an aborted one.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use regcache::app::Running;
+use regcache::config::Config;
+
+pub struct Daemon {
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body, or the error that ended it early.
+    pub body: Result<Bytes, String>,
+}
+
+impl Reply {
+    pub fn bytes(&self) -> Bytes {
+        match &self.body {
+            Ok(b) => b.clone(),
+            Err(e) => panic!("body ended in an error: {e}"),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The OCI error code of an error body.
+    pub fn error_code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.bytes()).expect("error body is JSON");
+        v["errors"][0]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl Daemon {
+    /// A daemon whose only upstream is `upstream_url` as `docker.io` (default), plus `extra` TOML
+    /// (top-level keys first, then tables).
+    pub async fn start(upstream_url: &str, extra: &str) -> Daemon {
+        Daemon::start_with(&format!(
+            "{extra}\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream_url}\"\ndefault = true\n"
+        ))
+        .await
+    }
+
+    /// A daemon from TOML that names its upstreams itself; `listen`, `builtin_upstreams` and
+    /// `[cache] dir` are filled in unless given.
+    pub async fn start_with(toml: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_in(dir, toml).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Daemon {
+        regcache::telemetry::init("warn");
+        let mut text = String::from("listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n");
+        if !toml.contains("[cache]") {
+            text.push_str(&format!("[cache]\ndir = \"{}\"\n", dir.path().display()));
+        }
+        text.push_str(&toml.replace("@CACHE_DIR@", &dir.path().display().to_string()));
+        let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let running = regcache::app::start(config).await.expect("daemon starts");
+        let addr = running.local_addr();
+        Daemon {
+            running: Some(running),
+            addr,
+            dir,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Stops the daemon and returns its cache dir, so a test can restart on the same cache.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self.dir
+    }
+
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Empty::new()).unwrap())
+            .await
+            .expect("daemon answers");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[]).await
+    }
+
+    pub async fn head(&self, path: &str) -> Reply {
+        self.request("HEAD", path, &[]).await
+    }
+}

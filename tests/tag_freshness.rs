@@ -1,0 +1,149 @@
+//! Tags: trusted for `tag_ttl`, then revalidated with one upstream HEAD (a GET only when the digest
+//! moved), served stale when the upstream fails, and answered 404 when the upstream says the tag
+//! is gone.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/fake.rs"]
+mod fake;
+
+use daemon::Daemon;
+use fake::{bytes_of, Fake, Fault};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[tokio::test]
+async fn within_ttl_a_tag_costs_nothing_upstream() {
+    let up = Fake::start().await;
+    let (_, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
+    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"1h\"\n").await;
+    for _ in 0..5 {
+        assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
+        assert_eq!(d.head("/v2/library/app/manifests/latest").await.status, 200);
+    }
+    assert_eq!(up.count("GET", "/manifests/"), 1);
+    assert_eq!(up.count("HEAD", "/manifests/"), 0);
+}
+
+#[tokio::test]
+async fn after_ttl_one_head_per_pull_and_no_get() {
+    let up = Fake::start().await;
+    let (digest, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
+    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
+    for _ in 0..3 {
+        let r = d.get("/v2/library/app/manifests/latest").await;
+        assert_eq!(r.bytes(), bytes);
+        assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    }
+    assert_eq!(up.count("GET", "/manifests/"), 1);
+    assert_eq!(up.count("HEAD", "/manifests/"), 2);
+}
+
+#[tokio::test]
+async fn a_moved_tag_is_followed() {
+    let up = Fake::start().await;
+    let (old, _, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
+    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
+    assert_eq!(
+        d.get("/v2/library/app/manifests/latest")
+            .await
+            .header("docker-content-digest"),
+        Some(old.as_str())
+    );
+    let (new, new_bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 2)]);
+    up.clear_log();
+    let r = d.get("/v2/library/app/manifests/latest").await;
+    assert_eq!(r.header("docker-content-digest"), Some(new.as_str()));
+    assert_eq!(r.bytes(), new_bytes);
+    assert_eq!(up.count("HEAD", "/manifests/latest"), 1);
+    assert_eq!(
+        up.count("GET", &format!("/manifests/{new}")),
+        1,
+        "fetched by the new digest"
+    );
+    assert_eq!(up.count("GET", "/manifests/latest"), 0);
+}
+
+#[tokio::test]
+async fn head_then_get_by_digest_like_containerd() {
+    let up = Fake::start().await;
+    let (digest, bytes, _) = up.add_image("library/app", "v1", &[bytes_of(10, 1)]);
+    let d = Daemon::start(&up.url(), "").await;
+    let r = d.head("/v2/library/app/manifests/v1?ns=docker.io").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(r.header("content-length"), Some(bytes.len().to_string().as_str()));
+    assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
+    assert_eq!(
+        up.count("GET", "/manifests/"),
+        0,
+        "a HEAD never costs an upstream GET"
+    );
+    assert_eq!(
+        d.get(&format!("/v2/library/app/manifests/{digest}?ns=docker.io"))
+            .await
+            .bytes(),
+        bytes
+    );
+    up.clear_log();
+    assert_eq!(
+        d.head("/v2/library/app/manifests/v1?ns=docker.io").await.status,
+        200
+    );
+    assert_eq!(d.get("/v2/library/app/manifests/v1").await.bytes(), bytes);
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+}
+
+#[tokio::test]
+async fn stale_tag_is_served_when_upstream_fails() {
+    let up = Fake::start().await;
+    let (_, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
+    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
+    assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
+    for status in [500, 503, 429, 401] {
+        up.set_fault(Some(Fault::Status(status)));
+        let r = d.get("/v2/library/app/manifests/latest").await;
+        assert_eq!(r.status, 200, "upstream {status}");
+        assert_eq!(r.bytes(), bytes);
+    }
+    up.set_fault(Some(Fault::Status(404)));
+    let r = d.get("/v2/library/app/manifests/latest").await;
+    assert_eq!(r.status, 404, "a tag the upstream deleted is gone");
+    assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+}
+
+#[tokio::test]
+async fn cache_survives_a_restart_with_the_upstream_down() {
+    let up = Fake::start().await;
+    let (digest, bytes, layers) = up.add_image("library/app", "latest", &[bytes_of(30_000, 1)]);
+    let d = Daemon::start(&up.url(), "").await;
+    assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
+    assert_eq!(
+        d.get(&format!("/v2/library/app/blobs/{}", layers[0]))
+            .await
+            .status,
+        200
+    );
+    let dir = d.stop().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cache_dir = dir.path().display().to_string();
+    let d = Daemon::start_in(
+        dir,
+        &format!(
+            "[cache]\ndir = \"{cache_dir}\"\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"http://{dead}\"\n"
+        ),
+    )
+    .await;
+    let r = d.get("/v2/library/app/manifests/latest").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(
+        d.get(&format!("/v2/library/app/blobs/{}", layers[0]))
+            .await
+            .bytes(),
+        bytes_of(30_000, 1)
+    );
+}
