@@ -78,11 +78,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::debug!(host = u.host(), url = %u.config().base_url(), default = u.config().default, "upstream");
     }
     tracing::info!(listen = %server::describe(addr), cache = %config.cache.dir.display(), upstreams = upstreams.all().len(), "regcache listening");
-    let state = Arc::new(State {
-        config,
-        upstreams,
-        cache,
-    });
+    let state = Arc::new(State::new(config, upstreams, cache));
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(server::serve(listener, state, stop_rx, Duration::from_secs(30)));
     Ok(Running { addr, stop, task })

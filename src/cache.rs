@@ -2,6 +2,7 @@
 //! repository, and the single-flight fills that populate the blob store.
 
 pub mod blobs;
+pub mod coalesce;
 pub mod fill;
 pub mod manifests;
 pub mod reader;
@@ -26,7 +27,11 @@ impl Cache {
         std::fs::create_dir_all(dir)?;
         let blobs = blobs::BlobStore::open(dir)?;
         Ok(Cache {
-            fills: Arc::new(Fills::new(blobs, config.fetch.read_timeout)),
+            fills: Arc::new(Fills::new(
+                blobs,
+                config.fetch.read_timeout,
+                config.fetch.finish_abandoned,
+            )),
             manifests: ManifestStore::open(dir)?,
             tags: TagStore::open(dir)?,
         })

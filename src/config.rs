@@ -55,6 +55,9 @@ pub struct FetchConfig {
     /// Longest wait for response headers or for the next body bytes from an upstream.
     pub read_timeout: Duration,
     pub max_manifest_size: u64,
+    /// Finish a blob download even when every client that wanted it has gone, so the next pull
+    /// is a hit.
+    pub finish_abandoned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +185,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
             Duration::from_secs(60),
         ),
         max_manifest_size: raw.fetch.max_manifest_size.unwrap_or(4 * 1024 * 1024),
+        finish_abandoned: raw.fetch.finish_abandoned.unwrap_or(true),
     };
 
     let mut upstreams: Vec<UpstreamConfig> = Vec::new();

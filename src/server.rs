@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::cache::Cache;
+use crate::cache::coalesce::Coalesce;
+use crate::cache::{Cache, StoredManifest};
 use crate::config::Config;
 use crate::upstream::Upstreams;
 use response::{full, ServeBody, ServeError};
@@ -35,6 +36,20 @@ pub struct State {
     pub config: Config,
     pub upstreams: Upstreams,
     pub cache: Cache,
+    pub manifest_gets: Arc<Coalesce<manifests::FetchKey, manifests::Shared<StoredManifest>>>,
+    pub manifest_heads: Arc<Coalesce<manifests::FetchKey, manifests::Shared<manifests::Answer>>>,
+}
+
+impl State {
+    pub fn new(config: Config, upstreams: Upstreams, cache: Cache) -> State {
+        State {
+            config,
+            upstreams,
+            cache,
+            manifest_gets: Arc::default(),
+            manifest_heads: Arc::default(),
+        }
+    }
 }
 
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ServeBody> {
@@ -51,7 +66,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Serve
     resp
 }
 
-async fn dispatch(state: &State, req: &Request<Incoming>) -> Result<Response<ServeBody>, ServeError> {
+async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Result<Response<ServeBody>, ServeError> {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         return Err(ServeError::Unsupported(format!(

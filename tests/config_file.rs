@@ -17,6 +17,7 @@ fn documented_example_parses_and_matches_defaults() {
     assert_eq!(c.fetch.read_timeout, d.fetch.read_timeout);
     assert_eq!(c.fetch.connect_timeout, d.fetch.connect_timeout);
     assert_eq!(c.fetch.max_manifest_size, d.fetch.max_manifest_size);
+    assert_eq!(c.fetch.finish_abandoned, d.fetch.finish_abandoned);
     assert_eq!(c.upstreams.len(), d.upstreams.len());
     assert_eq!(c.default_upstream().host, "docker.io");
 }

@@ -104,6 +104,46 @@ async fn download_survives_the_first_client_leaving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_download_stops_when_configured() {
+    let up = Fake::start().await;
+    let blob = bytes_of(SIZE, 7);
+    let digest = up.add_blob("library/big", blob.clone());
+    let d = Daemon::start(&up.url(), "[fetch]\nfinish_abandoned = false\n").await;
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 300_000,
+        gate,
+        then_break: false,
+    }));
+    let path = format!("/v2/library/big/blobs/{digest}");
+    let d = std::sync::Arc::new(d);
+    let first = {
+        let d = d.clone();
+        let p = path.clone();
+        tokio::spawn(async move { d.get(&p).await })
+    };
+    eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    first.abort();
+    let _ = first.await;
+    open.send(true).unwrap();
+    let tmp = d.dir.path().join("tmp");
+    eventually("the temp file to be removed", || {
+        std::fs::read_dir(&tmp).unwrap().count() == 0
+    })
+    .await;
+    assert!(!d
+        .dir
+        .path()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+        .exists());
+    up.set_fault(None);
+    assert_eq!(d.get(&path).await.bytes(), blob);
+    assert_eq!(up.count("GET", "/blobs/"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_break_fails_every_reader_and_keeps_nothing() {
     let (up, d, digest, blob) = setup().await;
     let (open, gate) = watch::channel(false);
@@ -260,4 +300,52 @@ async fn range_on_an_in_flight_blob_waits_for_its_bytes() {
         Some(format!("bytes 900000-{}/{SIZE}", SIZE - 1).as_str())
     );
     assert_eq!(up.count("GET", "/blobs/"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_manifest_requests_share_one_upstream_request() {
+    let up = Fake::start().await;
+    let (digest, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
+    let d = std::sync::Arc::new(
+        Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await,
+    );
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::HoldManifests { gate }));
+    let spawn_all = |path: String, method: &'static str| {
+        (0..6)
+            .map(|_| {
+                let d = d.clone();
+                let p = path.clone();
+                tokio::spawn(async move { d.request(method, &p, &[]).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    // Cold tag GETs.
+    let tasks = spawn_all("/v2/library/app/manifests/latest".to_string(), "GET");
+    eventually("the upstream request", || up.count("GET", "/manifests/") >= 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    open.send(true).unwrap();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().bytes(), bytes);
+    }
+    assert_eq!(up.count("GET", "/manifests/"), 1);
+    open.send(false).unwrap();
+    up.clear_log();
+    assert_eq!(
+        d.get(&format!("/v2/library/app/manifests/{digest}"))
+            .await
+            .bytes(),
+        bytes
+    );
+    assert_eq!(up.count("GET", "/manifests/"), 0, "cached by the tag pull");
+    // Stale tag revalidations coalesce into one HEAD.
+    let tasks = spawn_all("/v2/library/app/manifests/latest".to_string(), "GET");
+    eventually("the upstream HEAD", || up.count("HEAD", "/manifests/") >= 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    open.send(true).unwrap();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().bytes(), bytes);
+    }
+    assert_eq!(up.count("HEAD", "/manifests/"), 1);
+    assert_eq!(up.count("GET", "/manifests/"), 0);
 }

@@ -39,6 +39,8 @@ pub enum FillError {
     Body(String),
     #[error("cache I/O: {0}")]
     Io(#[from] io::Error),
+    #[error("every client left and fetch.finish_abandoned is off")]
+    Abandoned,
 }
 
 #[derive(Debug, Clone)]
@@ -104,14 +106,16 @@ pub enum Lookup {
 pub struct Fills {
     store: BlobStore,
     read_timeout: Duration,
+    finish_abandoned: bool,
     active: Mutex<HashMap<Digest, Arc<Fill>>>,
 }
 
 impl Fills {
-    pub fn new(store: BlobStore, read_timeout: Duration) -> Fills {
+    pub fn new(store: BlobStore, read_timeout: Duration, finish_abandoned: bool) -> Fills {
         Fills {
             store,
             read_timeout,
+            finish_abandoned,
             active: Mutex::new(HashMap::new()),
         }
     }
@@ -162,20 +166,21 @@ impl Fills {
         drop(active);
         let fills = self.clone();
         let fut = source();
-        let digest = digest.clone();
-        tokio::spawn(async move { fills.lead(digest, temp, write, tx, fut).await });
+        let leader = fill.clone();
+        tokio::spawn(async move { fills.lead(leader, temp, write, tx, fut).await });
         Ok(Lookup::Filling(fill))
     }
 
     async fn lead(
         self: Arc<Self>,
-        digest: Digest,
+        fill: Arc<Fill>,
         temp: TempFile,
         write: File,
         tx: watch::Sender<Progress>,
         source: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
     ) {
-        match self.download(&digest, write, &tx, source).await {
+        let digest = fill.digest.clone();
+        match self.download(&fill, write, &tx, source).await {
             Ok(size) => {
                 tx.send_modify(|p| p.state = FillState::Verified);
                 let store = self.store.clone();
@@ -208,11 +213,12 @@ impl Fills {
 
     async fn download(
         &self,
-        digest: &Digest,
+        fill: &Arc<Fill>,
         mut file: File,
         tx: &watch::Sender<Progress>,
         source: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
     ) -> Result<u64, FillError> {
+        let digest = &fill.digest;
         let resp = source.await?;
         let size = resp
             .headers()
@@ -266,6 +272,10 @@ impl Fills {
             }
             if done {
                 break;
+            }
+            // The map and this task hold the fill; anyone else is a reader.
+            if !self.finish_abandoned && Arc::strong_count(fill) <= 2 {
+                return Err(FillError::Abandoned);
             }
         }
         if let Some(want) = size {

@@ -30,6 +30,7 @@ pub struct FileFetch {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub max_manifest_size: Option<u64>,
+    pub finish_abandoned: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

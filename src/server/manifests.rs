@@ -5,6 +5,8 @@
 //! other than the upstream saying the tag is gone, the cached manifest is served (stale-if-error).
 //! Every answer carries the exact upstream bytes and is checked against the client's `Accept`.
 
+use std::sync::Arc;
+
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body_util::{BodyExt, Limited};
@@ -13,10 +15,16 @@ use super::response::{empty, full, ServeBody, ServeError, Subject};
 use super::route::Route;
 use super::State;
 use crate::cache::{StoredManifest, TagRecord};
-use crate::oci::{accepts, Digest, MediaType, Reference, Tag, MANIFEST_ACCEPT};
+use crate::oci::{accepts, Digest, MediaType, Reference, RepoName, Tag, MANIFEST_ACCEPT};
+use crate::upstream::Upstream;
+
+/// Key of a coalesced upstream manifest request: (upstream, repository, reference).
+pub type FetchKey = (String, RepoName, String);
+pub type Shared<T> = Result<T, Arc<ServeError>>;
 
 /// What a manifest answer needs: for `HEAD` the bytes may be absent.
-struct Answer {
+#[derive(Clone)]
+pub struct Answer {
     digest: Digest,
     media_type: String,
     size: u64,
@@ -35,7 +43,7 @@ impl From<StoredManifest> for Answer {
 }
 
 pub async fn handle(
-    state: &State,
+    state: &Arc<State>,
     route: &Route,
     reference: &Reference,
     method: &Method,
@@ -77,19 +85,24 @@ fn accept_headers() -> HeaderMap {
     h
 }
 
-async fn by_digest(state: &State, route: &Route, digest: &Digest, head: bool) -> Result<Answer, ServeError> {
+async fn by_digest(
+    state: &Arc<State>,
+    route: &Route,
+    digest: &Digest,
+    head: bool,
+) -> Result<Answer, ServeError> {
     if let Some(m) = state.cache.manifests.get(digest).await? {
         return Ok(m.into());
     }
     if head {
-        return head_upstream(route, &digest.to_string()).await;
+        return head_upstream(state, route, &digest.to_string()).await;
     }
     Ok(fetch(state, route, &digest.to_string(), Some(digest))
         .await?
         .into())
 }
 
-async fn by_tag(state: &State, route: &Route, tag: &Tag, head: bool) -> Result<Answer, ServeError> {
+async fn by_tag(state: &Arc<State>, route: &Route, tag: &Tag, head: bool) -> Result<Answer, ServeError> {
     let cache = &state.cache;
     let host = route.upstream.host();
     let ttl = state.config.cache.tag_ttl;
@@ -100,7 +113,7 @@ async fn by_tag(state: &State, route: &Route, tag: &Tag, head: bool) -> Result<A
         if usable && cache.tags.is_fresh(host, &route.repo, tag, ttl) {
             return Ok(answer_from(rec, digest, cached));
         }
-        match head_upstream(route, tag.as_str()).await {
+        match head_upstream(state, route, tag.as_str()).await {
             Ok(now) if now.digest == digest => {
                 cache.tags.mark_checked(host, &route.repo, tag);
                 if usable {
@@ -130,7 +143,7 @@ async fn by_tag(state: &State, route: &Route, tag: &Tag, head: bool) -> Result<A
         }
     }
     if head {
-        let answer = head_upstream(route, tag.as_str()).await?;
+        let answer = head_upstream(state, route, tag.as_str()).await?;
         remember(state, route, tag, &answer).await?;
         return Ok(answer);
     }
@@ -141,7 +154,11 @@ async fn by_tag(state: &State, route: &Route, tag: &Tag, head: bool) -> Result<A
 }
 
 fn is_gone(e: &ServeError) -> bool {
-    matches!(e, ServeError::Upstream { source, .. } if source.is_not_found())
+    match e {
+        ServeError::Upstream { source, .. } => source.is_not_found(),
+        ServeError::Shared(inner) => is_gone(inner),
+        _ => false,
+    }
 }
 
 fn answer_from(rec: &TagRecord, digest: Digest, cached: Option<StoredManifest>) -> Answer {
@@ -156,7 +173,7 @@ fn answer_from(rec: &TagRecord, digest: Digest, cached: Option<StoredManifest>) 
     }
 }
 
-async fn remember(state: &State, route: &Route, tag: &Tag, a: &Answer) -> Result<(), ServeError> {
+async fn remember(state: &Arc<State>, route: &Route, tag: &Tag, a: &Answer) -> Result<(), ServeError> {
     let rec = TagRecord {
         digest: a.digest.to_string(),
         media_type: a.media_type.clone(),
@@ -197,12 +214,32 @@ fn media_type_of(headers: &HeaderMap, bytes: Option<&[u8]>) -> String {
     }
 }
 
-async fn head_upstream(route: &Route, reference: &str) -> Result<Answer, ServeError> {
-    let resp = route
-        .upstream
+fn ended() -> Arc<ServeError> {
+    Arc::new(ServeError::Internal("upstream request task ended".into()))
+}
+
+/// One upstream `HEAD` for a manifest, shared by concurrent requests for the same reference.
+async fn head_upstream(state: &Arc<State>, route: &Route, reference: &str) -> Result<Answer, ServeError> {
+    let key = (
+        route.upstream.host().to_string(),
+        route.repo.clone(),
+        reference.to_string(),
+    );
+    let (upstream, repo, reference) = (route.upstream.clone(), route.repo.clone(), reference.to_string());
+    let (v, _) = state
+        .manifest_heads
+        .run(key, move || async move {
+            head_now(&upstream, &repo, &reference).await.map_err(Arc::new)
+        })
+        .await;
+    v.unwrap_or_else(|| Err(ended())).map_err(ServeError::Shared)
+}
+
+async fn head_now(upstream: &Upstream, repo: &RepoName, reference: &str) -> Result<Answer, ServeError> {
+    let resp = upstream
         .request(
             Method::HEAD,
-            &route.repo,
+            repo,
             &format!("manifests/{reference}"),
             &accept_headers(),
         )
@@ -230,19 +267,45 @@ async fn head_upstream(route: &Route, reference: &str) -> Result<Answer, ServeEr
     }
 }
 
-/// GETs a manifest, checks its digest (the requested one, else the upstream's header, else
-/// sha256 of the bytes) and stores it.
+/// One upstream `GET` for a manifest, shared by concurrent requests for the same reference.
 async fn fetch(
-    state: &State,
+    state: &Arc<State>,
     route: &Route,
     reference: &str,
     expected: Option<&Digest>,
 ) -> Result<StoredManifest, ServeError> {
-    let resp = route
-        .upstream
+    let key = (
+        route.upstream.host().to_string(),
+        route.repo.clone(),
+        reference.to_string(),
+    );
+    let st = state.clone();
+    let (upstream, repo, reference) = (route.upstream.clone(), route.repo.clone(), reference.to_string());
+    let expected = expected.cloned();
+    let (v, _) = state
+        .manifest_gets
+        .run(key, move || async move {
+            fetch_now(&st, &upstream, &repo, &reference, expected.as_ref())
+                .await
+                .map_err(Arc::new)
+        })
+        .await;
+    v.unwrap_or_else(|| Err(ended())).map_err(ServeError::Shared)
+}
+
+/// GETs a manifest, checks its digest (the requested one, else the upstream's header, else
+/// sha256 of the bytes) and stores it.
+async fn fetch_now(
+    state: &State,
+    upstream: &Upstream,
+    repo: &RepoName,
+    reference: &str,
+    expected: Option<&Digest>,
+) -> Result<StoredManifest, ServeError> {
+    let resp = upstream
         .request(
             Method::GET,
-            &route.repo,
+            repo,
             &format!("manifests/{reference}"),
             &accept_headers(),
         )
@@ -278,6 +341,6 @@ async fn fetch(
         bytes,
     };
     state.cache.manifests.put(&m).await?;
-    tracing::info!(repo = %route.repo, reference, digest = %m.digest, "manifest cached");
+    tracing::info!(%repo, reference, digest = %m.digest, "manifest cached");
     Ok(m)
 }

@@ -70,6 +70,9 @@ pub enum ServeError {
     BadUpstreamManifest(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The outcome of an upstream request shared by several clients.
+    #[error("{0}")]
+    Shared(Arc<ServeError>),
 }
 
 impl From<io::Error> for ServeError {
@@ -112,9 +115,11 @@ impl ServeError {
                 }
                 FillError::Stalled(_) => (StatusCode::GATEWAY_TIMEOUT, "UNKNOWN"),
                 FillError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+                FillError::Abandoned => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             },
             ServeError::BadUpstreamManifest(_) => (StatusCode::BAD_GATEWAY, "MANIFEST_INVALID"),
             ServeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            ServeError::Shared(inner) => inner.status_and_code(),
         }
     }
 
@@ -152,6 +157,7 @@ impl ServeError {
                 FillError::Upstream(u) => u,
                 _ => return None,
             },
+            ServeError::Shared(inner) => return inner.retry_after(),
             _ => return None,
         };
         match u {

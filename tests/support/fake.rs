@@ -80,6 +80,8 @@ pub enum Fault {
     },
     /// Answer every blob/manifest request with this status.
     Status(u16),
+    /// Hold every manifest request (after logging it) until the gate opens.
+    HoldManifests { gate: watch::Receiver<bool> },
 }
 
 #[derive(Default)]
@@ -251,7 +253,28 @@ async fn listen(state: Arc<State>, host: &'static str) -> SocketAddr {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(serve(&state, req, host)) }
+                    async move {
+                        let hold = match state.fault.lock().unwrap().clone() {
+                            Some(Fault::HoldManifests { gate })
+                                if req.uri().path().contains("/manifests/") =>
+                            {
+                                Some(gate)
+                            }
+                            _ => None,
+                        };
+                        if let Some(mut gate) = hold {
+                            state.log.lock().unwrap().push(Logged {
+                                method: req.method().to_string(),
+                                path: req.uri().path().to_string(),
+                                query: req.uri().query().map(str::to_string),
+                                authorization: None,
+                                host,
+                            });
+                            let _ = gate.wait_for(|open| *open).await;
+                            return Ok::<_, Infallible>(serve(&state, req, host, false));
+                        }
+                        Ok::<_, Infallible>(serve(&state, req, host, true))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -283,7 +306,7 @@ fn error(status: u16, code: &str) -> Response<FakeBody> {
     )
 }
 
-fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str) -> Response<FakeBody> {
+fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bool) -> Response<FakeBody> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let authorization = req
@@ -328,13 +351,15 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str) -> Resp
             format!(r#"{{"token":"{token}"{expires}}}"#),
         );
     }
-    state.log.lock().unwrap().push(Logged {
-        method: method.clone(),
-        path: path.clone(),
-        query: query.clone(),
-        authorization: authorization.clone(),
-        host,
-    });
+    if log {
+        state.log.lock().unwrap().push(Logged {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            authorization: authorization.clone(),
+            host,
+        });
+    }
     let addr = state.addr.lock().unwrap().unwrap();
     let auth = state.auth.lock().unwrap().clone();
     let Some(rest) = path.strip_prefix("/v2/") else {

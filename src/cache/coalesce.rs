@@ -1,0 +1,98 @@
+//! Single-flight for small upstream requests (manifest GETs, tag HEADs): concurrent callers with
+//! the same key share one run of the operation. The operation runs in its own task, so a caller
+//! that goes away (client disconnect) neither cancels it for the others nor leaves them waiting.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+pub struct Coalesce<K, V> {
+    running: Mutex<HashMap<K, watch::Receiver<Option<V>>>>,
+}
+
+impl<K, V> Default for Coalesce<K, V> {
+    fn default() -> Self {
+        Coalesce {
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K, V> Coalesce<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Runs `op()` unless a run for `key` is already under way, and returns that run's result
+    /// with whether this caller joined someone else's run. `None` if the run's task died.
+    pub async fn run<F, Fut>(self: &Arc<Self>, key: K, op: F) -> (Option<V>, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let (mut rx, joined) = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            match running.get(&key) {
+                Some(rx) => (rx.clone(), true),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    running.insert(key.clone(), rx.clone());
+                    let fut = op();
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let v = fut.await;
+                        this.running
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                        let _ = tx.send(Some(v));
+                    });
+                    (rx, false)
+                }
+            }
+        };
+        let v = rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone());
+        (v, joined)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_run() {
+        let c: Arc<Coalesce<&'static str, usize>> = Arc::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (go, gate) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let c = c.clone();
+            let runs = runs.clone();
+            let mut gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                c.run("k", move || async move {
+                    let _ = gate.wait_for(|g| *g).await;
+                    runs.fetch_add(1, Ordering::SeqCst) + 41
+                })
+                .await
+            }));
+        }
+        tokio::task::yield_now().await;
+        go.send(true).unwrap();
+        let mut joined = 0;
+        for t in tasks {
+            let (v, j) = t.await.unwrap();
+            assert_eq!(v, Some(41));
+            joined += j as usize;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(joined, 4);
+        // A later call runs again.
+        assert_eq!(c.run("k", || async { 7 }).await, (Some(7), false));
+    }
+}
