@@ -11,6 +11,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 pub use fill::{Fill, FillError, FillState, Fills, Lookup};
 pub use manifests::{ManifestStore, StoredManifest, TagRecord, TagStore};
 pub use reader::{BlobBody, Source};
@@ -22,7 +23,7 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn open(config: &Config) -> io::Result<Cache> {
+    pub fn open(config: &Config, metrics: Arc<Metrics>) -> io::Result<Cache> {
         let dir = &config.cache.dir;
         std::fs::create_dir_all(dir)?;
         let blobs = blobs::BlobStore::open(dir)?;
@@ -31,6 +32,7 @@ impl Cache {
                 blobs,
                 config.fetch.read_timeout,
                 config.fetch.finish_abandoned,
+                metrics,
             )),
             manifests: ManifestStore::open(dir)?,
             tags: TagStore::open(dir)?,

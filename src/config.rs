@@ -18,6 +18,8 @@ pub use units::parse_duration;
 
 /// Where a mirror started with no config file listens.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
+/// Where the admin endpoints listen by default: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:5001";
 /// Where a mirror started with no config file keeps its cache (relative to the working directory).
 pub const DEFAULT_CACHE_DIR: &str = "regcache-data";
 
@@ -36,10 +38,28 @@ pub const BUILTIN_UPSTREAMS: &[(&str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// How long a stopping daemon lets open requests finish.
+    pub shutdown_grace: Duration,
+    pub log: LogConfig,
     pub cache: CacheConfig,
     pub fetch: FetchConfig,
     /// Never empty; exactly one has `default`.
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `regcache=debug`); `RUST_LOG` overrides it.
+    pub level: String,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +182,34 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         ));
         SocketAddr::from(([0, 0, 0, 0], 5000))
     });
+    let admin_text = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let admin_listen = admin_text.parse().unwrap_or_else(|_| {
+        errors.push(format!(
+            "admin.listen: {admin_text:?} is not an address like \"127.0.0.1:5001\""
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 5001))
+    });
+    let shutdown_grace = duration(
+        &mut errors,
+        "shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        Duration::from_secs(30),
+    );
+    let format = match raw.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errors.push(format!("log.format: {other:?} is not \"text\" or \"json\""));
+            LogFormat::Text
+        }
+    };
+    let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        errors.push(format!(
+            "log.level: {level:?} is not a log filter like \"info\" or \"regcache=debug\""
+        ));
+    }
+    let log = LogConfig { format, level };
     let cache = CacheConfig {
         dir: PathBuf::from(raw.cache.dir.as_deref().unwrap_or(DEFAULT_CACHE_DIR)),
         tag_ttl: duration(
@@ -224,6 +272,9 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     if errors.is_empty() {
         Ok(Config {
             listen,
+            admin_listen,
+            shutdown_grace,
+            log,
             cache,
             fetch,
             upstreams,

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod metrics;
 pub mod oci;
 pub mod server;
 pub mod telemetry;

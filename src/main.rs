@@ -27,6 +27,9 @@ enum Command {
         /// TOML configuration file (see etc/regcache.toml for every key).
         #[arg(short, long, env = "REGCACHE_CONFIG")]
         config: Option<PathBuf>,
+        /// Log format on stderr (overrides log.format): text or json.
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Validate a configuration file and print every problem found (exit 0 if valid, 64 if not).
     CheckConfig {
@@ -61,8 +64,7 @@ fn main() -> ExitCode {
                 ExitCode::from(64)
             }
         },
-        Command::Serve { config } => {
-            regcache::telemetry::init("info");
+        Command::Serve { config, log_format } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -70,6 +72,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(64);
                 }
             };
+            let json = match log_format.as_deref() {
+                Some(f) => f == "json",
+                None => config.log.format == regcache::config::LogFormat::Json,
+            };
+            regcache::telemetry::init(&config.log.level, json);
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -2,6 +2,8 @@
 //! routing, and dispatch to one handler per endpoint family. Only `GET` and `HEAD` are served: a
 //! mirror is read-only.
 
+mod access_log;
+pub mod admin;
 mod blobs;
 mod listing;
 mod manifests;
@@ -27,7 +29,10 @@ use tracing::Instrument;
 use crate::cache::coalesce::Coalesce;
 use crate::cache::{Cache, StoredManifest};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
+pub use access_log::CacheResult;
+use access_log::{AccessLog, LoggedBody};
 use response::{full, ServeBody, ServeError};
 use route::{Endpoint, Parsed};
 
@@ -36,25 +41,34 @@ pub struct State {
     pub config: Config,
     pub upstreams: Upstreams,
     pub cache: Cache,
+    pub metrics: Arc<Metrics>,
     pub manifest_gets: Arc<Coalesce<manifests::FetchKey, manifests::Shared<StoredManifest>>>,
     pub manifest_heads: Arc<Coalesce<manifests::FetchKey, manifests::Shared<manifests::Answer>>>,
 }
 
 impl State {
-    pub fn new(config: Config, upstreams: Upstreams, cache: Cache) -> State {
+    pub fn new(config: Config, upstreams: Upstreams, cache: Cache, metrics: Arc<Metrics>) -> State {
         State {
             config,
             upstreams,
             cache,
+            metrics,
             manifest_gets: Arc::default(),
             manifest_heads: Arc::default(),
         }
     }
 }
 
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ServeBody> {
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<LoggedBody> {
+    let started = tokio::time::Instant::now();
     let method = req.method().clone();
-    let mut resp = match dispatch(&state, &req).await {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let (outcome, kind, upstream) = dispatch(&state, &req).await;
+    let mut resp = match outcome {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -62,38 +76,73 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Serve
         "docker-distribution-api-version",
         http::HeaderValue::from_static("registry/2.0"),
     );
-    tracing::debug!(%method, status = resp.status().as_u16(), "answered");
-    resp
+    let status = resp.status();
+    let result = match resp.extensions().get::<CacheResult>() {
+        Some(r) => *r,
+        None if status.is_client_error() || status.is_server_error() => CacheResult::Error,
+        None => CacheResult::Pass,
+    };
+    let log = AccessLog::new(
+        method,
+        target,
+        kind,
+        upstream,
+        status.as_u16(),
+        result,
+        started,
+        state.metrics.clone(),
+    );
+    resp.map(|body| LoggedBody::new(body, log))
 }
 
-async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Result<Response<ServeBody>, ServeError> {
+type Outcome = (Result<Response<ServeBody>, ServeError>, &'static str, String);
+
+async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
-        return Err(ServeError::Unsupported(format!(
-            "{method} is not supported: this mirror is read-only"
-        )));
+        let e = ServeError::Unsupported(format!("{method} is not supported: this mirror is read-only"));
+        return (Err(e), "other", String::new());
     }
     let uri = req.uri();
-    match route::parse(uri.path(), uri.query(), &state.upstreams)? {
-        Parsed::Base => Response::builder()
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(full("{}"))
-            .map_err(|e| ServeError::Internal(e.to_string())),
-        Parsed::Catalog => Err(ServeError::Unsupported(
-            "a mirror does not list upstream repositories".into(),
-        )),
+    let parsed = match route::parse(uri.path(), uri.query(), &state.upstreams) {
+        Ok(p) => p,
+        Err(e) => return (Err(e), "other", String::new()),
+    };
+    match parsed {
+        Parsed::Base => {
+            let r = Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(full("{}"))
+                .map_err(|e| ServeError::Internal(e.to_string()));
+            (r, "base", String::new())
+        }
+        Parsed::Catalog => (
+            Err(ServeError::Unsupported(
+                "a mirror does not list upstream repositories".into(),
+            )),
+            "other",
+            String::new(),
+        ),
         Parsed::Repo(route) => {
-            let span = tracing::info_span!("repo", upstream = route.upstream.host(), repo = %route.repo);
-            async {
+            let upstream = route.upstream.host().to_string();
+            let span = tracing::info_span!("repo", upstream = %upstream, repo = %route.repo);
+            let (kind, r) = async {
                 match &route.endpoint {
-                    Endpoint::Manifest(r) => manifests::handle(state, &route, r, method, req.headers()).await,
-                    Endpoint::Blob(d) => blobs::handle(state, &route, d, method, req.headers()).await,
-                    Endpoint::Tags => listing::tags(&route, uri.query()).await,
-                    Endpoint::Referrers(d) => listing::referrers(&route, d, uri.query()).await,
+                    Endpoint::Manifest(r) => (
+                        "manifest",
+                        manifests::handle(state, &route, r, method, req.headers()).await,
+                    ),
+                    Endpoint::Blob(d) => (
+                        "blob",
+                        blobs::handle(state, &route, d, method, req.headers()).await,
+                    ),
+                    Endpoint::Tags => ("tags", listing::tags(&route, uri.query()).await),
+                    Endpoint::Referrers(d) => ("referrers", listing::referrers(&route, d, uri.query()).await),
                 }
             }
             .instrument(span)
-            .await
+            .await;
+            (r, kind, upstream)
         }
     }
 }

@@ -31,14 +31,22 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Installs the global subscriber: `RUST_LOG` filter syntax (default `info`), human format on
-/// stderr, or JSON-ish compact lines when `json` is set.
-pub fn init(default_filter: &str) {
+/// Installs the global subscriber on stderr: `RUST_LOG` (or else `default_filter`) decides the
+/// level; human-readable lines, or one JSON object per line when `json` is set.
+pub fn init(default_filter: &str, json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 
 use crate::config::{Config, FetchConfig, UpstreamConfig};
+use crate::metrics::Metrics;
 use crate::oci::RepoName;
 pub use client::ClientBuildError;
 
@@ -55,17 +56,42 @@ pub struct Upstream {
     client: client::HttpClient,
     auth: auth::Auth,
     read_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, fetch: &FetchConfig) -> Result<Upstream, ClientBuildError> {
+    pub fn new(
+        config: UpstreamConfig,
+        fetch: &FetchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, ClientBuildError> {
         let client = client::build(config.ca_file.as_deref(), fetch.connect_timeout)?;
+        let token_fetches = metrics.upstream_token_fetches.with_label_values(&[&config.host]);
         Ok(Upstream {
-            auth: auth::Auth::new(config.host.clone(), config.credentials.clone()),
+            auth: auth::Auth::new(config.host.clone(), config.credentials.clone(), token_fetches),
             config,
             client,
             read_timeout: fetch.read_timeout,
+            metrics,
         })
+    }
+
+    fn observe(&self, method: &Method, class: &str, headers: Option<&HeaderMap>) {
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[self.host(), method.as_str(), class])
+            .inc();
+        let remaining = headers
+            .and_then(|h| h.get("ratelimit-remaining"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if let Some(r) = remaining {
+            self.metrics
+                .upstream_ratelimit_remaining
+                .with_label_values(&[self.host()])
+                .set(r);
+        }
     }
 
     /// The name clients use for this registry (`docker.io`).
@@ -173,18 +199,21 @@ impl Upstream {
             let req = req.body(Empty::new()).map_err(|e| protocol(e.to_string()))?;
             let resp = match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
                 Err(_) => {
+                    self.observe(method, "error", None);
                     return Err(UpstreamError::Timeout {
                         upstream: self.host().to_string(),
-                    })
+                    });
                 }
                 Ok(Err(e)) => {
+                    self.observe(method, "error", None);
                     return Err(UpstreamError::Connect {
                         upstream: self.host().to_string(),
                         reason: error_chain(&e),
-                    })
+                    });
                 }
                 Ok(Ok(r)) => r,
             };
+            self.observe(method, Metrics::class(resp.status()), Some(resp.headers()));
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -241,14 +270,18 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn from_config(config: &Config) -> Result<Upstreams, ClientBuildError> {
+    pub fn from_config(config: &Config, metrics: &Arc<Metrics>) -> Result<Upstreams, ClientBuildError> {
         let mut list = Vec::new();
         let mut default = 0;
         for (i, u) in config.upstreams.iter().enumerate() {
             if u.default {
                 default = i;
             }
-            list.push(Arc::new(Upstream::new(u.clone(), &config.fetch)?));
+            list.push(Arc::new(Upstream::new(
+                u.clone(),
+                &config.fetch,
+                metrics.clone(),
+            )?));
         }
         Ok(Upstreams { list, default })
     }

@@ -337,6 +337,8 @@ impl Mirror {
             r#"
 listen = "127.0.0.1:0"
 builtin_upstreams = false
+[admin]
+listen = "127.0.0.1:0"
 [cache]
 dir = "{dir}"
 tag_ttl = "5m"

@@ -19,8 +19,10 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 
 use super::blobs::{BlobStore, TempFile};
+use crate::metrics::Metrics;
 use crate::oci::{Digest, Hasher};
 use crate::upstream::UpstreamError;
+use prometheus::IntCounter;
 
 /// Bytes buffered before one write + hash step off the async threads.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -99,23 +101,37 @@ fn lost() -> Progress {
 }
 
 pub enum Lookup {
-    Hit { file: File, size: u64 },
-    Filling(Arc<Fill>),
+    Hit {
+        file: File,
+        size: u64,
+    },
+    /// `joined`: the fill was already running for another client.
+    Filling {
+        fill: Arc<Fill>,
+        joined: bool,
+    },
 }
 
 pub struct Fills {
     store: BlobStore,
     read_timeout: Duration,
     finish_abandoned: bool,
+    metrics: Arc<Metrics>,
     active: Mutex<HashMap<Digest, Arc<Fill>>>,
 }
 
 impl Fills {
-    pub fn new(store: BlobStore, read_timeout: Duration, finish_abandoned: bool) -> Fills {
+    pub fn new(
+        store: BlobStore,
+        read_timeout: Duration,
+        finish_abandoned: bool,
+        metrics: Arc<Metrics>,
+    ) -> Fills {
         Fills {
             store,
             read_timeout,
             finish_abandoned,
+            metrics,
             active: Mutex::new(HashMap::new()),
         }
     }
@@ -134,7 +150,13 @@ impl Fills {
     }
 
     /// A cached blob, the fill already running for it, or a new fill fetching from `source()`.
-    pub fn get_or_start<F, Fut>(self: &Arc<Self>, digest: &Digest, source: F) -> io::Result<Lookup>
+    /// `upstream` labels the bytes fetched in the metrics.
+    pub fn get_or_start<F, Fut>(
+        self: &Arc<Self>,
+        digest: &Digest,
+        upstream: &str,
+        source: F,
+    ) -> io::Result<Lookup>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'static,
@@ -144,7 +166,11 @@ impl Fills {
         }
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fill) = active.get(digest) {
-            return Ok(Lookup::Filling(fill.clone()));
+            self.metrics.coalesced.with_label_values(&["blob"]).inc();
+            return Ok(Lookup::Filling {
+                fill: fill.clone(),
+                joined: true,
+            });
         }
         // A fill may have been published between the first look and taking the lock.
         if let Some((file, size)) = self.store.open_blob(digest)? {
@@ -167,8 +193,9 @@ impl Fills {
         let fills = self.clone();
         let fut = source();
         let leader = fill.clone();
-        tokio::spawn(async move { fills.lead(leader, temp, write, tx, fut).await });
-        Ok(Lookup::Filling(fill))
+        let fetched = self.metrics.upstream_bytes.with_label_values(&[upstream]);
+        tokio::spawn(async move { fills.lead(leader, temp, write, tx, fut, fetched).await });
+        Ok(Lookup::Filling { fill, joined: false })
     }
 
     async fn lead(
@@ -178,9 +205,13 @@ impl Fills {
         write: File,
         tx: watch::Sender<Progress>,
         source: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
+        fetched: IntCounter,
     ) {
         let digest = fill.digest.clone();
-        match self.download(&fill, write, &tx, source).await {
+        self.metrics.inflight_downloads.inc();
+        let outcome = self.download(&fill, write, &tx, source, &fetched).await;
+        self.metrics.inflight_downloads.dec();
+        match outcome {
             Ok(size) => {
                 tx.send_modify(|p| p.state = FillState::Verified);
                 let store = self.store.clone();
@@ -194,6 +225,10 @@ impl Fills {
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "blob download failed; nothing kept");
+                self.metrics.failed_downloads.inc();
+                if matches!(e, FillError::DigestMismatch { .. }) {
+                    self.metrics.digest_mismatches.inc();
+                }
                 drop(temp);
                 self.remove(&digest);
                 tx.send_modify(|p| {
@@ -217,6 +252,7 @@ impl Fills {
         mut file: File,
         tx: &watch::Sender<Progress>,
         source: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
+        fetched: &IntCounter,
     ) -> Result<u64, FillError> {
         let digest = &fill.digest;
         let resp = source.await?;
@@ -267,6 +303,7 @@ impl Fills {
                 file = f;
                 hasher = h;
                 written += pending_len as u64;
+                fetched.inc_by(pending_len as u64);
                 pending_len = 0;
                 tx.send_modify(|p| p.written = written);
             }

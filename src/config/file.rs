@@ -9,6 +9,11 @@ use serde::Deserialize;
 pub struct FileConfig {
     pub listen: Option<String>,
     pub builtin_upstreams: Option<bool>,
+    pub shutdown_grace: Option<String>,
+    #[serde(default)]
+    pub admin: FileAdmin,
+    #[serde(default)]
+    pub log: FileLog,
     #[serde(default)]
     pub cache: FileCache,
     #[serde(default)]
@@ -43,4 +48,17 @@ pub struct FileUpstream {
     pub password: Option<String>,
     pub password_file: Option<String>,
     pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
 }

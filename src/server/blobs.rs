@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use super::range;
 use super::response::{empty, ServeBody, ServeError, Subject};
 use super::route::Route;
-use super::State;
+use super::{CacheResult, State};
 use crate::cache::{BlobBody, FillState, Lookup, Source};
 use crate::oci::Digest;
 
@@ -29,17 +29,23 @@ pub async fn handle(
     let upstream = route.upstream.clone();
     let repo = route.repo.clone();
     let tail = format!("blobs/{digest}");
-    let lookup = state.cache.fills.get_or_start(digest, move || async move {
-        upstream
-            .request(Method::GET, &repo, &tail, &HeaderMap::new())
-            .await
-    })?;
-    match lookup {
+    let lookup = state
+        .cache
+        .fills
+        .get_or_start(digest, route.upstream.host(), move || async move {
+            upstream
+                .request(Method::GET, &repo, &tail, &HeaderMap::new())
+                .await
+        })?;
+    let (mut resp, result) = match lookup {
         Lookup::Hit { file, size } => {
             tracing::debug!(%digest, size, "blob hit");
-            respond(digest, Source::Complete(Arc::new(file)), Some(size), range_header)
+            (
+                respond(digest, Source::Complete(Arc::new(file)), Some(size), range_header)?,
+                CacheResult::Hit,
+            )
         }
-        Lookup::Filling(fill) => {
+        Lookup::Filling { fill, joined } => {
             let p = fill.started().await;
             if let FillState::Failed(e) = p.state {
                 return Err(ServeError::Fill {
@@ -47,10 +53,20 @@ pub async fn handle(
                     source: e,
                 });
             }
-            tracing::debug!(%digest, size = ?p.size, written = p.written, "blob streaming from fill");
-            respond(digest, Source::Filling(fill), p.size, range_header)
+            tracing::debug!(%digest, size = ?p.size, written = p.written, joined, "blob streaming from fill");
+            let result = if joined {
+                CacheResult::Coalesced
+            } else {
+                CacheResult::Miss
+            };
+            (
+                respond(digest, Source::Filling(fill), p.size, range_header)?,
+                result,
+            )
         }
-    }
+    };
+    resp.extensions_mut().insert(result);
+    Ok(resp)
 }
 
 fn headers_for(digest: &Digest) -> http::response::Builder {
@@ -103,6 +119,11 @@ async fn head(state: &State, route: &Route, digest: &Digest) -> Result<Response<
     } else {
         None
     };
+    let result = if known.is_some() {
+        CacheResult::Hit
+    } else {
+        CacheResult::Miss
+    };
     let size = match known {
         Some(s) => s,
         None => {
@@ -123,8 +144,10 @@ async fn head(state: &State, route: &Route, digest: &Digest) -> Result<Response<
                 .ok_or_else(|| ServeError::BlobUnknown(format!("upstream gave no size for {digest}")))?
         }
     };
-    headers_for(digest)
+    let mut resp = headers_for(digest)
         .header(CONTENT_LENGTH, size)
         .body(empty())
-        .map_err(internal)
+        .map_err(internal)?;
+    resp.extensions_mut().insert(result);
+    Ok(resp)
 }

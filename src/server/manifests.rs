@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::response::{empty, full, ServeBody, ServeError, Subject};
 use super::route::Route;
-use super::State;
+use super::{CacheResult, State};
 use crate::cache::{StoredManifest, TagRecord};
 use crate::oci::{accepts, Digest, MediaType, Reference, RepoName, Tag, MANIFEST_ACCEPT};
 use crate::upstream::Upstream;
@@ -29,6 +29,7 @@ pub struct Answer {
     media_type: String,
     size: u64,
     bytes: Option<bytes::Bytes>,
+    result: CacheResult,
 }
 
 impl From<StoredManifest> for Answer {
@@ -38,8 +39,20 @@ impl From<StoredManifest> for Answer {
             digest: m.digest,
             media_type: m.media_type,
             bytes: Some(m.bytes),
+            result: CacheResult::Hit,
         }
     }
+}
+
+impl Answer {
+    fn with(mut self, result: CacheResult) -> Answer {
+        self.result = result;
+        self
+    }
+}
+
+fn fetched((m, result): (StoredManifest, CacheResult)) -> Answer {
+    Answer::from(m).with(result)
 }
 
 pub async fn handle(
@@ -74,7 +87,9 @@ pub async fn handle(
         (false, Some(b)) => full(b),
         _ => empty(),
     };
-    resp.body(body).map_err(|e| ServeError::Internal(e.to_string()))
+    let mut resp = resp.body(body).map_err(|e| ServeError::Internal(e.to_string()))?;
+    resp.extensions_mut().insert(answer.result);
+    Ok(resp)
 }
 
 fn accept_headers() -> HeaderMap {
@@ -97,9 +112,9 @@ async fn by_digest(
     if head {
         return head_upstream(state, route, &digest.to_string()).await;
     }
-    Ok(fetch(state, route, &digest.to_string(), Some(digest))
-        .await?
-        .into())
+    Ok(fetched(
+        fetch(state, route, &digest.to_string(), Some(digest)).await?,
+    ))
 }
 
 async fn by_tag(state: &Arc<State>, route: &Route, tag: &Tag, head: bool) -> Result<Answer, ServeError> {
@@ -126,18 +141,17 @@ async fn by_tag(state: &Arc<State>, route: &Route, tag: &Tag, head: bool) -> Res
                     remember(state, route, tag, &now).await?;
                     return Ok(now);
                 }
-                let m = match cache.manifests.get(&now.digest).await? {
-                    Some(m) => m,
-                    None => fetch(state, route, &now.digest.to_string(), Some(&now.digest)).await?,
+                let answer = match cache.manifests.get(&now.digest).await? {
+                    Some(m) => Answer::from(m).with(CacheResult::Miss),
+                    None => fetched(fetch(state, route, &now.digest.to_string(), Some(&now.digest)).await?),
                 };
-                let answer: Answer = m.into();
                 remember(state, route, tag, &answer).await?;
                 return Ok(answer);
             }
             Err(e) if is_gone(&e) => return Err(e),
             Err(e) if usable => {
                 tracing::warn!(repo = %route.repo, %tag, error = %e, "upstream revalidation failed; serving the cached tag");
-                return Ok(answer_from(rec, digest, cached));
+                return Ok(answer_from(rec, digest, cached).with(CacheResult::Stale));
             }
             Err(_) => {}
         }
@@ -147,8 +161,7 @@ async fn by_tag(state: &Arc<State>, route: &Route, tag: &Tag, head: bool) -> Res
         remember(state, route, tag, &answer).await?;
         return Ok(answer);
     }
-    let m = fetch(state, route, tag.as_str(), None).await?;
-    let answer: Answer = m.into();
+    let answer = fetched(fetch(state, route, tag.as_str(), None).await?);
     remember(state, route, tag, &answer).await?;
     Ok(answer)
 }
@@ -169,6 +182,7 @@ fn answer_from(rec: &TagRecord, digest: Digest, cached: Option<StoredManifest>) 
             media_type: rec.media_type.clone(),
             size: rec.size,
             bytes: None,
+            result: CacheResult::Hit,
         },
     }
 }
@@ -226,13 +240,25 @@ async fn head_upstream(state: &Arc<State>, route: &Route, reference: &str) -> Re
         reference.to_string(),
     );
     let (upstream, repo, reference) = (route.upstream.clone(), route.repo.clone(), reference.to_string());
-    let (v, _) = state
+    let (v, joined) = state
         .manifest_heads
         .run(key, move || async move {
             head_now(&upstream, &repo, &reference).await.map_err(Arc::new)
         })
         .await;
-    v.unwrap_or_else(|| Err(ended())).map_err(ServeError::Shared)
+    coalesced(state, "manifest", joined);
+    let answer = v.unwrap_or_else(|| Err(ended())).map_err(ServeError::Shared)?;
+    Ok(if joined {
+        answer.with(CacheResult::Coalesced)
+    } else {
+        answer
+    })
+}
+
+fn coalesced(state: &State, kind: &str, joined: bool) {
+    if joined {
+        state.metrics.coalesced.with_label_values(&[kind]).inc();
+    }
 }
 
 async fn head_now(upstream: &Upstream, repo: &RepoName, reference: &str) -> Result<Answer, ServeError> {
@@ -260,6 +286,7 @@ async fn head_now(upstream: &Upstream, repo: &RepoName, reference: &str) -> Resu
             media_type: media_type_of(h, None),
             size,
             bytes: None,
+            result: CacheResult::Miss,
         }),
         _ => Err(ServeError::BadUpstreamManifest(format!(
             "HEAD {reference} lacks Docker-Content-Digest or Content-Length"
@@ -273,7 +300,7 @@ async fn fetch(
     route: &Route,
     reference: &str,
     expected: Option<&Digest>,
-) -> Result<StoredManifest, ServeError> {
+) -> Result<(StoredManifest, CacheResult), ServeError> {
     let key = (
         route.upstream.host().to_string(),
         route.repo.clone(),
@@ -282,7 +309,7 @@ async fn fetch(
     let st = state.clone();
     let (upstream, repo, reference) = (route.upstream.clone(), route.repo.clone(), reference.to_string());
     let expected = expected.cloned();
-    let (v, _) = state
+    let (v, joined) = state
         .manifest_gets
         .run(key, move || async move {
             fetch_now(&st, &upstream, &repo, &reference, expected.as_ref())
@@ -290,7 +317,16 @@ async fn fetch(
                 .map_err(Arc::new)
         })
         .await;
-    v.unwrap_or_else(|| Err(ended())).map_err(ServeError::Shared)
+    coalesced(state, "manifest", joined);
+    let m = v.unwrap_or_else(|| Err(ended())).map_err(ServeError::Shared)?;
+    Ok((
+        m,
+        if joined {
+            CacheResult::Coalesced
+        } else {
+            CacheResult::Miss
+        },
+    ))
 }
 
 /// GETs a manifest, checks its digest (the requested one, else the upstream's header, else
@@ -340,6 +376,11 @@ async fn fetch_now(
         digest,
         bytes,
     };
+    state
+        .metrics
+        .upstream_bytes
+        .with_label_values(&[upstream.host()])
+        .inc_by(m.bytes.len() as u64);
     state.cache.manifests.put(&m).await?;
     tracing::info!(%repo, reference, digest = %m.digest, "manifest cached");
     Ok(m)

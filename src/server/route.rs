@@ -131,7 +131,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        Upstreams::from_config(&c).unwrap()
+        Upstreams::from_config(&c, &Default::default()).unwrap()
     }
 
     fn route(path: &str, query: Option<&str>) -> Route {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
+use prometheus::IntCounter;
 use tokio::time::Instant;
 
 use super::challenge::Challenge;
@@ -35,6 +36,7 @@ enum Scheme {
 
 pub struct Auth {
     upstream: String,
+    token_fetches: IntCounter,
     credentials: Option<Credentials>,
     scheme: Mutex<Scheme>,
     tokens: Mutex<HashMap<String, (Secret, Instant)>>,
@@ -48,9 +50,10 @@ struct TokenResponse {
 }
 
 impl Auth {
-    pub fn new(upstream: String, credentials: Option<Credentials>) -> Auth {
+    pub fn new(upstream: String, credentials: Option<Credentials>, token_fetches: IntCounter) -> Auth {
         Auth {
             upstream,
+            token_fetches,
             credentials,
             scheme: Mutex::new(Scheme::Unknown),
             tokens: Mutex::new(HashMap::new()),
@@ -170,6 +173,7 @@ impl Auth {
             req = req.header("authorization", v);
         }
         let req = req.body(Empty::new()).map_err(|e| err(e.to_string()))?;
+        self.token_fetches.inc();
         let resp = client
             .request(req)
             .await

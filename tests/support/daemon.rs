@@ -17,6 +17,7 @@ use regcache::config::Config;
 pub struct Daemon {
     pub running: Option<Running>,
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
@@ -65,8 +66,10 @@ impl Daemon {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Daemon {
-        regcache::telemetry::init("warn");
-        let mut text = String::from("listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n");
+        regcache::telemetry::init("warn", false);
+        let mut text = String::from(
+            "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        );
         if !toml.contains("[cache]") {
             text.push_str(&format!("[cache]\ndir = \"{}\"\n", dir.path().display()));
         }
@@ -74,9 +77,11 @@ impl Daemon {
         let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let running = regcache::app::start(config).await.expect("daemon starts");
         let addr = running.local_addr();
+        let admin_addr = running.admin_addr();
         Daemon {
             running: Some(running),
             addr,
+            admin_addr,
             dir,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
@@ -115,6 +120,53 @@ impl Daemon {
             headers,
             body,
         }
+    }
+
+    /// GET on the admin listener.
+    pub async fn admin(&self, path: &str) -> Reply {
+        let req = Request::get(format!("http://{}{}", self.admin_addr, path))
+            .body(Empty::new())
+            .unwrap();
+        let resp = self.client.request(req).await.expect("admin answers");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The value of one sample of /metrics (0 when absent); labels must match exactly.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = String::from_utf8(self.admin("/metrics").await.bytes().to_vec()).unwrap();
+        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        want.sort();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (n, l) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let mut got: Vec<String> = if l.is_empty() {
+                vec![]
+            } else {
+                l.split(',').map(str::to_string).collect()
+            };
+            got.sort();
+            if n == name && got == want {
+                return value.parse().unwrap();
+            }
+        }
+        0.0
     }
 
     pub async fn get(&self, path: &str) -> Reply {

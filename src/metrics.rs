@@ -1,0 +1,164 @@
+//! Every Prometheus metric regcache exports, registered in one place on a per-daemon registry.
+//! Names are `regcache_<what>_<unit>[_total]`; labels come only from bounded sets (request kind,
+//! cache result, upstream host from the config, method, status class), never from repository
+//! names, tags or digests.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// kind = manifest|blob|tags|referrers|base|other, result = hit|miss|stale|coalesced|error.
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    /// Bytes sent to clients, by kind and by where they came from (cache = already on disk,
+    /// fill = streamed while downloading).
+    pub served_bytes: IntCounterVec,
+    /// Bytes fetched from each upstream (blob and manifest bodies).
+    pub upstream_bytes: IntCounterVec,
+    /// Upstream responses by upstream, method and status class (2xx, 3xx, 4xx, 5xx, error).
+    pub upstream_requests: IntCounterVec,
+    pub upstream_ratelimit_remaining: IntGaugeVec,
+    pub upstream_token_fetches: IntCounterVec,
+    pub inflight_downloads: IntGauge,
+    /// Requests that joined a download or upstream request already under way, by kind.
+    pub coalesced: IntCounterVec,
+    pub digest_mismatches: IntCounter,
+    pub failed_downloads: IntCounter,
+    pub cache_bytes: IntGauge,
+    pub cache_blobs: IntGauge,
+    pub evictions: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric definition is valid");
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("metric definition is valid");
+    r.register(Box::new(g.clone())).expect("metric names are unique");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "regcache_request_duration_seconds",
+                "Time from request to the end of the response body, by kind",
+            )
+            .buckets(vec![0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 300.0]),
+            &["kind"],
+        )
+        .expect("metric definition is valid");
+        r.register(Box::new(request_seconds.clone()))
+            .expect("metric names are unique");
+        let upstream_ratelimit_remaining = IntGaugeVec::new(
+            Opts::new(
+                "regcache_upstream_ratelimit_remaining",
+                "Last RateLimit-Remaining an upstream reported",
+            ),
+            &["upstream"],
+        )
+        .expect("metric definition is valid");
+        r.register(Box::new(upstream_ratelimit_remaining.clone()))
+            .expect("metric names are unique");
+        Metrics {
+            registry: r.clone(),
+            requests: counter_vec(
+                &r,
+                "regcache_requests_total",
+                "Client requests by kind, cache result and upstream",
+                &["kind", "result", "upstream"],
+            ),
+            request_seconds,
+            served_bytes: counter_vec(
+                &r,
+                "regcache_served_bytes_total",
+                "Bytes sent to clients, by kind and source (cache or fill)",
+                &["kind", "source"],
+            ),
+            upstream_bytes: counter_vec(
+                &r,
+                "regcache_upstream_bytes_total",
+                "Bytes fetched from upstreams",
+                &["upstream"],
+            ),
+            upstream_requests: counter_vec(
+                &r,
+                "regcache_upstream_requests_total",
+                "Upstream responses by upstream, method and status class",
+                &["upstream", "method", "class"],
+            ),
+            upstream_ratelimit_remaining,
+            upstream_token_fetches: counter_vec(
+                &r,
+                "regcache_upstream_token_fetches_total",
+                "Bearer tokens fetched from upstream token services",
+                &["upstream"],
+            ),
+            inflight_downloads: gauge(
+                &r,
+                "regcache_inflight_downloads",
+                "Blob downloads from upstream in progress",
+            ),
+            coalesced: counter_vec(
+                &r,
+                "regcache_coalesced_total",
+                "Requests that joined a download or upstream request already under way",
+                &["kind"],
+            ),
+            digest_mismatches: counter(
+                &r,
+                "regcache_digest_mismatches_total",
+                "Upstream content whose digest did not match (never kept)",
+            ),
+            failed_downloads: counter(
+                &r,
+                "regcache_failed_downloads_total",
+                "Blob downloads that failed and kept nothing",
+            ),
+            cache_bytes: gauge(&r, "regcache_cache_bytes", "Bytes of blobs in the cache"),
+            cache_blobs: gauge(&r, "regcache_cache_blobs", "Blobs in the cache"),
+            evictions: counter(
+                &r,
+                "regcache_evictions_total",
+                "Blobs evicted to stay within the disk budget",
+            ),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Status class label for an upstream response.
+    pub fn class(status: http::StatusCode) -> &'static str {
+        match status.as_u16() {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        }
+    }
+}

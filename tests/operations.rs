@@ -1,0 +1,148 @@
+//! Operating the daemon: health and readiness endpoints, and metrics that move as expected across
+//! a miss, a hit, a coalesced pull and a digest mismatch.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::time::Duration;
+
+use daemon::Daemon;
+use fake::{bytes_of, Fake, Fault};
+use tokio::sync::watch;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let up = Fake::start().await;
+    let d = Daemon::start(&up.url(), "").await;
+    assert_eq!(d.admin("/healthz").await.status, 200);
+    assert_eq!(d.admin("/readyz").await.status, 200);
+    assert_eq!(d.admin("/nope").await.status, 404);
+    let m = d.admin("/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(String::from_utf8_lossy(&m.bytes()).contains("regcache_inflight_downloads 0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_miss_hit_coalesced_and_mismatch() {
+    let up = Fake::start().await;
+    let blob = bytes_of(600_000, 3);
+    let digest = up.add_blob("library/app", blob.clone());
+    let (_, manifest, _) = up.add_image("library/app", "v1", &[bytes_of(10, 4)]);
+    let d = std::sync::Arc::new(Daemon::start(&up.url(), "").await);
+    let path = format!("/v2/library/app/blobs/{digest}");
+    let blob_requests = |result: &'static str| {
+        let d = d.clone();
+        async move {
+            d.metric(
+                "regcache_requests_total",
+                &[("kind", "blob"), ("result", result), ("upstream", "docker.io")],
+            )
+            .await
+        }
+    };
+
+    // A cold pull held half-way, joined by two more clients.
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 100_000,
+        gate,
+        then_break: false,
+    }));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let d = d.clone();
+        let p = path.clone();
+        tasks.push(tokio::spawn(async move { d.get(&p).await }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(d.metric("regcache_inflight_downloads", &[]).await, 1.0);
+    open.send(true).unwrap();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().bytes(), blob);
+    }
+    up.set_fault(None);
+    assert_eq!(blob_requests("miss").await, 1.0);
+    assert_eq!(blob_requests("coalesced").await, 2.0);
+    assert_eq!(
+        d.metric("regcache_coalesced_total", &[("kind", "blob")]).await,
+        2.0
+    );
+    assert_eq!(d.metric("regcache_inflight_downloads", &[]).await, 0.0);
+    assert_eq!(
+        d.metric("regcache_upstream_bytes_total", &[("upstream", "docker.io")])
+            .await,
+        600_000.0
+    );
+
+    // A hit: served from disk, nothing fetched.
+    assert_eq!(d.get(&path).await.bytes(), blob);
+    assert_eq!(blob_requests("hit").await, 1.0);
+    assert_eq!(
+        d.metric(
+            "regcache_served_bytes_total",
+            &[("kind", "blob"), ("source", "cache")]
+        )
+        .await,
+        600_000.0
+    );
+    assert_eq!(
+        d.metric(
+            "regcache_served_bytes_total",
+            &[("kind", "blob"), ("source", "upstream")]
+        )
+        .await,
+        1_800_000.0
+    );
+    assert_eq!(
+        d.metric("regcache_upstream_bytes_total", &[("upstream", "docker.io")])
+            .await,
+        600_000.0
+    );
+
+    // Manifests: a miss then a hit, and the upstream requests by class.
+    assert_eq!(
+        d.get(&format!("/v2/library/app/manifests/{}", fake::sha256(&manifest)))
+            .await
+            .bytes(),
+        manifest
+    );
+    assert_eq!(
+        d.get(&format!("/v2/library/app/manifests/{}", fake::sha256(&manifest)))
+            .await
+            .bytes(),
+        manifest
+    );
+    let manifest_requests = |result: &'static str| {
+        let d = d.clone();
+        async move {
+            d.metric(
+                "regcache_requests_total",
+                &[
+                    ("kind", "manifest"),
+                    ("result", result),
+                    ("upstream", "docker.io"),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(manifest_requests("miss").await, 1.0);
+    assert_eq!(manifest_requests("hit").await, 1.0);
+    assert_eq!(
+        d.metric(
+            "regcache_upstream_requests_total",
+            &[("class", "2xx"), ("method", "GET"), ("upstream", "docker.io")]
+        )
+        .await,
+        2.0
+    );
+
+    // A corrupt download: counted, and an error result.
+    let bad = up.add_blob("library/app", bytes_of(1000, 5));
+    up.set_fault(Some(Fault::Corrupt));
+    let _ = d.get(&format!("/v2/library/app/blobs/{bad}")).await;
+    assert_eq!(d.metric("regcache_digest_mismatches_total", &[]).await, 1.0);
+    assert_eq!(d.metric("regcache_failed_downloads_total", &[]).await, 1.0);
+}
