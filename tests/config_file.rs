@@ -13,6 +13,10 @@ fn documented_example_parses_and_matches_defaults() {
     let c = regcache::config::Config::from_toml_str(&text).expect("etc/regcache.toml is valid");
     let d = regcache::config::Config::default();
     assert_eq!(c.listen, d.listen);
+    assert_eq!(c.admin_listen, d.admin_listen);
+    assert_eq!(c.shutdown_grace, d.shutdown_grace);
+    assert_eq!(c.log.format, d.log.format);
+    assert_eq!(c.log.level, d.log.level);
     assert_eq!(c.cache.tag_ttl, d.cache.tag_ttl);
     assert_eq!(c.fetch.read_timeout, d.fetch.read_timeout);
     assert_eq!(c.fetch.connect_timeout, d.fetch.connect_timeout);
