@@ -5,6 +5,7 @@ pub mod blobs;
 pub mod coalesce;
 pub mod fill;
 pub mod manifests;
+pub mod negative;
 pub mod reader;
 
 use std::io;
@@ -20,6 +21,7 @@ pub struct Cache {
     pub fills: Arc<Fills>,
     pub manifests: ManifestStore,
     pub tags: TagStore,
+    pub missing: negative::NegativeCache,
 }
 
 impl Cache {
@@ -36,6 +38,7 @@ impl Cache {
             )),
             manifests: ManifestStore::open(dir)?,
             tags: TagStore::open(dir)?,
+            missing: negative::NegativeCache::new(config.cache.negative_ttl),
         })
     }
 }

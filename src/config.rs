@@ -67,6 +67,11 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     /// How long a tag's digest is trusted before it is revalidated upstream with a HEAD.
     pub tag_ttl: Duration,
+    /// How long an upstream "manifest unknown" is remembered, so a crash-looping pod does not
+    /// hammer the upstream. Zero turns it off.
+    pub negative_ttl: Duration,
+    /// How long a stale tag's revalidation may take before the cached tag is served anyway.
+    pub revalidate_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +83,10 @@ pub struct FetchConfig {
     /// Finish a blob download even when every client that wanted it has gone, so the next pull
     /// is a hit.
     pub finish_abandoned: bool,
+    /// Consecutive failures (connect errors, timeouts, 5xx) that mark an upstream down.
+    pub breaker_threshold: u32,
+    /// How often a downed upstream is probed in the background.
+    pub breaker_probe_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +98,8 @@ pub struct UpstreamConfig {
     pub default: bool,
     pub credentials: Option<Credentials>,
     pub ca_file: Option<PathBuf>,
+    /// Never contact this upstream: serve what is cached, 404 for the rest.
+    pub offline: bool,
 }
 
 impl UpstreamConfig {
@@ -218,6 +229,18 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
             raw.cache.tag_ttl.as_deref(),
             Duration::from_secs(300),
         ),
+        negative_ttl: duration(
+            &mut errors,
+            "cache.negative_ttl",
+            raw.cache.negative_ttl.as_deref(),
+            Duration::from_secs(30),
+        ),
+        revalidate_timeout: duration(
+            &mut errors,
+            "cache.revalidate_timeout",
+            raw.cache.revalidate_timeout.as_deref(),
+            Duration::from_secs(2),
+        ),
     };
     let fetch = FetchConfig {
         connect_timeout: duration(
@@ -234,7 +257,15 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         ),
         max_manifest_size: raw.fetch.max_manifest_size.unwrap_or(4 * 1024 * 1024),
         finish_abandoned: raw.fetch.finish_abandoned.unwrap_or(true),
+        breaker_threshold: raw.fetch.breaker_threshold.unwrap_or(5).max(1),
+        breaker_probe_interval: duration(
+            &mut errors,
+            "fetch.breaker_probe_interval",
+            raw.fetch.breaker_probe_interval.as_deref(),
+            Duration::from_secs(5),
+        ),
     };
+    let all_offline = raw.offline.unwrap_or(false);
 
     let mut upstreams: Vec<UpstreamConfig> = Vec::new();
     if raw.builtin_upstreams.unwrap_or(true) {
@@ -247,6 +278,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
                 default: i == 0,
                 credentials: None,
                 ca_file: None,
+                offline: false,
             });
         }
     }
@@ -260,6 +292,9 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
                 None => upstreams.push(u),
             }
         }
+    }
+    if all_offline {
+        upstreams.iter_mut().for_each(|u| u.offline = true);
     }
     let defaults = upstreams.iter().filter(|u| u.default).count();
     if upstreams.is_empty() {
@@ -341,6 +376,7 @@ fn upstream(errors: &mut Vec<String>, i: usize, u: FileUpstream) -> Option<Upstr
         default: u.default.unwrap_or(false),
         credentials,
         ca_file,
+        offline: u.offline.unwrap_or(false),
     })
 }
 

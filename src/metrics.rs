@@ -22,6 +22,8 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_ratelimit_remaining: IntGaugeVec,
     pub upstream_token_fetches: IntCounterVec,
+    /// 1 while an upstream is marked down by its circuit breaker.
+    pub upstream_down: IntGaugeVec,
     pub inflight_downloads: IntGauge,
     /// Requests that joined a download or upstream request already under way, by kind.
     pub coalesced: IntCounterVec,
@@ -42,6 +44,12 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("metric definition is valid");
     r.register(Box::new(c.clone())).expect("metric names are unique");
     c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
+    r.register(Box::new(g.clone())).expect("metric names are unique");
+    g
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -70,16 +78,18 @@ impl Metrics {
         .expect("metric definition is valid");
         r.register(Box::new(request_seconds.clone()))
             .expect("metric names are unique");
-        let upstream_ratelimit_remaining = IntGaugeVec::new(
-            Opts::new(
-                "regcache_upstream_ratelimit_remaining",
-                "Last RateLimit-Remaining an upstream reported",
-            ),
+        let upstream_ratelimit_remaining = gauge_vec(
+            &r,
+            "regcache_upstream_ratelimit_remaining",
+            "Last RateLimit-Remaining an upstream reported",
             &["upstream"],
-        )
-        .expect("metric definition is valid");
-        r.register(Box::new(upstream_ratelimit_remaining.clone()))
-            .expect("metric names are unique");
+        );
+        let upstream_down = gauge_vec(
+            &r,
+            "regcache_upstream_down",
+            "1 while an upstream is marked down after repeated failures",
+            &["upstream"],
+        );
         Metrics {
             registry: r.clone(),
             requests: counter_vec(
@@ -108,6 +118,7 @@ impl Metrics {
                 &["upstream", "method", "class"],
             ),
             upstream_ratelimit_remaining,
+            upstream_down,
             upstream_token_fetches: counter_vec(
                 &r,
                 "regcache_upstream_token_fetches_total",

@@ -136,8 +136,11 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
                         "blob",
                         blobs::handle(state, &route, d, method, req.headers()).await,
                     ),
-                    Endpoint::Tags => ("tags", listing::tags(&route, uri.query()).await),
-                    Endpoint::Referrers(d) => ("referrers", listing::referrers(&route, d, uri.query()).await),
+                    Endpoint::Tags => ("tags", listing::tags(state, &route, uri.query()).await),
+                    Endpoint::Referrers(d) => (
+                        "referrers",
+                        listing::referrers(state, &route, d, uri.query()).await,
+                    ),
                 }
             }
             .instrument(span)

@@ -5,6 +5,7 @@
 //! upstream's own host.
 
 mod auth;
+mod breaker;
 mod challenge;
 mod client;
 
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use crate::config::{Config, FetchConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::oci::RepoName;
+use breaker::Breaker;
 pub use client::ClientBuildError;
 
 pub const USER_AGENT: &str = concat!("regcache/", env!("CARGO_PKG_VERSION"));
@@ -42,11 +44,29 @@ pub enum UpstreamError {
     Token { upstream: String, reason: String },
     #[error("upstream {upstream}: {reason}")]
     Protocol { upstream: String, reason: String },
+    #[error("regcache is offline for {upstream}: only cached content is served")]
+    Offline { upstream: String },
+    #[error("upstream {upstream} is marked down after repeated failures; retrying in the background")]
+    Down { upstream: String },
 }
 
 impl UpstreamError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, UpstreamError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+
+    /// Failures that say the upstream is unhealthy (as opposed to answering "no").
+    fn is_outage(&self) -> bool {
+        match self {
+            UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } => true,
+            UpstreamError::Status { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+
+    /// We did not ask: offline mode or a downed upstream.
+    pub fn is_not_attempted(&self) -> bool {
+        matches!(self, UpstreamError::Offline { .. } | UpstreamError::Down { .. })
     }
 }
 
@@ -57,6 +77,7 @@ pub struct Upstream {
     auth: auth::Auth,
     read_timeout: Duration,
     metrics: Arc<Metrics>,
+    breaker: Arc<Breaker>,
 }
 
 impl Upstream {
@@ -67,7 +88,15 @@ impl Upstream {
     ) -> Result<Upstream, ClientBuildError> {
         let client = client::build(config.ca_file.as_deref(), fetch.connect_timeout)?;
         let token_fetches = metrics.upstream_token_fetches.with_label_values(&[&config.host]);
+        let down = metrics.upstream_down.with_label_values(&[&config.host]);
+        down.set(0);
+        let breaker = Arc::new(Breaker::new(
+            fetch.breaker_threshold,
+            fetch.breaker_probe_interval,
+            down,
+        ));
         Ok(Upstream {
+            breaker,
             auth: auth::Auth::new(config.host.clone(), config.credentials.clone(), token_fetches),
             config,
             client,
@@ -107,9 +136,83 @@ impl Upstream {
         self.read_timeout
     }
 
+    /// Whether the breaker has marked this upstream down.
+    pub fn is_down(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     /// Sends `method /v2/<repo>/<tail>` and returns the final 2xx response (after auth and
     /// redirects). Any other status becomes an `UpstreamError`.
     pub async fn request(
+        &self,
+        method: Method,
+        repo: &RepoName,
+        tail: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.request_within(method, repo, tail, headers, None).await
+    }
+
+    /// `request`, giving up after `deadline` (auth round trips included) if one is given.
+    pub async fn request_within(
+        &self,
+        method: Method,
+        repo: &RepoName,
+        tail: &str,
+        headers: &HeaderMap,
+        deadline: Option<Duration>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let upstream = || self.host().to_string();
+        if self.config.offline {
+            return Err(UpstreamError::Offline { upstream: upstream() });
+        }
+        if self.breaker.is_open() {
+            return Err(UpstreamError::Down { upstream: upstream() });
+        }
+        let exchange = self.exchange(method, repo, tail, headers);
+        let outcome = match deadline {
+            Some(d) => tokio::time::timeout(d, exchange)
+                .await
+                .unwrap_or_else(|_| Err(UpstreamError::Timeout { upstream: upstream() })),
+            None => exchange.await,
+        };
+        match &outcome {
+            Err(e) if e.is_outage() => {
+                if self.breaker.failure() {
+                    tracing::warn!(upstream = %self.host(), error = %e, "upstream marked down; serving from cache only");
+                    self.probe_until_up();
+                }
+            }
+            _ => self.breaker.success(),
+        }
+        outcome
+    }
+
+    /// Probes `GET /v2/` in the background until the upstream answers again.
+    fn probe_until_up(&self) {
+        let breaker = self.breaker.clone();
+        let client = self.client.clone();
+        let url = format!("{}/v2/", self.config.base_url());
+        let host = self.host().to_string();
+        let timeout = self.read_timeout;
+        tokio::spawn(async move {
+            while breaker.is_open() {
+                tokio::time::sleep(breaker.probe_interval()).await;
+                let Ok(req) = Request::get(url.as_str())
+                    .header(http::header::USER_AGENT, USER_AGENT)
+                    .body(Empty::new())
+                else {
+                    return;
+                };
+                if let Ok(Ok(_)) = tokio::time::timeout(timeout, client.request(req)).await {
+                    breaker.success();
+                    tracing::info!(upstream = %host, "upstream answers again");
+                }
+            }
+        });
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         repo: &RepoName,

@@ -18,6 +18,11 @@ fn documented_example_parses_and_matches_defaults() {
     assert_eq!(c.log.format, d.log.format);
     assert_eq!(c.log.level, d.log.level);
     assert_eq!(c.cache.tag_ttl, d.cache.tag_ttl);
+    assert_eq!(c.cache.revalidate_timeout, d.cache.revalidate_timeout);
+    assert_eq!(c.cache.negative_ttl, d.cache.negative_ttl);
+    assert_eq!(c.fetch.breaker_threshold, d.fetch.breaker_threshold);
+    assert_eq!(c.fetch.breaker_probe_interval, d.fetch.breaker_probe_interval);
+    assert!(!c.upstreams.iter().any(|u| u.offline));
     assert_eq!(c.fetch.read_timeout, d.fetch.read_timeout);
     assert_eq!(c.fetch.connect_timeout, d.fetch.connect_timeout);
     assert_eq!(c.fetch.max_manifest_size, d.fetch.max_manifest_size);

@@ -1,7 +1,7 @@
 //! Manifests by digest (`manifests/<alg>/<hex>` holds the exact upstream bytes, `<hex>.type` the
-//! media type) and tag records (`tags/<upstream>/<repo>/@tags/<tag>`: digest, media type and
-//! size). `@` cannot occur in a repository name, so tag files never collide with nested
-//! repositories. Tag freshness lives in memory on the tokio clock: after a restart every tag is
+//! media type), tag records (`tags/<upstream>/<repo>/@tags/<tag>`: digest, media type and
+//! size) and the last tag list and referrers answers (`tags/<upstream>/<repo>/@docs/<name>`).
+//! `@` cannot occur in a repository name, so these never collide with nested repositories. Tag freshness lives in memory on the tokio clock: after a restart every tag is
 //! revalidated once.
 
 use std::collections::HashMap;
@@ -145,6 +145,28 @@ impl TagStore {
         write_atomic(&self.tmp, &self.path(upstream, repo, tag), &bytes).await?;
         self.mark_checked(upstream, repo, tag);
         Ok(())
+    }
+
+    fn doc_path(&self, upstream: &str, repo: &RepoName, name: &str) -> PathBuf {
+        let mut p = self.root.join(upstream);
+        for c in repo.components() {
+            p.push(c);
+        }
+        p.push("@docs");
+        p.push(name);
+        p
+    }
+
+    /// The last copy of a per-repository document (tag list, referrers) kept for offline use.
+    /// `name` is chosen by regcache, never by a client.
+    pub async fn get_doc(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Option<Bytes>> {
+        Ok(read_opt(&self.doc_path(upstream, repo, name))
+            .await?
+            .map(Bytes::from))
+    }
+
+    pub async fn put_doc(&self, upstream: &str, repo: &RepoName, name: &str, bytes: &[u8]) -> io::Result<()> {
+        write_atomic(&self.tmp, &self.doc_path(upstream, repo, name), bytes).await
     }
 
     /// Whether the tag was confirmed with the upstream less than `ttl` ago.

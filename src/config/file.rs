@@ -9,6 +9,7 @@ use serde::Deserialize;
 pub struct FileConfig {
     pub listen: Option<String>,
     pub builtin_upstreams: Option<bool>,
+    pub offline: Option<bool>,
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub admin: FileAdmin,
@@ -27,6 +28,8 @@ pub struct FileConfig {
 pub struct FileCache {
     pub dir: Option<String>,
     pub tag_ttl: Option<String>,
+    pub negative_ttl: Option<String>,
+    pub revalidate_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +39,8 @@ pub struct FileFetch {
     pub read_timeout: Option<String>,
     pub max_manifest_size: Option<u64>,
     pub finish_abandoned: Option<bool>,
+    pub breaker_threshold: Option<u32>,
+    pub breaker_probe_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +53,7 @@ pub struct FileUpstream {
     pub password: Option<String>,
     pub password_file: Option<String>,
     pub ca_file: Option<String>,
+    pub offline: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -109,12 +109,40 @@ async fn by_digest(
     if let Some(m) = state.cache.manifests.get(digest).await? {
         return Ok(m.into());
     }
-    if head {
-        return head_upstream(state, route, &digest.to_string()).await;
+    let reference = digest.to_string();
+    unless_missing(state, route, &reference, async {
+        if head {
+            head_upstream(state, route, &reference, None).await
+        } else {
+            Ok(fetched(fetch(state, route, &reference, Some(digest)).await?))
+        }
+    })
+    .await
+}
+
+/// Answers at once when the upstream recently said `reference` does not exist, and remembers
+/// it when it says so now.
+async fn unless_missing(
+    state: &State,
+    route: &Route,
+    reference: &str,
+    ask: impl std::future::Future<Output = Result<Answer, ServeError>>,
+) -> Result<Answer, ServeError> {
+    let key = (
+        route.upstream.host().to_string(),
+        route.repo.clone(),
+        reference.to_string(),
+    );
+    if state.cache.missing.is_missing(&key) {
+        return Err(ServeError::ManifestUnknown(format!(
+            "{reference} (the upstream said so moments ago)"
+        )));
     }
-    Ok(fetched(
-        fetch(state, route, &digest.to_string(), Some(digest)).await?,
-    ))
+    let answer = ask.await;
+    if answer.as_ref().is_err_and(is_gone) {
+        state.cache.missing.remember(key);
+    }
+    answer
 }
 
 async fn by_tag(state: &Arc<State>, route: &Route, tag: &Tag, head: bool) -> Result<Answer, ServeError> {
@@ -125,10 +153,12 @@ async fn by_tag(state: &Arc<State>, route: &Route, tag: &Tag, head: bool) -> Res
     if let Some((rec, digest)) = record.as_ref().and_then(|r| r.digest().map(|d| (r, d))) {
         let cached = cache.manifests.get(&digest).await?;
         let usable = head || cached.is_some();
-        if usable && cache.tags.is_fresh(host, &route.repo, tag, ttl) {
+        let offline = route.upstream.config().offline;
+        if usable && (offline || cache.tags.is_fresh(host, &route.repo, tag, ttl)) {
             return Ok(answer_from(rec, digest, cached));
         }
-        match head_upstream(state, route, tag.as_str()).await {
+        let deadline = usable.then_some(state.config.cache.revalidate_timeout);
+        match head_upstream(state, route, tag.as_str(), deadline).await {
             Ok(now) if now.digest == digest => {
                 cache.tags.mark_checked(host, &route.repo, tag);
                 if usable {
@@ -150,20 +180,52 @@ async fn by_tag(state: &Arc<State>, route: &Route, tag: &Tag, head: bool) -> Res
             }
             Err(e) if is_gone(&e) => return Err(e),
             Err(e) if usable => {
-                tracing::warn!(repo = %route.repo, %tag, error = %e, "upstream revalidation failed; serving the cached tag");
+                if not_attempted(&e) {
+                    tracing::debug!(repo = %route.repo, %tag, error = %e, "serving the cached tag");
+                } else {
+                    tracing::warn!(repo = %route.repo, %tag, error = %e, "upstream revalidation failed; serving the cached tag");
+                }
                 return Ok(answer_from(rec, digest, cached).with(CacheResult::Stale));
             }
             Err(_) => {}
         }
     }
-    if head {
-        let answer = head_upstream(state, route, tag.as_str()).await?;
+    unless_missing(state, route, tag.as_str(), async {
+        let answer = if head {
+            head_upstream(state, route, tag.as_str(), None).await?
+        } else {
+            fetched(fetch(state, route, tag.as_str(), None).await?)
+        };
         remember(state, route, tag, &answer).await?;
-        return Ok(answer);
+        Ok(answer)
+    })
+    .await
+}
+
+/// The bytes of the referrers tag-schema index `tag` (`sha256-<hex>`), through the cache like
+/// any tag; `None` when the upstream has no such tag.
+pub async fn tag_schema_index(
+    state: &Arc<State>,
+    route: &Route,
+    tag: &str,
+) -> Result<Option<bytes::Bytes>, ServeError> {
+    let tag: Tag = tag
+        .parse()
+        .map_err(|e: crate::oci::ReferenceError| ServeError::Internal(e.to_string()))?;
+    match by_tag(state, route, &tag, false).await {
+        Ok(answer) if answer.media_type == MediaType::OCI_INDEX => Ok(answer.bytes),
+        Ok(_) => Ok(None),
+        Err(e) if is_gone(&e) || matches!(e, ServeError::ManifestUnknown(_)) => Ok(None),
+        Err(e) => Err(e),
     }
-    let answer = fetched(fetch(state, route, tag.as_str(), None).await?);
-    remember(state, route, tag, &answer).await?;
-    Ok(answer)
+}
+
+fn not_attempted(e: &ServeError) -> bool {
+    match e {
+        ServeError::Upstream { source, .. } => source.is_not_attempted(),
+        ServeError::Shared(inner) => not_attempted(inner),
+        _ => false,
+    }
 }
 
 fn is_gone(e: &ServeError) -> bool {
@@ -233,7 +295,12 @@ fn ended() -> Arc<ServeError> {
 }
 
 /// One upstream `HEAD` for a manifest, shared by concurrent requests for the same reference.
-async fn head_upstream(state: &Arc<State>, route: &Route, reference: &str) -> Result<Answer, ServeError> {
+async fn head_upstream(
+    state: &Arc<State>,
+    route: &Route,
+    reference: &str,
+    deadline: Option<std::time::Duration>,
+) -> Result<Answer, ServeError> {
     let key = (
         route.upstream.host().to_string(),
         route.repo.clone(),
@@ -243,7 +310,9 @@ async fn head_upstream(state: &Arc<State>, route: &Route, reference: &str) -> Re
     let (v, joined) = state
         .manifest_heads
         .run(key, move || async move {
-            head_now(&upstream, &repo, &reference).await.map_err(Arc::new)
+            head_now(&upstream, &repo, &reference, deadline)
+                .await
+                .map_err(Arc::new)
         })
         .await;
     coalesced(state, "manifest", joined);
@@ -261,13 +330,19 @@ fn coalesced(state: &State, kind: &str, joined: bool) {
     }
 }
 
-async fn head_now(upstream: &Upstream, repo: &RepoName, reference: &str) -> Result<Answer, ServeError> {
+async fn head_now(
+    upstream: &Upstream,
+    repo: &RepoName,
+    reference: &str,
+    deadline: Option<std::time::Duration>,
+) -> Result<Answer, ServeError> {
     let resp = upstream
-        .request(
+        .request_within(
             Method::HEAD,
             repo,
             &format!("manifests/{reference}"),
             &accept_headers(),
+            deadline,
         )
         .await
         .map_err(ServeError::upstream(Subject::Manifest))?;

@@ -185,7 +185,10 @@ fn upstream_status(subject: Subject, e: &UpstreamError) -> (StatusCode, &'static
         UpstreamError::Status { .. } | UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
         UpstreamError::Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
         UpstreamError::Token { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
-        UpstreamError::Connect { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        UpstreamError::Connect { .. } | UpstreamError::Down { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        }
+        UpstreamError::Offline { .. } => (StatusCode::NOT_FOUND, ServeError::not_found_code(subject)),
         UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE"),
     }
 }

@@ -67,11 +67,12 @@ impl Daemon {
 
     pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Daemon {
         regcache::telemetry::init("warn", false);
+        // Dotted keys, so the caller's own top-level keys and tables can follow.
         let mut text = String::from(
-            "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\nadmin.listen = \"127.0.0.1:0\"\n",
         );
         if !toml.contains("[cache]") {
-            text.push_str(&format!("[cache]\ndir = \"{}\"\n", dir.path().display()));
+            text.push_str(&format!("cache.dir = \"{}\"\n", dir.path().display()));
         }
         text.push_str(&toml.replace("@CACHE_DIR@", &dir.path().display().to_string()));
         let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -89,6 +89,9 @@ struct Repo {
     manifests: HashMap<String, (String, Bytes)>,
     blobs: HashMap<String, Bytes>,
     tags: Vec<String>,
+    /// subject digest -> referrers index; only served when the repo has any (else 404, as
+    /// registries without the referrers API answer).
+    referrers: HashMap<String, Bytes>,
 }
 
 struct State {
@@ -217,6 +220,18 @@ impl Fake {
             bytes.clone(),
         );
         (d, bytes, digests)
+    }
+
+    /// Turns on the referrers API for `repo` and lists `index` as the referrers of `subject`.
+    pub fn add_referrers(&self, repo: &str, subject: &str, index: impl Into<Bytes>) {
+        self.state
+            .repos
+            .lock()
+            .unwrap()
+            .entry(repo.into())
+            .or_default()
+            .referrers
+            .insert(subject.into(), index.into());
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -462,6 +477,18 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
                 }
             }
             None => error(404, "MANIFEST_UNKNOWN"),
+        },
+        "referrers" if !r.referrers.is_empty() => match r.referrers.get(reference) {
+            Some(index) => reply(
+                200,
+                &[("content-type", "application/vnd.oci.image.index.v1+json".into())],
+                index.clone(),
+            ),
+            None => reply(
+                200,
+                &[("content-type", "application/vnd.oci.image.index.v1+json".into())],
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+            ),
         },
         "blobs" => match r.blobs.get(reference) {
             Some(b) if *state.redirect_blobs.lock().unwrap() => {
