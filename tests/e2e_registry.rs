@@ -324,15 +324,20 @@ struct Mirror {
 
 impl Mirror {
     async fn start(registry: &Registry) -> Mirror {
+        let cache = tempfile::Builder::new()
+            .prefix("regcache-e2e-cache-")
+            .tempdir()
+            .expect("cache dir");
+        Mirror::start_on(registry, cache, "5m").await
+    }
+
+    /// A mirror on an existing cache directory with the given tag TTL.
+    async fn start_on(registry: &Registry, cache: tempfile::TempDir, tag_ttl: &str) -> Mirror {
         // `RUST_LOG=regcache=debug` shows the mirror's own log in test output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let cache = tempfile::Builder::new()
-            .prefix("regcache-e2e-cache-")
-            .tempdir()
-            .expect("cache dir");
         let text = format!(
             r#"
 listen = "127.0.0.1:0"
@@ -341,7 +346,8 @@ builtin_upstreams = false
 listen = "127.0.0.1:0"
 [cache]
 dir = "{dir}"
-tag_ttl = "5m"
+tag_ttl = "{tag_ttl}"
+revalidate_timeout = "2s"
 [[upstreams]]
 host = "docker.io"
 url = "{url}"
@@ -570,6 +576,17 @@ async fn pull_through_mirror_end_to_end() {
         }
         clock.mark("private repository refused cleanly");
 
+        tokio::time::timeout(Duration::from_secs(30), mirror.running.shutdown())
+            .await
+            .expect("regcache shut down in time");
+
+        // Round 3: the upstream is down. A mirror restarted on the same cache, with every tag
+        // stale, still serves every cached image (the failed revalidation falls back to the cache).
+        let mut upstream = upstream;
+        upstream.registry.kill();
+        let mirror = Mirror::start_on(&upstream.registry, mirror._cache, "0s").await;
+        pull_round(&upstream, &mirror, "round3-upstream-down", &client).await;
+        clock.mark("round 3 (upstream stopped) verified: every cached image pulled");
         tokio::time::timeout(Duration::from_secs(30), mirror.running.shutdown())
             .await
             .expect("regcache shut down in time");

@@ -225,6 +225,14 @@ auth:
     }
 }
 
+impl Registry {
+    /// Kills the registry process (an upstream outage); its port stops answering.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
