@@ -64,6 +64,14 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.server.await;
+        // Downloads no client waits for any more may still finish, within the same grace.
+        let grace = self.state.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.state.cache.fills.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?grace, "downloads still running at the end of the grace period are dropped (nothing half-written is kept)");
+        }
         let _ = self.done.send(true);
         let _ = self.admin.await;
     }

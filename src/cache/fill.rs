@@ -118,6 +118,8 @@ pub struct Fills {
     finish_abandoned: bool,
     metrics: Arc<Metrics>,
     active: Mutex<HashMap<Digest, Arc<Fill>>>,
+    /// Number of running fills, for shutdown to wait on.
+    running: watch::Sender<usize>,
 }
 
 impl Fills {
@@ -133,7 +135,14 @@ impl Fills {
             finish_abandoned,
             metrics,
             active: Mutex::new(HashMap::new()),
+            running: watch::Sender::new(0),
         }
+    }
+
+    /// Returns when no download is running.
+    pub async fn wait_idle(&self) {
+        let mut rx = self.running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     pub fn store(&self) -> &BlobStore {
@@ -189,6 +198,7 @@ impl Fills {
             progress: rx,
         });
         active.insert(digest.clone(), fill.clone());
+        self.running.send_replace(active.len());
         drop(active);
         let fills = self.clone();
         let fut = source();
@@ -240,10 +250,9 @@ impl Fills {
     }
 
     fn remove(&self, digest: &Digest) {
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(digest);
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active.remove(digest);
+        self.running.send_replace(active.len());
     }
 
     async fn download(

@@ -1,0 +1,187 @@
+//! Graceful shutdown of the real binary: SIGTERM stops accepting, lets a running download and
+//! its client finish, and exits 0 with a consistent cache; a download that cannot finish within
+//! the grace period leaves nothing half-written behind.
+
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fake::{bytes_of, Fake, Fault};
+use tokio::sync::watch;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc {
+    child: Child,
+    port: u16,
+    admin: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn spawn(dir: &Path, upstream: &str, grace: &str) -> Proc {
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.join("regcache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nbuiltin_upstreams = false\nshutdown_grace = \"{grace}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"{}\"\n\
+             [[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream}\"\n",
+            dir.join("cache").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("regcache.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_regcache"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let p = Proc { child, port, admin };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", p.admin)).is_ok() {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "regcache did not start: {}",
+        std::fs::read_to_string(dir.join("regcache.log")).unwrap_or_default()
+    );
+}
+
+fn sigterm(p: &Proc) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+async fn get(port: u16, path: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("status {}", resp.status()));
+    }
+    resp.into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+async fn wait_exit(p: &mut Proc) -> std::process::ExitStatus {
+    for _ in 0..500 {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("regcache did not exit after SIGTERM");
+}
+
+fn blob_path(dir: &Path, digest: &str) -> std::path::PathBuf {
+    dir.join("cache/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+fn tmp_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("cache/tmp"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_download_finish() {
+    let up = Fake::start().await;
+    let blob = bytes_of(1_000_000, 11);
+    let digest = up.add_blob("library/app", blob.clone());
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 300_000,
+        gate,
+        then_break: false,
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(dir.path(), &up.url(), "30s").await;
+    let port = p.port;
+    let path = format!("/v2/library/app/blobs/{digest}");
+    let pull = tokio::spawn(async move { get(port, &path).await });
+    for _ in 0..200 {
+        if up.count("GET", "/blobs/") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&p);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "still draining the open request"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", p.port)).is_err(),
+        "no longer accepting"
+    );
+    open.send(true).unwrap();
+    assert_eq!(pull.await.unwrap().expect("the pull completes"), blob);
+    assert!(wait_exit(&mut p).await.success());
+    assert_eq!(std::fs::read(blob_path(dir.path(), &digest)).unwrap(), blob);
+    assert!(tmp_is_empty(dir.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_by_the_grace_period_leaves_nothing() {
+    let up = Fake::start().await;
+    let blob = bytes_of(1_000_000, 12);
+    let digest = up.add_blob("library/app", blob.clone());
+    let (_open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 300_000,
+        gate,
+        then_break: false,
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(dir.path(), &up.url(), "300ms").await;
+    let port = p.port;
+    let path = format!("/v2/library/app/blobs/{digest}");
+    let pull = tokio::spawn(async move { get(port, &path).await });
+    for _ in 0..200 {
+        if up.count("GET", "/blobs/") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&p);
+    assert!(wait_exit(&mut p).await.success());
+    assert!(
+        pull.await.unwrap().is_err(),
+        "the cut-off pull must not look complete"
+    );
+    assert!(!blob_path(dir.path(), &digest).exists());
+    assert!(tmp_is_empty(dir.path()), "temp files removed on the way out");
+}
