@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use regcache::config::Config;
+use regcache::telemetry::LogControl;
 
 /// A pull-through caching mirror for container registries.
 ///
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config, log_format } => {
+            let config_path = config.clone();
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -76,8 +78,8 @@ fn main() -> ExitCode {
                 Some(f) => f == "json",
                 None => config.log.format == regcache::config::LogFormat::Json,
             };
-            regcache::telemetry::init(&config.log.level, json);
-            match serve(config) {
+            let logs = regcache::telemetry::init(&config.log.level, json);
+            match serve(config_path, config, logs) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("regcache: {e:#}");
@@ -88,31 +90,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(path: Option<PathBuf>, config: Config, logs: LogControl) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
+        let stop = shutdown_signal()?;
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let running = regcache::app::start(config).await?;
-        running.run_until(shutdown_signal()).await;
+        tokio::spawn(reload_on_sighup(hup, path, logs));
+        running.run_until(stop).await;
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+/// SIGHUP re-reads the config file and applies what can change live: the log level.
+async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, path: Option<PathBuf>, logs: LogControl) {
+    while hup.recv().await.is_some() {
+        match load(path.as_ref()) {
+            Ok(c) => match logs.set_level(&c.log.level) {
+                Ok(()) => {
+                    tracing::info!(level = %c.log.level, "configuration reloaded (log level); other changes need a restart")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not apply the new log level"),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "configuration reload failed; keeping the running configuration")
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+/// Resolves on SIGTERM or SIGINT. Handlers are registered when this is called, before the
+/// daemon starts listening, so an early signal is never fatal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    })
 }

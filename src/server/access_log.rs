@@ -105,7 +105,7 @@ impl Drop for AccessLog {
         }
         tracing::info!(
             method = %self.method,
-            target = %self.target,
+            path = %self.target,
             status = self.status,
             bytes = self.bytes,
             ms = (secs * 1000.0).round() as u64,

@@ -66,7 +66,7 @@ impl Daemon {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Daemon {
-        regcache::telemetry::init("warn", false);
+        let _ = regcache::telemetry::init("warn", false);
         // Dotted keys, so the caller's own top-level keys and tables can follow.
         let mut text = String::from(
             "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\nadmin.listen = \"127.0.0.1:0\"\n",

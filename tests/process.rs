@@ -1,6 +1,7 @@
-//! Graceful shutdown of the real binary: SIGTERM stops accepting, lets a running download and
+//! The real binary as an operator runs it: SIGTERM stops accepting, lets a running download and
 //! its client finish, and exits 0 with a consistent cache; a download that cannot finish within
-//! the grace period leaves nothing half-written behind.
+//! the grace period leaves nothing half-written behind; SIGHUP applies a new log level; JSON logs
+//! are one object per line.
 
 #[path = "support/fake.rs"]
 mod fake;
@@ -34,22 +35,40 @@ impl Drop for Proc {
 }
 
 async fn spawn(dir: &Path, upstream: &str, grace: &str) -> Proc {
-    let (port, admin) = (free_port(), free_port());
+    spawn_with(dir, upstream, grace, "info", &[]).await
+}
+
+fn write_config(
+    dir: &Path,
+    port: u16,
+    admin: u16,
+    upstream: &str,
+    grace: &str,
+    level: &str,
+) -> std::path::PathBuf {
     let config = dir.join("regcache.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\nbuiltin_upstreams = false\nshutdown_grace = \"{grace}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[cache]\ndir = \"{}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[log]\nlevel = \"{level}\"\n[cache]\ndir = \"{}\"\n\
              [[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream}\"\n",
             dir.join("cache").display()
         ),
     )
     .unwrap();
+    config
+}
+
+async fn spawn_with(dir: &Path, upstream: &str, grace: &str, level: &str, args: &[&str]) -> Proc {
+    let (port, admin) = (free_port(), free_port());
+    let config = write_config(dir, port, admin, upstream, grace, level);
     let log = std::fs::File::create(dir.join("regcache.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_regcache"))
         .args(["serve", "--config"])
         .arg(&config)
+        .args(args)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -184,4 +203,61 @@ async fn a_download_cut_by_the_grace_period_leaves_nothing() {
     );
     assert!(!blob_path(dir.path(), &digest).exists());
     assert!(tmp_is_empty(dir.path()), "temp files removed on the way out");
+}
+
+fn log_text(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("regcache.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_log_level() {
+    let up = Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn_with(dir.path(), &up.url(), "1s", "warn", &[]).await;
+    assert!(get(p.port, "/v2/").await.is_ok());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!log_text(dir.path()).contains("request"), "no access log at warn");
+    write_config(dir.path(), p.port, p.admin, &up.url(), "1s", "info");
+    let ok = Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    for _ in 0..100 {
+        if log_text(dir.path()).contains("reloaded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(get(p.port, "/v2/").await.is_ok());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = log_text(dir.path());
+    assert!(text.contains("reloaded"), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("request") && l.contains("/v2/")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let up = Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_with(dir.path(), &up.url(), "1s", "info", &["--log-format", "json"]).await;
+    assert!(get(p.port, "/v2/").await.is_ok());
+    sigterm(&p);
+    assert!(wait_exit(&mut p).await.success());
+    let text = log_text(dir.path());
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|v| v["message"] == "request")
+        .expect("an access log line");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["path"], "/v2/");
+    assert_eq!(request["method"], "GET");
 }
