@@ -6,6 +6,7 @@ mod access_log;
 pub mod admin;
 mod blobs;
 mod listing;
+mod manifest_upstream;
 mod manifests;
 mod range;
 pub mod response;
@@ -42,8 +43,9 @@ pub struct State {
     pub upstreams: Upstreams,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
-    pub manifest_gets: Arc<Coalesce<manifests::FetchKey, manifests::Shared<StoredManifest>>>,
-    pub manifest_heads: Arc<Coalesce<manifests::FetchKey, manifests::Shared<manifests::Answer>>>,
+    pub manifest_gets: Arc<Coalesce<manifest_upstream::FetchKey, manifest_upstream::Shared<StoredManifest>>>,
+    pub manifest_heads:
+        Arc<Coalesce<manifest_upstream::FetchKey, manifest_upstream::Shared<manifest_upstream::Answer>>>,
 }
 
 impl State {
