@@ -13,8 +13,8 @@ pub struct Metrics {
     /// kind = manifest|blob|tags|referrers|base|other, result = hit|miss|stale|coalesced|error.
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
-    /// Bytes sent to clients, by kind and by where they came from (cache = already on disk,
-    /// fill = streamed while downloading).
+    /// Bytes sent to clients, by kind and by where they came from (cache = already on disk
+    /// before the request, upstream = streamed from a download or an upstream answer).
     pub served_bytes: IntCounterVec,
     /// Bytes fetched from each upstream (blob and manifest bodies).
     pub upstream_bytes: IntCounterVec,
@@ -102,7 +102,7 @@ impl Metrics {
             served_bytes: counter_vec(
                 &r,
                 "regcache_served_bytes_total",
-                "Bytes sent to clients, by kind and source (cache or fill)",
+                "Bytes sent to clients, by kind and source (cache or upstream)",
                 &["kind", "source"],
             ),
             upstream_bytes: counter_vec(
