@@ -57,6 +57,9 @@ fn main() -> ExitCode {
                     c.upstreams.len(),
                     c.default_upstream().host
                 );
+                for u in &c.upstreams {
+                    println!("  {} {} auth: {}", u.host, u.base_url(), u.credentials.describe());
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_ratelimit_remaining: IntGaugeVec,
     pub upstream_token_fetches: IntCounterVec,
+    /// Credential lookups (config.json, credential helper) by upstream and result (ok, error).
+    pub upstream_credential_resolutions: IntCounterVec,
     pub inflight_downloads: IntGauge,
     /// Requests that joined a download or upstream request already under way, by kind.
     pub coalesced: IntCounterVec,
@@ -113,6 +115,12 @@ impl Metrics {
                 "regcache_upstream_token_fetches_total",
                 "Bearer tokens fetched from upstream token services",
                 &["upstream"],
+            ),
+            upstream_credential_resolutions: counter_vec(
+                &r,
+                "regcache_upstream_credential_resolutions_total",
+                "Credential lookups from a Docker config.json or credential helper, by result",
+                &["upstream", "result"],
             ),
             inflight_downloads: gauge(
                 &r,

@@ -1,19 +1,25 @@
 //! Upstream registries: the routing table (client-facing host → registry), one pooled HTTP
-//! client per upstream, authentication, and redirect following. Requests are always for one
+//! client per upstream, and the request path every upstream call takes: authentication and
+//! redirect following. Requests are always for one
 //! repository, so the Bearer scope is `repository:<name>:pull`. Redirects (blob storage, CDNs,
-//! registry.k8s.io's regional backends) are followed here; `Authorization` never leaves the
-//! upstream's own host.
+//! registry.k8s.io's regional backends) are followed here, each hop authenticated for its own
+//! host: `Authorization` meant for one host never reaches another.
 
 mod auth;
 mod challenge;
 mod client;
+mod credential_helper;
+mod credentials;
+mod redirect;
+mod token;
+mod token_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderMap, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::{Config, FetchConfig, UpstreamConfig};
@@ -24,7 +30,7 @@ pub use client::ClientBuildError;
 pub const USER_AGENT: &str = concat!("regcache/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream {upstream} could not be reached: {reason}")]
     Connect { upstream: String, reason: String },
@@ -40,6 +46,8 @@ pub enum UpstreamError {
     Denied { upstream: String, status: StatusCode },
     #[error("token service of upstream {upstream}: {reason}")]
     Token { upstream: String, reason: String },
+    #[error("credentials for upstream {upstream}: {reason}")]
+    Credentials { upstream: String, reason: String },
     #[error("upstream {upstream}: {reason}")]
     Protocol { upstream: String, reason: String },
 }
@@ -65,10 +73,29 @@ impl Upstream {
         fetch: &FetchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
-        let client = client::build(config.ca_file.as_deref(), fetch.connect_timeout)?;
-        let token_fetches = metrics.upstream_token_fetches.with_label_values(&[&config.host]);
+        let client = client::build(&config, fetch.connect_timeout)?;
+        let host = config.host.as_str();
+        let credentials = credentials::CredentialProvider::new(
+            &config,
+            credentials::ResolutionCounters {
+                ok: metrics
+                    .upstream_credential_resolutions
+                    .with_label_values(&[host, "ok"]),
+                error: metrics
+                    .upstream_credential_resolutions
+                    .with_label_values(&[host, "error"]),
+            },
+        );
+        let auth = auth::Auth::new(
+            config.host.clone(),
+            &config.authority,
+            config.scheme == http::uri::Scheme::HTTP,
+            credentials,
+            metrics.upstream_token_fetches.with_label_values(&[host]),
+            fetch.read_timeout,
+        );
         Ok(Upstream {
-            auth: auth::Auth::new(config.host.clone(), config.credentials.clone(), token_fetches),
+            auth,
             config,
             client,
             read_timeout: fetch.read_timeout,
@@ -107,6 +134,13 @@ impl Upstream {
         self.read_timeout
     }
 
+    fn protocol(&self, reason: String) -> UpstreamError {
+        UpstreamError::Protocol {
+            upstream: self.host().to_string(),
+            reason,
+        }
+    }
+
     /// Sends `method /v2/<repo>/<tail>` and returns the final 2xx response (after auth and
     /// redirects). Any other status becomes an `UpstreamError`.
     pub async fn request(
@@ -118,35 +152,8 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let url = format!("{}/v2/{}/{}", self.config.base_url(), repo, tail);
         let scope = format!("repository:{repo}:pull");
-        let mut challenged = false;
-        loop {
-            let auth = self.auth.header_for(&self.client, &scope).await?;
-            let sent_auth = auth.is_some();
-            let resp = self
-                .send_following_redirects(&method, &url, headers, auth)
-                .await?;
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
-                let challenges: Vec<_> = resp
-                    .headers()
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(challenge::parse)
-                    .collect();
-                if self.auth.on_challenge(&challenges, &scope) {
-                    continue;
-                }
-                if !sent_auth {
-                    return Err(UpstreamError::Denied {
-                        upstream: self.host().to_string(),
-                        status,
-                    });
-                }
-            }
-            return self.classify(resp);
-        }
+        let resp = self.send(&method, &url, headers, &scope).await?;
+        self.classify(resp)
     }
 
     fn classify(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
@@ -171,85 +178,118 @@ impl Upstream {
         })
     }
 
-    async fn send_following_redirects(
+    /// Follows redirects, answering each host's 401 challenge once.
+    async fn send(
         &self,
         method: &Method,
         url: &str,
         headers: &HeaderMap,
-        auth: Option<http::HeaderValue>,
+        scope: &str,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let protocol = |reason: String| UpstreamError::Protocol {
-            upstream: self.host().to_string(),
-            reason,
-        };
-        let mut uri: Uri = url.parse().map_err(|_| protocol(format!("bad URL {url}")))?;
-        let origin = uri.authority().cloned();
-        for _ in 0..=MAX_REDIRECTS {
-            let mut req = Request::builder().method(method.clone()).uri(uri.clone());
-            if let Some(h) = req.headers_mut() {
-                h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-                h.insert(
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(USER_AGENT),
-                );
-                if let Some(a) = auth.as_ref().filter(|_| uri.authority() == origin.as_ref()) {
-                    h.insert(AUTHORIZATION, a.clone());
-                }
-            }
-            let req = req.body(Empty::new()).map_err(|e| protocol(e.to_string()))?;
-            let resp = match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
-                Err(_) => {
-                    self.observe(method, "error", None);
-                    return Err(UpstreamError::Timeout {
-                        upstream: self.host().to_string(),
-                    });
-                }
-                Ok(Err(e)) => {
-                    self.observe(method, "error", None);
-                    return Err(UpstreamError::Connect {
-                        upstream: self.host().to_string(),
-                        reason: error_chain(&e),
-                    });
-                }
-                Ok(Ok(r)) => r,
+        let mut uri: Uri = url.parse().map_err(|_| self.protocol(format!("bad URL {url}")))?;
+        let mut redirects = 0;
+        let mut challenged = false;
+        loop {
+            let host = uri
+                .authority()
+                .map(|a| a.as_str().to_ascii_lowercase())
+                .unwrap_or_default();
+            let hop_scope = if host.eq_ignore_ascii_case(self.config.authority.as_str()) {
+                Some(scope.to_string())
+            } else {
+                redirect::scope_of(uri.path())
             };
-            self.observe(method, Metrics::class(resp.status()), Some(resp.headers()));
-            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+            let sent = self
+                .auth
+                .header_for(&self.client, &host, hop_scope.as_deref())
+                .await?;
+            let resp = self
+                .send_once(method, &uri, headers, sent.as_ref().map(|s| &s.value))
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenges: Vec<_> = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(challenge::parse)
+                    .collect();
+                if self.auth.on_unauthorized(&host, &challenges, sent.as_ref()) {
+                    continue;
+                }
                 return Ok(resp);
+            }
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(self.protocol(format!("more than {MAX_REDIRECTS} redirects")));
             }
             let location = resp
                 .headers()
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| protocol(format!("{} without Location", resp.status())))?;
-            let next =
-                resolve(&uri, location).ok_or_else(|| protocol(format!("bad redirect {location:?}")))?;
-            if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
-                return Err(protocol("refusing a redirect from https to plain http".into()));
+                .ok_or_else(|| self.protocol(format!("{status} without Location")))?;
+            let next = redirect::resolve(&uri, location)
+                .ok_or_else(|| self.protocol(format!("bad redirect {location:?}")))?;
+            if !redirect::allowed(&self.config.scheme, &next) {
+                return Err(self.protocol(format!(
+                    "refusing a redirect to {}://{}: an https upstream is only followed to https",
+                    next.scheme_str().unwrap_or("?"),
+                    next.host().unwrap_or("?")
+                )));
             }
             tracing::debug!(upstream = %self.host(), to = %next.host().unwrap_or(""), "following redirect");
             uri = next;
+            challenged = false;
         }
-        Err(protocol(format!("more than {MAX_REDIRECTS} redirects")))
     }
-}
 
-/// Resolves a `Location` against the URL that answered with it.
-fn resolve(base: &Uri, location: &str) -> Option<Uri> {
-    let loc: Uri = location.parse().ok()?;
-    if loc.scheme().is_some() {
-        return Some(loc);
+    async fn send_once(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        auth: Option<&http::HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+        if let Some(h) = req.headers_mut() {
+            h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            h.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
+            h.remove(AUTHORIZATION);
+            if let Some(a) = auth {
+                h.insert(AUTHORIZATION, a.clone());
+            }
+        }
+        let req = req
+            .body(Full::default())
+            .map_err(|e| self.protocol(e.to_string()))?;
+        match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+            Err(_) => {
+                self.observe(method, "error", None);
+                Err(UpstreamError::Timeout {
+                    upstream: self.host().to_string(),
+                })
+            }
+            Ok(Err(e)) => {
+                self.observe(method, "error", None);
+                Err(UpstreamError::Connect {
+                    upstream: self.host().to_string(),
+                    reason: error_chain(&e),
+                })
+            }
+            Ok(Ok(r)) => {
+                self.observe(method, Metrics::class(r.status()), Some(r.headers()));
+                Ok(r)
+            }
+        }
     }
-    let path = loc.path_and_query()?.as_str();
-    if !path.starts_with('/') {
-        return None;
-    }
-    Uri::builder()
-        .scheme(base.scheme()?.clone())
-        .authority(base.authority()?.clone())
-        .path_and_query(path)
-        .build()
-        .ok()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -301,24 +341,5 @@ impl Upstreams {
 
     pub fn all(&self) -> &[Arc<Upstream>] {
         &self.list
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolves_redirects() {
-        let base: Uri = "https://reg.example/v2/a/blobs/x".parse().unwrap();
-        assert_eq!(
-            resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(),
-            "https://cdn.example/b?sig=1"
-        );
-        assert_eq!(
-            resolve(&base, "/other?x=1").unwrap().to_string(),
-            "https://reg.example/other?x=1"
-        );
-        assert!(resolve(&base, "relative").is_none());
     }
 }

@@ -47,6 +47,10 @@ pub struct FileUpstream {
     pub username: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub docker_config: Option<String>,
+    pub credential_helper: Option<String>,
+    pub credential_lifetime: Option<String>,
     pub ca_file: Option<String>,
 }
 

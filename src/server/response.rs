@@ -184,7 +184,9 @@ fn upstream_status(subject: Subject, e: &UpstreamError) -> (StatusCode, &'static
         }
         UpstreamError::Status { .. } | UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
         UpstreamError::Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
-        UpstreamError::Token { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
+        UpstreamError::Token { .. } | UpstreamError::Credentials { .. } => {
+            (StatusCode::BAD_GATEWAY, "UNKNOWN")
+        }
         UpstreamError::Connect { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE"),
     }

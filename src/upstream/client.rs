@@ -2,23 +2,28 @@
 //! rustls (webpki and system roots, or an upstream's own `ca_file`), HTTP/1.1 and HTTP/2 via ALPN,
 //! with a connect timeout.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+use crate::config::UpstreamConfig;
+
+/// Request bodies are empty except for OAuth2 token POSTs.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    #[error("cannot read CA file {path}: {source}")]
-    CaFile {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
@@ -29,22 +34,23 @@ pub enum ClientBuildError {
     Tls(#[from] rustls::Error),
 }
 
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientBuildError> {
+    std::fs::read(path).map_err(|source| ClientBuildError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// Builds a client that trusts the public web PKI and the system store, plus `ca_file` if given.
-pub fn build(
-    ca_file: Option<&std::path::Path>,
-    connect_timeout: Duration,
-) -> Result<HttpClient, ClientBuildError> {
+pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpClient, ClientBuildError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    if let Some(path) = ca_file {
-        let shown = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|source| ClientBuildError::CaFile {
-            path: shown.clone(),
-            source,
-        })?;
+    if let Some(path) = &config.ca_file {
+        let pem = read("CA file", path)?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
             if roots.add(cert).is_ok() {
@@ -52,7 +58,7 @@ pub fn build(
             }
         }
         if added == 0 {
-            return Err(ClientBuildError::NoCerts(shown));
+            return Err(ClientBuildError::NoCerts(path.display().to_string()));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
