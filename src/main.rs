@@ -58,7 +58,12 @@ fn main() -> ExitCode {
                     c.default_upstream().host
                 );
                 for u in &c.upstreams {
-                    println!("  {} {} auth: {}", u.host, u.base_url(), u.credentials.describe());
+                    let mut line =
+                        format!("  {} {} auth: {}", u.host, u.base_url(), u.credentials.describe());
+                    if let Some(n) = u.max_connections {
+                        line.push_str(&format!(", max_connections {n}"));
+                    }
+                    println!("{line}");
                 }
                 ExitCode::SUCCESS
             }

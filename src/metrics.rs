@@ -21,6 +21,11 @@ pub struct Metrics {
     /// Upstream responses by upstream, method and status class (2xx, 3xx, 4xx, 5xx, error).
     pub upstream_requests: IntCounterVec,
     pub upstream_ratelimit_remaining: IntGaugeVec,
+    pub upstream_ratelimit_limit: IntGaugeVec,
+    /// Requests not sent because the upstream's last 429 asked us to wait.
+    pub upstream_throttled: IntCounterVec,
+    /// Upstream requests in progress, body downloads included (what `max_connections` caps).
+    pub upstream_active_requests: IntGaugeVec,
     pub upstream_token_fetches: IntCounterVec,
     /// Credential lookups (config.json, credential helper) by upstream and result (ok, error).
     pub upstream_credential_resolutions: IntCounterVec,
@@ -44,6 +49,12 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("metric definition is valid");
     r.register(Box::new(c.clone())).expect("metric names are unique");
     c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
+    r.register(Box::new(g.clone())).expect("metric names are unique");
+    g
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -72,16 +83,6 @@ impl Metrics {
         .expect("metric definition is valid");
         r.register(Box::new(request_seconds.clone()))
             .expect("metric names are unique");
-        let upstream_ratelimit_remaining = IntGaugeVec::new(
-            Opts::new(
-                "regcache_upstream_ratelimit_remaining",
-                "Last RateLimit-Remaining an upstream reported",
-            ),
-            &["upstream"],
-        )
-        .expect("metric definition is valid");
-        r.register(Box::new(upstream_ratelimit_remaining.clone()))
-            .expect("metric names are unique");
         Metrics {
             registry: r.clone(),
             requests: counter_vec(
@@ -109,7 +110,30 @@ impl Metrics {
                 "Upstream responses by upstream, method and status class",
                 &["upstream", "method", "class"],
             ),
-            upstream_ratelimit_remaining,
+            upstream_ratelimit_remaining: gauge_vec(
+                &r,
+                "regcache_upstream_ratelimit_remaining",
+                "Last RateLimit-Remaining an upstream reported",
+                &["upstream"],
+            ),
+            upstream_ratelimit_limit: gauge_vec(
+                &r,
+                "regcache_upstream_ratelimit_limit",
+                "Last RateLimit-Limit an upstream reported",
+                &["upstream"],
+            ),
+            upstream_throttled: counter_vec(
+                &r,
+                "regcache_upstream_throttled_total",
+                "Requests not sent because the upstream answered 429 and its Retry-After has not passed",
+                &["upstream"],
+            ),
+            upstream_active_requests: gauge_vec(
+                &r,
+                "regcache_upstream_active_requests",
+                "Upstream requests in progress, body downloads included",
+                &["upstream"],
+            ),
             upstream_token_fetches: counter_vec(
                 &r,
                 "regcache_upstream_token_fetches_total",

@@ -1,6 +1,6 @@
 //! Upstream registries: the routing table (client-facing host → registry), one pooled HTTP
-//! client per upstream, and the request path every upstream call takes: authentication and
-//! redirect following. Requests are always for one
+//! client per upstream, and the request path every upstream call takes: rate-limit gate,
+//! concurrency permit, authentication, redirect following. Requests are always for one
 //! repository, so the Bearer scope is `repository:<name>:pull`. Redirects (blob storage, CDNs,
 //! registry.k8s.io's regional backends) are followed here, each hop authenticated for its own
 //! host: `Authorization` meant for one host never reaches another.
@@ -10,6 +10,8 @@ mod challenge;
 mod client;
 mod credential_helper;
 mod credentials;
+mod permits;
+mod ratelimit;
 mod redirect;
 mod token;
 mod token_cache;
@@ -26,6 +28,7 @@ use crate::config::{Config, FetchConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::oci::RepoName;
 pub use client::ClientBuildError;
+pub use permits::UpstreamBody;
 
 pub const USER_AGENT: &str = concat!("regcache/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;
@@ -42,6 +45,8 @@ pub enum UpstreamError {
         status: StatusCode,
         retry_after: Option<Duration>,
     },
+    #[error("upstream {upstream} is rate-limiting this mirror; not asking it again for {}s", retry_after.as_secs().max(1))]
+    RateLimited { upstream: String, retry_after: Duration },
     #[error("upstream {upstream} denied access ({status})")]
     Denied { upstream: String, status: StatusCode },
     #[error("token service of upstream {upstream}: {reason}")]
@@ -63,6 +68,8 @@ pub struct Upstream {
     config: UpstreamConfig,
     client: client::HttpClient,
     auth: auth::Auth,
+    permits: permits::Permits,
+    rate_limit: ratelimit::RateLimit,
     read_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -94,8 +101,14 @@ impl Upstream {
             metrics.upstream_token_fetches.with_label_values(&[host]),
             fetch.read_timeout,
         );
+        let permits = permits::Permits::new(
+            config.max_connections,
+            metrics.upstream_active_requests.with_label_values(&[host]),
+        );
         Ok(Upstream {
             auth,
+            permits,
+            rate_limit: ratelimit::RateLimit::default(),
             config,
             client,
             read_timeout: fetch.read_timeout,
@@ -108,16 +121,18 @@ impl Upstream {
             .upstream_requests
             .with_label_values(&[self.host(), method.as_str(), class])
             .inc();
-        let remaining = headers
-            .and_then(|h| h.get("ratelimit-remaining"))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        if let Some(r) = remaining {
+        let Some(h) = headers else { return };
+        if let Some(r) = ratelimit::header_number(h, "ratelimit-remaining") {
             self.metrics
                 .upstream_ratelimit_remaining
                 .with_label_values(&[self.host()])
                 .set(r);
+        }
+        if let Some(l) = ratelimit::header_number(h, "ratelimit-limit") {
+            self.metrics
+                .upstream_ratelimit_limit
+                .with_label_values(&[self.host()])
+                .set(l);
         }
     }
 
@@ -142,18 +157,58 @@ impl Upstream {
     }
 
     /// Sends `method /v2/<repo>/<tail>` and returns the final 2xx response (after auth and
-    /// redirects). Any other status becomes an `UpstreamError`.
+    /// redirects). Any other status becomes an `UpstreamError`. While the upstream's last 429
+    /// asked us to wait, nothing is sent and the answer is `RateLimited`. The response body
+    /// holds one of the upstream's `max_connections` places until it ends or is dropped.
     pub async fn request(
         &self,
         method: Method,
         repo: &RepoName,
         tail: &str,
         headers: &HeaderMap,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        self.not_rate_limited()?;
+        let permit = self.permits.acquire().await;
+        // A 429 may have come in while this request waited for its place.
+        self.not_rate_limited()?;
         let url = format!("{}/v2/{}/{}", self.config.base_url(), repo, tail);
         let scope = format!("repository:{repo}:pull");
-        let resp = self.send(&method, &url, headers, &scope).await?;
-        self.classify(resp)
+        let sent = self.send(&method, &url, headers, &scope).await;
+        let resp = match sent.and_then(|r| self.classify(r)) {
+            Ok(r) => r,
+            Err(UpstreamError::Status {
+                upstream,
+                status,
+                retry_after,
+            }) if status == StatusCode::TOO_MANY_REQUESTS => {
+                let wait = self.rate_limit.limited(retry_after);
+                tracing::warn!(upstream = %self.host(), ?wait, "upstream rate limit reached; holding requests back");
+                return Err(UpstreamError::Status {
+                    upstream,
+                    status,
+                    retry_after: Some(wait),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(resp.map(|body| UpstreamBody::new(body, permit)))
+    }
+
+    /// Fails fast while the upstream's last 429 asks us to wait.
+    fn not_rate_limited(&self) -> Result<(), UpstreamError> {
+        match self.rate_limit.remaining() {
+            None => Ok(()),
+            Some(retry_after) => {
+                self.metrics
+                    .upstream_throttled
+                    .with_label_values(&[self.host()])
+                    .inc();
+                Err(UpstreamError::RateLimited {
+                    upstream: self.host().to_string(),
+                    retry_after,
+                })
+            }
+        }
     }
 
     fn classify(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
@@ -168,9 +223,7 @@ impl Upstream {
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(ratelimit::parse_retry_after);
         Err(UpstreamError::Status {
             upstream,
             status,

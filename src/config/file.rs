@@ -51,6 +51,7 @@ pub struct FileUpstream {
     pub docker_config: Option<String>,
     pub credential_helper: Option<String>,
     pub credential_lifetime: Option<String>,
+    pub max_connections: Option<u32>,
     pub ca_file: Option<String>,
 }
 

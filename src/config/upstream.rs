@@ -1,7 +1,7 @@
 //! One validated `[[upstreams]]` entry: where the registry is, how regcache authenticates to it
 //! (a username with a password from the file, a file or the environment; a Docker config.json;
-//! or a docker credential helper) and its TLS options. Secrets are wrapped in `Secret` the moment
-//! they are read, and no error message repeats one.
+//! or a docker credential helper), its CA file and its connection cap. Secrets are wrapped in
+//! `Secret` the moment they are read, and no error message repeats one.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub struct UpstreamConfig {
     pub credentials: CredentialSource,
     /// How long resolved credentials (config.json, helper) are reused before being read again.
     pub credential_lifetime: Duration,
+    /// At most this many requests to this upstream at once (body downloads included).
+    pub max_connections: Option<usize>,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -74,6 +76,7 @@ impl UpstreamConfig {
             default,
             credentials: CredentialSource::Anonymous,
             credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
+            max_connections: None,
             ca_file: None,
         }
     }
@@ -237,6 +240,15 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         u.credential_lifetime.as_deref(),
         DEFAULT_CREDENTIAL_LIFETIME,
     );
+    let max_connections = match u.max_connections {
+        Some(0) => {
+            errors.push(format!(
+                "{at}.max_connections: must be at least 1 (leave it out for no cap)"
+            ));
+            None
+        }
+        n => n.map(|n| n as usize),
+    };
     let ca_file = readable(errors, &format!("{at}.ca_file"), u.ca_file.take());
     let (scheme, authority) = parsed?;
     (errors.len() == before).then_some(UpstreamConfig {
@@ -246,6 +258,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         default: u.default.unwrap_or(false),
         credentials,
         credential_lifetime,
+        max_connections,
         ca_file,
     })
 }
@@ -264,12 +277,13 @@ mod tests {
 
     #[test]
     fn password_sources() {
-        let u = one("username = \"u\"\npassword = \"p\"\n").unwrap();
+        let u = one("username = \"u\"\npassword = \"p\"\nmax_connections = 4\n").unwrap();
         assert!(matches!(
             u.credentials,
             CredentialSource::Static(Credentials::Basic { ref username, ref password })
                 if username == "u" && password.expose() == "p"
         ));
+        assert_eq!(u.max_connections, Some(4));
         assert_eq!(u.credential_lifetime, DEFAULT_CREDENTIAL_LIFETIME);
         // PATH is set in every test environment; it stands in for a secret variable.
         let path = std::env::var("PATH").unwrap();
@@ -311,6 +325,16 @@ mod tests {
         assert!(e.contains("is not a file"), "{e}");
         let e = one("credential_helper = \"ecr-login\"\nusername = \"u\"\npassword = \"p\"\n").unwrap_err();
         assert!(e.contains("set one of username"), "{e}");
+    }
+
+    #[test]
+    fn files_and_limits() {
+        let e = one("ca_file = \"/nonexistent/ca.pem\"\nmax_connections = 0\n").unwrap_err();
+        assert!(
+            e.contains("ca_file: /nonexistent/ca.pem is not a readable file"),
+            "{e}"
+        );
+        assert!(e.contains("max_connections"), "{e}");
     }
 
     #[test]

@@ -76,7 +76,11 @@ pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpC
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https))
+    let mut client = Client::builder(TokioExecutor::new());
+    client.pool_idle_timeout(Duration::from_secs(90));
+    if let Some(n) = config.max_connections {
+        // Requests are capped at `n` (see permits.rs); keep no more idle connections than that.
+        client.pool_max_idle_per_host(n);
+    }
+    Ok(client.build(https))
 }

@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::auth::basic_header;
 use super::client::HttpClient;
+use super::ratelimit::parse_retry_after;
 use super::UpstreamError;
 use crate::config::Credentials;
 use crate::telemetry::Secret;
@@ -102,6 +103,13 @@ pub async fn fetch(
             return Err(UpstreamError::Denied {
                 upstream: upstream.to_string(),
                 status,
+            });
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(UpstreamError::Status {
+                upstream: upstream.to_string(),
+                status,
+                retry_after: resp.headers().get(RETRY_AFTER).and_then(parse_retry_after),
             });
         }
         if !status.is_success() {

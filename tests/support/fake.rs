@@ -1,8 +1,8 @@
 //! An in-process fake upstream registry for behaviour tests: serves manifests and blobs from
 //! memory, records every request, and can demand Bearer or Basic auth (see `fake_auth.rs`),
 //! redirect blobs to a second "storage" host that rejects `Authorization`, redirect every API
-//! request to another registry (registry.k8s.io), and inject faults (broken or corrupt bodies,
-//! held-back bodies, error statuses).
+//! request to another registry (registry.k8s.io), report rate-limit headers, and inject faults
+//! (broken or corrupt bodies, held-back bodies, error statuses, 429 with Retry-After).
 //! Loopback only.
 #![allow(dead_code)]
 
@@ -74,6 +74,8 @@ pub enum Fault {
     },
     /// Answer every blob/manifest request with this status.
     Status(u16),
+    /// Answer every blob/manifest/tags request with 429 and this `Retry-After`.
+    RateLimit { retry_after: String },
     /// Hold every manifest request (after logging it) until the gate opens.
     HoldManifests { gate: watch::Receiver<bool> },
 }
@@ -95,6 +97,7 @@ struct State {
     redirect_blobs: Mutex<bool>,
     /// registry.k8s.io: every `/v2/<path>` but `/v2/` answers 307 to `<this>/v2/<prefix>/<path>`.
     redirect_all: Mutex<Option<(String, String)>>,
+    ratelimit: Mutex<Option<(u64, u64)>>,
 }
 
 #[derive(Clone)]
@@ -114,6 +117,7 @@ impl Fake {
             fault: Mutex::new(None),
             redirect_blobs: Mutex::new(false),
             redirect_all: Mutex::new(None),
+            ratelimit: Mutex::new(None),
         });
         let addr = listen(state.clone(), "registry").await;
         let storage = listen(state.clone(), "storage").await;
@@ -147,6 +151,11 @@ impl Fake {
     /// Every token request waits this long before it is answered.
     pub fn delay_tokens(&self, delay: std::time::Duration) {
         *self.state.auth.delay.lock().unwrap() = delay;
+    }
+
+    /// Sends `RateLimit-Limit`/`RateLimit-Remaining` on manifest responses.
+    pub fn set_ratelimit(&self, limit: u64, remaining: u64) {
+        *self.state.ratelimit.lock().unwrap() = Some((limit, remaining));
     }
 
     /// Acts like registry.k8s.io: `/v2/` answers 200 here, every other API request is
@@ -392,8 +401,19 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
     if rest.is_empty() {
         return reply(200, &[], "{}");
     }
-    if let Some(Fault::Status(s)) = state.fault.lock().unwrap().clone() {
-        return error(s, "FAULT");
+    match state.fault.lock().unwrap().clone() {
+        Some(Fault::Status(s)) => return error(s, "FAULT"),
+        Some(Fault::RateLimit { retry_after }) => {
+            return reply(
+                429,
+                &[
+                    ("retry-after", retry_after),
+                    ("content-type", "application/json".into()),
+                ],
+                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"fake"}]}"#,
+            )
+        }
+        _ => {}
     }
     let head = method == "HEAD";
     if let Some(name) = rest.strip_suffix("/tags/list") {
@@ -443,10 +463,15 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
     match kind {
         "manifests" => match r.manifests.get(reference) {
             Some((mt, bytes)) => {
-                let headers = [
+                let mut headers = vec![
                     ("content-type", mt.clone()),
                     ("docker-content-digest", sha256(bytes)),
                 ];
+                if let Some((limit, remaining)) = *state.ratelimit.lock().unwrap() {
+                    headers.push(("ratelimit-limit", format!("{limit};w=21600")));
+                    headers.push(("ratelimit-remaining", format!("{remaining};w=21600")));
+                    headers.push(("docker-ratelimit-source", "127.0.0.1".into()));
+                }
                 if head {
                     let mut resp = reply(200, &headers, Bytes::new());
                     resp.headers_mut().insert("content-length", bytes.len().into());
