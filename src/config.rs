@@ -16,7 +16,7 @@ use http::uri::{Authority, Scheme};
 
 use file::FileConfig;
 pub use units::parse_duration;
-pub use upstream::{CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
+pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
 
 /// Where a mirror started with no config file listens.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";

@@ -63,6 +63,9 @@ fn main() -> ExitCode {
                     if let Some(n) = u.max_connections {
                         line.push_str(&format!(", max_connections {n}"));
                     }
+                    if u.client_cert.is_some() {
+                        line.push_str(", client certificate");
+                    }
                     println!("{line}");
                 }
                 ExitCode::SUCCESS

@@ -53,6 +53,8 @@ pub struct FileUpstream {
     pub credential_lifetime: Option<String>,
     pub max_connections: Option<u32>,
     pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

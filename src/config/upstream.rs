@@ -1,6 +1,6 @@
 //! One validated `[[upstreams]]` entry: where the registry is, how regcache authenticates to it
 //! (a username with a password from the file, a file or the environment; a Docker config.json;
-//! or a docker credential helper), its CA file and its connection cap. Secrets are wrapped in
+//! or a docker credential helper), its TLS options and its connection cap. Secrets are wrapped in
 //! `Secret` the moment they are read, and no error message repeats one.
 
 use std::path::PathBuf;
@@ -30,6 +30,14 @@ pub struct UpstreamConfig {
     /// At most this many requests to this upstream at once (body downloads included).
     pub max_connections: Option<usize>,
     pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate (PEM chain) and its private key (PEM) for mutual TLS.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Credentials for a registry's own host (never sent to redirect targets).
@@ -78,6 +86,7 @@ impl UpstreamConfig {
             credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
             max_connections: None,
             ca_file: None,
+            client_cert: None,
         }
     }
 
@@ -250,6 +259,20 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         n => n.map(|n| n as usize),
     };
     let ca_file = readable(errors, &format!("{at}.ca_file"), u.ca_file.take());
+    let cert_file = readable(
+        errors,
+        &format!("{at}.client_cert_file"),
+        u.client_cert_file.take(),
+    );
+    let key_file = readable(errors, &format!("{at}.client_key_file"), u.client_key_file.take());
+    let client_cert = match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Some(ClientCert { cert_file, key_file }),
+        (None, None) => None,
+        _ => {
+            errors.push(format!("{at}: client_cert_file and client_key_file go together"));
+            None
+        }
+    };
     let (scheme, authority) = parsed?;
     (errors.len() == before).then_some(UpstreamConfig {
         host,
@@ -260,6 +283,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         credential_lifetime,
         max_connections,
         ca_file,
+        client_cert,
     })
 }
 
@@ -328,12 +352,13 @@ mod tests {
     }
 
     #[test]
-    fn files_and_limits() {
-        let e = one("ca_file = \"/nonexistent/ca.pem\"\nmax_connections = 0\n").unwrap_err();
+    fn tls_and_limits() {
+        let e = one("client_cert_file = \"/nonexistent/cert.pem\"\nmax_connections = 0\n").unwrap_err();
         assert!(
-            e.contains("ca_file: /nonexistent/ca.pem is not a readable file"),
+            e.contains("client_cert_file: /nonexistent/cert.pem is not a readable file"),
             "{e}"
         );
+        assert!(e.contains("go together"), "{e}");
         assert!(e.contains("max_connections"), "{e}");
     }
 

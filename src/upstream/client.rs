@@ -1,6 +1,6 @@
 //! The HTTP client regcache uses towards upstream registries: hyper-util's pooled client over
-//! rustls (webpki and system roots, or an upstream's own `ca_file`), HTTP/1.1 and HTTP/2 via ALPN,
-//! with a connect timeout.
+//! rustls (webpki and system roots, or an upstream's own `ca_file`; a client certificate for
+//! mutual TLS when configured), HTTP/1.1 and HTTP/2 via ALPN, with a connect timeout.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +30,10 @@ pub enum ClientBuildError {
     },
     #[error("CA file {0} holds no usable certificate")]
     NoCerts(String),
+    #[error("client certificate file {0} holds no certificate")]
+    NoClientCert(String),
+    #[error("client key file {0} holds no private key")]
+    NoClientKey(String),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -42,7 +46,8 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientBuildError> {
     })
 }
 
-/// Builds a client that trusts the public web PKI and the system store, plus `ca_file` if given.
+/// Builds a client that trusts the public web PKI and the system store, plus `ca_file` if given,
+/// and presents the upstream's client certificate if one is configured.
 pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpClient, ClientBuildError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -62,10 +67,25 @@ pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpC
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match &config.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(c) => {
+            let pem = read("client certificate file", &c.cert_file)?;
+            let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).flatten().collect();
+            if chain.is_empty() {
+                return Err(ClientBuildError::NoClientCert(c.cert_file.display().to_string()));
+            }
+            let pem = read("client key file", &c.key_file)?;
+            let key = rustls_pemfile::private_key(&mut pem.as_slice())
+                .ok()
+                .flatten()
+                .ok_or_else(|| ClientBuildError::NoClientKey(c.key_file.display().to_string()))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
