@@ -2,8 +2,10 @@
 //! (`config/file.rs`), applies defaults and the built-in upstreams, and reports every problem at
 //! once, one readable line each. `regcache check-config` runs exactly this path.
 
+pub mod docker_config;
 mod file;
 mod units;
+mod upstream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -12,9 +14,9 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
-use crate::telemetry::Secret;
-use file::{FileConfig, FileUpstream};
+use file::FileConfig;
 pub use units::parse_duration;
+pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
 
 /// Where a mirror started with no config file listens.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -89,36 +91,6 @@ pub struct FetchConfig {
     pub breaker_probe_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// The registry name clients use: `docker.io`, `ghcr.io`, `registry.example:5000`.
-    pub host: String,
-    pub scheme: Scheme,
-    pub authority: Authority,
-    pub default: bool,
-    pub credentials: Option<Credentials>,
-    pub ca_file: Option<PathBuf>,
-    /// Never contact this upstream: serve what is cached, 404 for the rest.
-    pub offline: bool,
-}
-
-impl UpstreamConfig {
-    /// Docker Hub names official images `library/<name>`; clients may send just `<name>`.
-    pub fn adds_library_prefix(&self) -> bool {
-        self.host == "docker.io"
-    }
-
-    pub fn base_url(&self) -> String {
-        format!("{}://{}", self.scheme, self.authority)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Secret,
-}
-
 /// Every problem found in a configuration, one line each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<String>);
@@ -148,8 +120,7 @@ impl Default for Config {
 
 impl Config {
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
-        let raw: FileConfig = toml::from_str(text)
-            .map_err(|e| ConfigErrors(vec![e.to_string().lines().collect::<Vec<_>>().join(" ")]))?;
+        let raw: FileConfig = toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(text, &e)]))?;
         validate(raw)
     }
 
@@ -170,6 +141,18 @@ impl Config {
             .iter()
             .find(|u| u.default)
             .unwrap_or(&self.upstreams[0])
+    }
+}
+
+/// A TOML error without toml's source excerpt, which could quote a password.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message.to_string(),
     }
 }
 
@@ -270,20 +253,11 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     let mut upstreams: Vec<UpstreamConfig> = Vec::new();
     if raw.builtin_upstreams.unwrap_or(true) {
         for (i, (host, url)) in BUILTIN_UPSTREAMS.iter().enumerate() {
-            let (scheme, authority) = parse_url(url).expect("built-in URLs are valid");
-            upstreams.push(UpstreamConfig {
-                host: host.to_string(),
-                scheme,
-                authority,
-                default: i == 0,
-                credentials: None,
-                ca_file: None,
-                offline: false,
-            });
+            upstreams.push(UpstreamConfig::builtin(host, url, i == 0));
         }
     }
     for (i, u) in raw.upstreams.into_iter().enumerate() {
-        if let Some(u) = upstream(&mut errors, i, u) {
+        if let Some(u) = upstream::validate(&mut errors, i, u) {
             if u.default {
                 upstreams.iter_mut().for_each(|x| x.default = false);
             }
@@ -317,67 +291,6 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
-}
-
-fn upstream(errors: &mut Vec<String>, i: usize, u: FileUpstream) -> Option<UpstreamConfig> {
-    let at = format!("upstreams[{i}]");
-    let before = errors.len();
-    let host = u.host.unwrap_or_else(|| {
-        errors.push(format!(
-            "{at}: host is required (the registry name clients use, e.g. \"docker.io\")"
-        ));
-        String::new()
-    });
-    if !host.is_empty() && (host.parse::<Authority>().is_err() || host.contains('/') || host.contains('@')) {
-        errors.push(format!("{at}.host: {host:?} is not a registry host name"));
-    }
-    let url = u.url.unwrap_or_else(|| format!("https://{host}"));
-    let parsed = parse_url(&url)
-        .map_err(|e| errors.push(format!("{at}.url: {e}")))
-        .ok();
-    let password = match (u.password, u.password_file) {
-        (Some(_), Some(_)) => {
-            errors.push(format!("{at}: set password or password_file, not both"));
-            None
-        }
-        (Some(p), None) => Some(Secret::new(p)),
-        (None, Some(f)) => match std::fs::read_to_string(&f) {
-            Ok(p) => Some(Secret::new(p.trim_end_matches(['\n', '\r']))),
-            Err(e) => {
-                errors.push(format!("{at}.password_file: cannot read {f}: {e}"));
-                None
-            }
-        },
-        (None, None) => None,
-    };
-    let credentials = match (u.username, password) {
-        (Some(username), Some(password)) => Some(Credentials { username, password }),
-        (None, None) => None,
-        (Some(_), None) => {
-            errors.push(format!("{at}: username is set without password or password_file"));
-            None
-        }
-        (None, Some(_)) => {
-            errors.push(format!("{at}: password is set without username"));
-            None
-        }
-    };
-    let ca_file = u.ca_file.map(PathBuf::from);
-    if let Some(f) = &ca_file {
-        if !f.is_file() {
-            errors.push(format!("{at}.ca_file: {} is not a readable file", f.display()));
-        }
-    }
-    let (scheme, authority) = parsed?;
-    (errors.len() == before).then_some(UpstreamConfig {
-        host,
-        scheme,
-        authority,
-        default: u.default.unwrap_or(false),
-        credentials,
-        ca_file,
-        offline: u.offline.unwrap_or(false),
-    })
 }
 
 fn parse_url(url: &str) -> Result<(Scheme, Authority), String> {

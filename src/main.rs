@@ -58,6 +58,17 @@ fn main() -> ExitCode {
                     c.upstreams.len(),
                     c.default_upstream().host
                 );
+                for u in &c.upstreams {
+                    let mut line =
+                        format!("  {} {} auth: {}", u.host, u.base_url(), u.credentials.describe());
+                    if let Some(n) = u.max_connections {
+                        line.push_str(&format!(", max_connections {n}"));
+                    }
+                    if u.client_cert.is_some() {
+                        line.push_str(", client certificate");
+                    }
+                    println!("{line}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

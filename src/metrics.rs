@@ -21,9 +21,16 @@ pub struct Metrics {
     /// Upstream responses by upstream, method and status class (2xx, 3xx, 4xx, 5xx, error).
     pub upstream_requests: IntCounterVec,
     pub upstream_ratelimit_remaining: IntGaugeVec,
+    pub upstream_ratelimit_limit: IntGaugeVec,
+    /// Requests not sent because the upstream's last 429 asked us to wait.
+    pub upstream_throttled: IntCounterVec,
+    /// Upstream requests in progress, body downloads included (what `max_connections` caps).
+    pub upstream_active_requests: IntGaugeVec,
     pub upstream_token_fetches: IntCounterVec,
     /// 1 while an upstream is marked down by its circuit breaker.
     pub upstream_down: IntGaugeVec,
+    /// Credential lookups (config.json, credential helper) by upstream and result (ok, error).
+    pub upstream_credential_resolutions: IntCounterVec,
     pub inflight_downloads: IntGauge,
     /// Requests that joined a download or upstream request already under way, by kind.
     pub coalesced: IntCounterVec,
@@ -78,12 +85,6 @@ impl Metrics {
         .expect("metric definition is valid");
         r.register(Box::new(request_seconds.clone()))
             .expect("metric names are unique");
-        let upstream_ratelimit_remaining = gauge_vec(
-            &r,
-            "regcache_upstream_ratelimit_remaining",
-            "Last RateLimit-Remaining an upstream reported",
-            &["upstream"],
-        );
         let upstream_down = gauge_vec(
             &r,
             "regcache_upstream_down",
@@ -117,13 +118,42 @@ impl Metrics {
                 "Upstream responses by upstream, method and status class",
                 &["upstream", "method", "class"],
             ),
-            upstream_ratelimit_remaining,
+            upstream_ratelimit_remaining: gauge_vec(
+                &r,
+                "regcache_upstream_ratelimit_remaining",
+                "Last RateLimit-Remaining an upstream reported",
+                &["upstream"],
+            ),
+            upstream_ratelimit_limit: gauge_vec(
+                &r,
+                "regcache_upstream_ratelimit_limit",
+                "Last RateLimit-Limit an upstream reported",
+                &["upstream"],
+            ),
+            upstream_throttled: counter_vec(
+                &r,
+                "regcache_upstream_throttled_total",
+                "Requests not sent because the upstream answered 429 and its Retry-After has not passed",
+                &["upstream"],
+            ),
+            upstream_active_requests: gauge_vec(
+                &r,
+                "regcache_upstream_active_requests",
+                "Upstream requests in progress, body downloads included",
+                &["upstream"],
+            ),
             upstream_down,
             upstream_token_fetches: counter_vec(
                 &r,
                 "regcache_upstream_token_fetches_total",
                 "Bearer tokens fetched from upstream token services",
                 &["upstream"],
+            ),
+            upstream_credential_resolutions: counter_vec(
+                &r,
+                "regcache_upstream_credential_resolutions_total",
+                "Credential lookups from a Docker config.json or credential helper, by result",
+                &["upstream", "result"],
             ),
             inflight_downloads: gauge(
                 &r,

@@ -1,32 +1,43 @@
 //! Upstream registries: the routing table (client-facing host → registry), one pooled HTTP
-//! client per upstream, authentication, and redirect following. Requests are always for one
+//! client per upstream, and the request path every upstream call takes: rate-limit gate,
+//! concurrency permit, authentication, redirect following. Requests are always for one
 //! repository, so the Bearer scope is `repository:<name>:pull`. Redirects (blob storage, CDNs,
-//! registry.k8s.io's regional backends) are followed here; `Authorization` never leaves the
-//! upstream's own host.
+//! registry.k8s.io's regional backends) are followed here, each hop authenticated for its own
+//! host: `Authorization` meant for one host never reaches another.
 
 mod auth;
 mod breaker;
 mod challenge;
 mod client;
+mod credential_helper;
+mod credentials;
+mod permits;
+mod ratelimit;
+mod redirect;
+mod table;
+mod token;
+mod token_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderMap, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::config::{Config, FetchConfig, UpstreamConfig};
+use crate::config::{FetchConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::oci::RepoName;
 use breaker::Breaker;
 pub use client::ClientBuildError;
+pub use permits::UpstreamBody;
+pub use table::Upstreams;
 
 pub const USER_AGENT: &str = concat!("regcache/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream {upstream} could not be reached: {reason}")]
     Connect { upstream: String, reason: String },
@@ -38,10 +49,14 @@ pub enum UpstreamError {
         status: StatusCode,
         retry_after: Option<Duration>,
     },
+    #[error("upstream {upstream} is rate-limiting this mirror; not asking it again for {}s", retry_after.as_secs().max(1))]
+    RateLimited { upstream: String, retry_after: Duration },
     #[error("upstream {upstream} denied access ({status})")]
     Denied { upstream: String, status: StatusCode },
     #[error("token service of upstream {upstream}: {reason}")]
     Token { upstream: String, reason: String },
+    #[error("credentials for upstream {upstream}: {reason}")]
+    Credentials { upstream: String, reason: String },
     #[error("upstream {upstream}: {reason}")]
     Protocol { upstream: String, reason: String },
     #[error("regcache is offline for {upstream}: only cached content is served")]
@@ -64,9 +79,12 @@ impl UpstreamError {
         }
     }
 
-    /// We did not ask: offline mode or a downed upstream.
+    /// We did not ask: offline mode, a downed upstream, or a rate limit still in force.
     pub fn is_not_attempted(&self) -> bool {
-        matches!(self, UpstreamError::Offline { .. } | UpstreamError::Down { .. })
+        matches!(
+            self,
+            UpstreamError::Offline { .. } | UpstreamError::Down { .. } | UpstreamError::RateLimited { .. }
+        )
     }
 }
 
@@ -75,9 +93,11 @@ pub struct Upstream {
     config: UpstreamConfig,
     client: client::HttpClient,
     auth: auth::Auth,
+    permits: permits::Permits,
+    rate_limit: ratelimit::RateLimit,
+    breaker: Arc<Breaker>,
     read_timeout: Duration,
     metrics: Arc<Metrics>,
-    breaker: Arc<Breaker>,
 }
 
 impl Upstream {
@@ -86,9 +106,32 @@ impl Upstream {
         fetch: &FetchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
-        let client = client::build(config.ca_file.as_deref(), fetch.connect_timeout)?;
-        let token_fetches = metrics.upstream_token_fetches.with_label_values(&[&config.host]);
-        let down = metrics.upstream_down.with_label_values(&[&config.host]);
+        let client = client::build(&config, fetch.connect_timeout)?;
+        let host = config.host.as_str();
+        let credentials = credentials::CredentialProvider::new(
+            &config,
+            credentials::ResolutionCounters {
+                ok: metrics
+                    .upstream_credential_resolutions
+                    .with_label_values(&[host, "ok"]),
+                error: metrics
+                    .upstream_credential_resolutions
+                    .with_label_values(&[host, "error"]),
+            },
+        );
+        let auth = auth::Auth::new(
+            config.host.clone(),
+            &config.authority,
+            config.scheme == http::uri::Scheme::HTTP,
+            credentials,
+            metrics.upstream_token_fetches.with_label_values(&[host]),
+            fetch.read_timeout,
+        );
+        let permits = permits::Permits::new(
+            config.max_connections,
+            metrics.upstream_active_requests.with_label_values(&[host]),
+        );
+        let down = metrics.upstream_down.with_label_values(&[host]);
         down.set(0);
         let breaker = Arc::new(Breaker::new(
             fetch.breaker_threshold,
@@ -96,8 +139,10 @@ impl Upstream {
             down,
         ));
         Ok(Upstream {
+            auth,
+            permits,
+            rate_limit: ratelimit::RateLimit::default(),
             breaker,
-            auth: auth::Auth::new(config.host.clone(), config.credentials.clone(), token_fetches),
             config,
             client,
             read_timeout: fetch.read_timeout,
@@ -110,16 +155,18 @@ impl Upstream {
             .upstream_requests
             .with_label_values(&[self.host(), method.as_str(), class])
             .inc();
-        let remaining = headers
-            .and_then(|h| h.get("ratelimit-remaining"))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        if let Some(r) = remaining {
+        let Some(h) = headers else { return };
+        if let Some(r) = ratelimit::header_number(h, "ratelimit-remaining") {
             self.metrics
                 .upstream_ratelimit_remaining
                 .with_label_values(&[self.host()])
                 .set(r);
+        }
+        if let Some(l) = ratelimit::header_number(h, "ratelimit-limit") {
+            self.metrics
+                .upstream_ratelimit_limit
+                .with_label_values(&[self.host()])
+                .set(l);
         }
     }
 
@@ -136,20 +183,30 @@ impl Upstream {
         self.read_timeout
     }
 
+    fn protocol(&self, reason: String) -> UpstreamError {
+        UpstreamError::Protocol {
+            upstream: self.host().to_string(),
+            reason,
+        }
+    }
+
     /// Whether the breaker has marked this upstream down.
     pub fn is_down(&self) -> bool {
         self.breaker.is_open()
     }
 
     /// Sends `method /v2/<repo>/<tail>` and returns the final 2xx response (after auth and
-    /// redirects). Any other status becomes an `UpstreamError`.
+    /// redirects). Any other status becomes an `UpstreamError`. Nothing is sent while the
+    /// upstream is offline, marked down by the breaker, or its last 429 asked us to wait. The
+    /// response body holds one of the upstream's `max_connections` places until it ends or is
+    /// dropped.
     pub async fn request(
         &self,
         method: Method,
         repo: &RepoName,
         tail: &str,
         headers: &HeaderMap,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.request_within(method, repo, tail, headers, None).await
     }
 
@@ -161,7 +218,7 @@ impl Upstream {
         tail: &str,
         headers: &HeaderMap,
         deadline: Option<Duration>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let upstream = || self.host().to_string();
         if self.config.offline {
             return Err(UpstreamError::Offline { upstream: upstream() });
@@ -183,6 +240,7 @@ impl Upstream {
                     self.probe_until_up();
                 }
             }
+            Err(e) if e.is_not_attempted() => {}
             _ => self.breaker.success(),
         }
         outcome
@@ -200,7 +258,7 @@ impl Upstream {
                 tokio::time::sleep(breaker.probe_interval()).await;
                 let Ok(req) = Request::get(url.as_str())
                     .header(http::header::USER_AGENT, USER_AGENT)
-                    .body(Empty::new())
+                    .body(Full::default())
                 else {
                     return;
                 };
@@ -218,37 +276,48 @@ impl Upstream {
         repo: &RepoName,
         tail: &str,
         headers: &HeaderMap,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        self.not_rate_limited()?;
+        let permit = self.permits.acquire().await;
+        // A 429 may have come in while this request waited for its place.
+        self.not_rate_limited()?;
         let url = format!("{}/v2/{}/{}", self.config.base_url(), repo, tail);
         let scope = format!("repository:{repo}:pull");
-        let mut challenged = false;
-        loop {
-            let auth = self.auth.header_for(&self.client, &scope).await?;
-            let sent_auth = auth.is_some();
-            let resp = self
-                .send_following_redirects(&method, &url, headers, auth)
-                .await?;
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
-                let challenges: Vec<_> = resp
-                    .headers()
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(challenge::parse)
-                    .collect();
-                if self.auth.on_challenge(&challenges, &scope) {
-                    continue;
-                }
-                if !sent_auth {
-                    return Err(UpstreamError::Denied {
-                        upstream: self.host().to_string(),
-                        status,
-                    });
-                }
+        let sent = self.send(&method, &url, headers, &scope).await;
+        let resp = match sent.and_then(|r| self.classify(r)) {
+            Ok(r) => r,
+            Err(UpstreamError::Status {
+                upstream,
+                status,
+                retry_after,
+            }) if status == StatusCode::TOO_MANY_REQUESTS => {
+                let wait = self.rate_limit.limited(retry_after);
+                tracing::warn!(upstream = %self.host(), ?wait, "upstream rate limit reached; holding requests back");
+                return Err(UpstreamError::Status {
+                    upstream,
+                    status,
+                    retry_after: Some(wait),
+                });
             }
-            return self.classify(resp);
+            Err(e) => return Err(e),
+        };
+        Ok(resp.map(|body| UpstreamBody::new(body, permit)))
+    }
+
+    /// Fails fast while the upstream's last 429 asks us to wait.
+    fn not_rate_limited(&self) -> Result<(), UpstreamError> {
+        match self.rate_limit.remaining() {
+            None => Ok(()),
+            Some(retry_after) => {
+                self.metrics
+                    .upstream_throttled
+                    .with_label_values(&[self.host()])
+                    .inc();
+                Err(UpstreamError::RateLimited {
+                    upstream: self.host().to_string(),
+                    retry_after,
+                })
+            }
         }
     }
 
@@ -264,9 +333,7 @@ impl Upstream {
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(ratelimit::parse_retry_after);
         Err(UpstreamError::Status {
             upstream,
             status,
@@ -274,85 +341,118 @@ impl Upstream {
         })
     }
 
-    async fn send_following_redirects(
+    /// Follows redirects, answering each host's 401 challenge once.
+    async fn send(
         &self,
         method: &Method,
         url: &str,
         headers: &HeaderMap,
-        auth: Option<http::HeaderValue>,
+        scope: &str,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let protocol = |reason: String| UpstreamError::Protocol {
-            upstream: self.host().to_string(),
-            reason,
-        };
-        let mut uri: Uri = url.parse().map_err(|_| protocol(format!("bad URL {url}")))?;
-        let origin = uri.authority().cloned();
-        for _ in 0..=MAX_REDIRECTS {
-            let mut req = Request::builder().method(method.clone()).uri(uri.clone());
-            if let Some(h) = req.headers_mut() {
-                h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-                h.insert(
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(USER_AGENT),
-                );
-                if let Some(a) = auth.as_ref().filter(|_| uri.authority() == origin.as_ref()) {
-                    h.insert(AUTHORIZATION, a.clone());
-                }
-            }
-            let req = req.body(Empty::new()).map_err(|e| protocol(e.to_string()))?;
-            let resp = match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
-                Err(_) => {
-                    self.observe(method, "error", None);
-                    return Err(UpstreamError::Timeout {
-                        upstream: self.host().to_string(),
-                    });
-                }
-                Ok(Err(e)) => {
-                    self.observe(method, "error", None);
-                    return Err(UpstreamError::Connect {
-                        upstream: self.host().to_string(),
-                        reason: error_chain(&e),
-                    });
-                }
-                Ok(Ok(r)) => r,
+        let mut uri: Uri = url.parse().map_err(|_| self.protocol(format!("bad URL {url}")))?;
+        let mut redirects = 0;
+        let mut challenged = false;
+        loop {
+            let host = uri
+                .authority()
+                .map(|a| a.as_str().to_ascii_lowercase())
+                .unwrap_or_default();
+            let hop_scope = if host.eq_ignore_ascii_case(self.config.authority.as_str()) {
+                Some(scope.to_string())
+            } else {
+                redirect::scope_of(uri.path())
             };
-            self.observe(method, Metrics::class(resp.status()), Some(resp.headers()));
-            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+            let sent = self
+                .auth
+                .header_for(&self.client, &host, hop_scope.as_deref())
+                .await?;
+            let resp = self
+                .send_once(method, &uri, headers, sent.as_ref().map(|s| &s.value))
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenges: Vec<_> = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(challenge::parse)
+                    .collect();
+                if self.auth.on_unauthorized(&host, &challenges, sent.as_ref()) {
+                    continue;
+                }
                 return Ok(resp);
+            }
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(self.protocol(format!("more than {MAX_REDIRECTS} redirects")));
             }
             let location = resp
                 .headers()
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| protocol(format!("{} without Location", resp.status())))?;
-            let next =
-                resolve(&uri, location).ok_or_else(|| protocol(format!("bad redirect {location:?}")))?;
-            if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
-                return Err(protocol("refusing a redirect from https to plain http".into()));
+                .ok_or_else(|| self.protocol(format!("{status} without Location")))?;
+            let next = redirect::resolve(&uri, location)
+                .ok_or_else(|| self.protocol(format!("bad redirect {location:?}")))?;
+            if !redirect::allowed(&self.config.scheme, &next) {
+                return Err(self.protocol(format!(
+                    "refusing a redirect to {}://{}: an https upstream is only followed to https",
+                    next.scheme_str().unwrap_or("?"),
+                    next.host().unwrap_or("?")
+                )));
             }
             tracing::debug!(upstream = %self.host(), to = %next.host().unwrap_or(""), "following redirect");
             uri = next;
+            challenged = false;
         }
-        Err(protocol(format!("more than {MAX_REDIRECTS} redirects")))
     }
-}
 
-/// Resolves a `Location` against the URL that answered with it.
-fn resolve(base: &Uri, location: &str) -> Option<Uri> {
-    let loc: Uri = location.parse().ok()?;
-    if loc.scheme().is_some() {
-        return Some(loc);
+    async fn send_once(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        auth: Option<&http::HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+        if let Some(h) = req.headers_mut() {
+            h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            h.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
+            h.remove(AUTHORIZATION);
+            if let Some(a) = auth {
+                h.insert(AUTHORIZATION, a.clone());
+            }
+        }
+        let req = req
+            .body(Full::default())
+            .map_err(|e| self.protocol(e.to_string()))?;
+        match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+            Err(_) => {
+                self.observe(method, "error", None);
+                Err(UpstreamError::Timeout {
+                    upstream: self.host().to_string(),
+                })
+            }
+            Ok(Err(e)) => {
+                self.observe(method, "error", None);
+                Err(UpstreamError::Connect {
+                    upstream: self.host().to_string(),
+                    reason: error_chain(&e),
+                })
+            }
+            Ok(Ok(r)) => {
+                self.observe(method, Metrics::class(r.status()), Some(r.headers()));
+                Ok(r)
+            }
+        }
     }
-    let path = loc.path_and_query()?.as_str();
-    if !path.starts_with('/') {
-        return None;
-    }
-    Uri::builder()
-        .scheme(base.scheme()?.clone())
-        .authority(base.authority()?.clone())
-        .path_and_query(path)
-        .build()
-        .ok()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -364,64 +464,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// The routing table: every configured upstream by client-facing host, and the default.
-pub struct Upstreams {
-    list: Vec<Arc<Upstream>>,
-    default: usize,
-}
-
-impl Upstreams {
-    pub fn from_config(config: &Config, metrics: &Arc<Metrics>) -> Result<Upstreams, ClientBuildError> {
-        let mut list = Vec::new();
-        let mut default = 0;
-        for (i, u) in config.upstreams.iter().enumerate() {
-            if u.default {
-                default = i;
-            }
-            list.push(Arc::new(Upstream::new(
-                u.clone(),
-                &config.fetch,
-                metrics.clone(),
-            )?));
-        }
-        Ok(Upstreams { list, default })
-    }
-
-    pub fn by_host(&self, host: &str) -> Option<&Arc<Upstream>> {
-        let host = if host == "index.docker.io" || host == "registry-1.docker.io" {
-            "docker.io"
-        } else {
-            host
-        };
-        self.list.iter().find(|u| u.host() == host)
-    }
-
-    pub fn default_upstream(&self) -> &Arc<Upstream> {
-        &self.list[self.default]
-    }
-
-    pub fn all(&self) -> &[Arc<Upstream>] {
-        &self.list
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolves_redirects() {
-        let base: Uri = "https://reg.example/v2/a/blobs/x".parse().unwrap();
-        assert_eq!(
-            resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(),
-            "https://cdn.example/b?sig=1"
-        );
-        assert_eq!(
-            resolve(&base, "/other?x=1").unwrap().to_string(),
-            "https://reg.example/other?x=1"
-        );
-        assert!(resolve(&base, "relative").is_none());
-    }
 }

@@ -85,6 +85,79 @@ password = "hunter2-secret"
 }
 
 #[test]
+fn every_upstream_key_is_documented() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/regcache.toml")).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for key in [
+        "host",
+        "url",
+        "default",
+        "username",
+        "password",
+        "password_file",
+        "password_env",
+        "docker_config",
+        "credential_helper",
+        "credential_lifetime",
+        "max_connections",
+        "ca_file",
+        "client_cert_file",
+        "client_key_file",
+    ] {
+        let line = example
+            .lines()
+            .find(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = ")));
+        assert!(line.is_some(), "etc/regcache.toml does not show {key}");
+        assert!(
+            readme.contains(&format!("{key}`")),
+            "README.md does not mention {key}"
+        );
+        // The key is accepted (a bad value is reported as such, not as an unknown key).
+        let toml = format!("[[upstreams]]\nhost = \"x.example\"\n{key} = \"0\"\n");
+        if let Err(e) = regcache::config::Config::from_toml_str(&toml) {
+            assert!(!e.to_string().contains("unknown field"), "{key}: {e}");
+        }
+    }
+}
+
+#[test]
+fn check_config_names_credential_sources_not_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[upstreams]]
+host = "registry.example"
+username = "robot"
+password = "hunter2-secret"
+max_connections = 4
+[[upstreams]]
+host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+credential_helper = "ecr-login"
+"#,
+    )
+    .unwrap();
+    let out = regcache()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("registry.example https://registry.example auth: user \"robot\", max_connections 4"),
+        "{text}"
+    );
+    assert!(text.contains("auth: credential helper \"ecr-login\""), "{text}");
+    assert!(
+        text.contains("docker.io https://registry-1.docker.io auth: anonymous"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
 fn help_names_the_commands() {
     let out = regcache().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);

@@ -18,34 +18,7 @@ use std::time::{Duration, Instant};
 use e2e::images::{self, TestImage};
 use e2e::registry::Registry;
 use e2e::token_server::TokenServer;
-use e2e::{HttpClient, Skopeo};
-
-/// True when the external tools are present. Otherwise prints a loud notice
-/// (straight to stderr, so the test harness cannot swallow it) and returns
-/// false, or panics when running under CI.
-fn tools_present(test: &str) -> bool {
-    let missing = e2e::missing_tools();
-    if missing.is_empty() {
-        return true;
-    }
-    let under_ci = std::env::var_os("CI").is_some();
-    let outcome = if under_ci {
-        "FAILING (CI is set)"
-    } else {
-        "SKIPPED"
-    };
-    let notice = format!(
-        "\n{bar}\n!! {test}: {outcome}: missing tool(s) {missing:?} on PATH.\n\
-         !! Install them with: apt-get install -y docker-registry skopeo containerd\n{bar}\n",
-        bar = "!".repeat(78)
-    );
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(notice.as_bytes());
-    if under_ci {
-        panic!("{test}: required tools {missing:?} are missing and CI is set");
-    }
-    false
-}
+use e2e::{tools_present, HttpClient, Skopeo};
 
 /// Elapsed-time log lines for the test output.
 struct Clock(Instant);

@@ -200,7 +200,13 @@ async fn upstream_failures_map_to_clear_statuses() {
     assert_eq!(r.status, 429);
     assert_eq!(r.error_code(), "TOOMANYREQUESTS");
     assert!(r.header("retry-after").is_some());
+    // The upstream is left alone until its Retry-After (60 s when it gives none) has passed.
+    let sent = up.requests().len();
     up.set_fault(Some(fake::Fault::Status(503)));
+    let r = d.get("/v2/library/x/manifests/1").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(up.requests().len(), sent);
+    let d = Daemon::start(&up.url(), "").await;
     let r = d.get("/v2/library/x/manifests/1").await;
     assert_eq!(r.status, 502);
     // An upstream nobody listens on.

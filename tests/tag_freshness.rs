@@ -98,9 +98,11 @@ async fn head_then_get_by_digest_like_containerd() {
 async fn stale_tag_is_served_when_upstream_fails() {
     let up = Fake::start().await;
     let (_, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
+    let (_, kept, _) = up.add_image("library/app", "kept", &[bytes_of(10, 2)]);
     let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
     assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
-    for status in [500, 503, 429, 401] {
+    assert_eq!(d.get("/v2/library/app/manifests/kept").await.bytes(), kept);
+    for status in [500, 503, 401] {
         up.set_fault(Some(Fault::Status(status)));
         let r = d.get("/v2/library/app/manifests/latest").await;
         assert_eq!(r.status, 200, "upstream {status}");
@@ -110,6 +112,13 @@ async fn stale_tag_is_served_when_upstream_fails() {
     let r = d.get("/v2/library/app/manifests/latest").await;
     assert_eq!(r.status, 404, "a tag the upstream deleted is gone");
     assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+    // Rate-limited: the 429 itself and the requests held back after it are served stale.
+    up.set_fault(Some(Fault::Status(429)));
+    for _ in 0..2 {
+        let r = d.get("/v2/library/app/manifests/kept").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.bytes(), kept);
+    }
 }
 
 #[tokio::test]

@@ -15,13 +15,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::watch;
 
 use super::blobs::{BlobStore, TempFile};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, Hasher};
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamBody, UpstreamError};
 use prometheus::IntCounter;
 
 /// Bytes buffered before one write + hash step off the async threads.
@@ -168,7 +167,7 @@ impl Fills {
     ) -> io::Result<Lookup>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'static,
+        Fut: Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'static,
     {
         if let Some((file, size)) = self.store.open_blob(digest)? {
             return Ok(Lookup::Hit { file, size });
@@ -214,7 +213,7 @@ impl Fills {
         temp: TempFile,
         write: File,
         tx: watch::Sender<Progress>,
-        source: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
+        source: impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>>,
         fetched: IntCounter,
     ) {
         let digest = fill.digest.clone();
@@ -260,7 +259,7 @@ impl Fills {
         fill: &Arc<Fill>,
         mut file: File,
         tx: &watch::Sender<Progress>,
-        source: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
+        source: impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>>,
         fetched: &IntCounter,
     ) -> Result<u64, FillError> {
         let digest = &fill.digest;

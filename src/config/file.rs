@@ -52,8 +52,15 @@ pub struct FileUpstream {
     pub username: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub docker_config: Option<String>,
+    pub credential_helper: Option<String>,
+    pub credential_lifetime: Option<String>,
+    pub max_connections: Option<u32>,
     pub ca_file: Option<String>,
     pub offline: Option<bool>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -166,6 +166,7 @@ impl ServeError {
             } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 Some(retry_after.unwrap_or(std::time::Duration::from_secs(60)))
             }
+            UpstreamError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -179,12 +180,15 @@ fn upstream_status(subject: Subject, e: &UpstreamError) -> (StatusCode, &'static
         UpstreamError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
             (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
         }
+        UpstreamError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         UpstreamError::Status { status, .. } if status.is_client_error() => {
             (StatusCode::BAD_GATEWAY, "UNKNOWN")
         }
         UpstreamError::Status { .. } | UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
         UpstreamError::Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
-        UpstreamError::Token { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
+        UpstreamError::Token { .. } | UpstreamError::Credentials { .. } => {
+            (StatusCode::BAD_GATEWAY, "UNKNOWN")
+        }
         UpstreamError::Connect { .. } | UpstreamError::Down { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
         }

@@ -1,217 +1,249 @@
-//! Upstream authentication: what `Authorization` to send for a repository scope, learned from
-//! the upstream's 401 challenges. Bearer tokens are fetched from the challenge's realm
-//! (anonymously, or with the configured basic credentials) and cached per scope until shortly
-//! before `expires_in` runs out; Basic credentials are sent once the upstream asked for them.
+//! Upstream authentication: what `Authorization` each host an upstream request reaches gets,
+//! learned from that host's 401 challenges (RFC 7235, several per header allowed). The upstream's
+//! own host may get its credentials: HTTP Basic (ECR's `AWS:<token>`), or a Bearer token fetched
+//! with them. Any other host — a redirect target such as registry.k8s.io's regional backends —
+//! runs the same flow anonymously, keyed by its own name, and credentials are never sent to a
+//! plain-http token service of an https upstream. The scope asked for is always the one the
+//! request needs, never a challenge's placeholder (ghcr.io's `/v2/` names `user/image`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::HeaderValue;
 use prometheus::IntCounter;
-use tokio::time::Instant;
 
 use super::challenge::Challenge;
 use super::client::HttpClient;
+use super::credentials::CredentialProvider;
+use super::token::{self, TokenRequest};
+use super::token_cache::{TokenCache, TokenKey};
 use super::UpstreamError;
 use crate::config::Credentials;
 use crate::telemetry::Secret;
 
-/// Token lifetime assumed when the token service does not say (the Docker token spec's default).
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
-const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
-
 #[derive(Debug, Clone)]
 enum Scheme {
-    /// No challenge seen yet: send nothing.
-    Unknown,
     Basic,
     Bearer {
         realm: String,
         service: Option<String>,
+        /// The challenge's scope, used only when the URL names no repository.
+        scope: Option<String>,
     },
+}
+
+/// An `Authorization` value that was sent, and what it came from, so a 401 can retire it.
+pub struct Sent {
+    pub value: HeaderValue,
+    from: SentFrom,
+}
+
+enum SentFrom {
+    Basic { generation: u64 },
+    Bearer { key: TokenKey, token: Secret },
 }
 
 pub struct Auth {
     upstream: String,
+    /// The upstream's own authority: the only host that gets credentials.
+    origin: String,
+    plain_http_origin: bool,
+    credentials: CredentialProvider,
+    schemes: Mutex<HashMap<String, Scheme>>,
+    tokens: TokenCache,
     token_fetches: IntCounter,
-    credentials: Option<Credentials>,
-    scheme: Mutex<Scheme>,
-    tokens: Mutex<HashMap<String, (Secret, Instant)>>,
+    timeout: Duration,
 }
 
-#[derive(serde::Deserialize)]
-struct TokenResponse {
-    token: Option<String>,
-    access_token: Option<String>,
-    expires_in: Option<u64>,
+pub fn basic_header(username: &str, password: &Secret) -> HeaderValue {
+    let raw = format!("{username}:{}", password.expose());
+    let mut v = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .expect("base64 is a valid header value");
+    v.set_sensitive(true);
+    v
 }
 
 impl Auth {
-    pub fn new(upstream: String, credentials: Option<Credentials>, token_fetches: IntCounter) -> Auth {
+    pub fn new(
+        upstream: String,
+        origin: &http::uri::Authority,
+        plain_http_origin: bool,
+        credentials: CredentialProvider,
+        token_fetches: IntCounter,
+        timeout: Duration,
+    ) -> Auth {
         Auth {
             upstream,
-            token_fetches,
+            origin: origin.as_str().to_ascii_lowercase(),
+            plain_http_origin,
             credentials,
-            scheme: Mutex::new(Scheme::Unknown),
-            tokens: Mutex::new(HashMap::new()),
+            schemes: Mutex::new(HashMap::new()),
+            tokens: TokenCache::default(),
+            token_fetches,
+            timeout,
         }
     }
 
-    fn scheme(&self) -> Scheme {
-        self.scheme.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn scheme(&self, host: &str) -> Option<Scheme> {
+        self.schemes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
     }
 
-    fn basic_value(&self) -> Option<HeaderValue> {
-        let c = self.credentials.as_ref()?;
-        let raw = format!("{}:{}", c.username, c.password.expose());
-        let mut v = HeaderValue::from_str(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        ))
-        .ok()?;
-        v.set_sensitive(true);
-        Some(v)
+    fn is_origin(&self, host: &str) -> bool {
+        host.eq_ignore_ascii_case(&self.origin)
     }
 
-    /// The header to send for `scope`, fetching a token first when the upstream uses Bearer
-    /// auth and no live token is cached.
+    /// The header for a request to `host` (an authority) about `scope`, fetching a token first
+    /// when that host uses Bearer auth and no live token is cached. `None`: send nothing.
     pub async fn header_for(
         &self,
         client: &HttpClient,
-        scope: &str,
-    ) -> Result<Option<HeaderValue>, UpstreamError> {
-        match self.scheme() {
-            Scheme::Unknown => Ok(None),
-            Scheme::Basic => Ok(self.basic_value()),
-            Scheme::Bearer { realm, service } => {
-                let cached = {
-                    let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-                    tokens
-                        .get(scope)
-                        .filter(|(_, exp)| Instant::now() < *exp)
-                        .map(|(t, _)| t.clone())
-                };
-                let token = match cached {
-                    Some(t) => t,
-                    None => {
-                        self.fetch_token(client, &realm, service.as_deref(), scope)
-                            .await?
-                    }
-                };
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                    UpstreamError::Token {
-                        upstream: self.upstream.clone(),
-                        reason: "token is not a valid header value".into(),
-                    }
-                })?;
-                v.set_sensitive(true);
-                Ok(Some(v))
+        host: &str,
+        scope: Option<&str>,
+    ) -> Result<Option<Sent>, UpstreamError> {
+        match self.scheme(host) {
+            None => Ok(None),
+            Some(Scheme::Basic) if self.is_origin(host) => match self.credentials.get().await? {
+                Some(r) => match &r.credentials {
+                    Credentials::Basic { username, password } => Ok(Some(Sent {
+                        value: basic_header(username, password),
+                        from: SentFrom::Basic {
+                            generation: r.generation,
+                        },
+                    })),
+                    Credentials::IdentityToken(_) => Ok(None),
+                },
+                None => Ok(None),
+            },
+            Some(Scheme::Basic) => Ok(None),
+            Some(Scheme::Bearer {
+                realm,
+                service,
+                scope: challenged,
+            }) => {
+                let scope = scope.map(str::to_string).or(challenged).unwrap_or_default();
+                self.bearer(client, host, &realm, service.as_deref(), &scope)
+                    .await
+                    .map(Some)
             }
         }
     }
 
-    /// Learns from a 401's challenges. Returns false when there is nothing new to try.
-    pub fn on_challenge(&self, challenges: &[Challenge], scope: &str) -> bool {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(scope);
+    async fn bearer(
+        &self,
+        client: &HttpClient,
+        host: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<Sent, UpstreamError> {
+        let send_credentials =
+            self.is_origin(host) && (self.plain_http_origin || realm.starts_with("https://"));
+        if self.is_origin(host) && !send_credentials && self.credentials.configured() {
+            tracing::warn!(upstream = %self.upstream, realm, "not sending credentials to a plain-http token service");
+        }
+        let mut refused: Option<(u64, UpstreamError)> = None;
+        loop {
+            let creds = if send_credentials {
+                self.credentials.get().await?
+            } else {
+                None
+            };
+            let generation = creds.as_ref().map(|c| c.generation).unwrap_or(0);
+            if let Some((g, e)) = &refused {
+                if *g == generation {
+                    return Err(e.clone());
+                }
+            }
+            let key = TokenKey {
+                host: host.to_ascii_lowercase(),
+                realm: realm.to_string(),
+                service: service.map(str::to_string),
+                scope: scope.to_string(),
+                generation,
+            };
+            let fetched = self
+                .tokens
+                .get_or_fetch(&key, || async {
+                    self.token_fetches.inc();
+                    let t = token::fetch(
+                        client,
+                        &self.upstream,
+                        self.timeout,
+                        TokenRequest {
+                            realm,
+                            service,
+                            scope: Some(scope),
+                            credentials: creds.as_ref().map(|c| &c.credentials),
+                        },
+                    )
+                    .await?;
+                    tracing::debug!(upstream = %self.upstream, host, scope, lifetime = ?t.lifetime, "fetched upstream token");
+                    Ok(t)
+                })
+                .await;
+            match fetched {
+                Ok(token) => {
+                    let mut value =
+                        HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                            UpstreamError::Token {
+                                upstream: self.upstream.clone(),
+                                reason: "token is not a valid header value".into(),
+                            }
+                        })?;
+                    value.set_sensitive(true);
+                    return Ok(Sent {
+                        value,
+                        from: SentFrom::Bearer { key, token },
+                    });
+                }
+                // The token service refused these credentials: read them again once (a rotated
+                // helper secret), and retry if they changed.
+                Err(e @ UpstreamError::Denied { .. }) if generation != 0 && refused.is_none() => {
+                    self.credentials.rejected(generation);
+                    refused = Some((generation, e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Learns from a 401 of `host`, retiring what was sent. True when a retry may succeed.
+    pub fn on_unauthorized(&self, host: &str, challenges: &[Challenge], sent: Option<&Sent>) -> bool {
+        match sent.map(|s| &s.from) {
+            Some(SentFrom::Basic { generation }) => self.credentials.rejected(*generation),
+            Some(SentFrom::Bearer { key, token }) => self.tokens.invalidate(key, token),
+            None => {}
+        }
         let bearer = challenges
             .iter()
-            .find(|c| c.scheme == "bearer" && c.param("realm").is_some());
+            .find(|c| c.scheme == "bearer" && c.param("realm").is_some_and(|r| !r.is_empty()));
         let next = if let Some(b) = bearer {
             Scheme::Bearer {
                 realm: b.param("realm").unwrap_or_default().to_string(),
                 service: b.param("service").map(str::to_string),
+                scope: b.param("scope").map(str::to_string),
             }
-        } else if challenges.iter().any(|c| c.scheme == "basic") && self.credentials.is_some() {
+        } else if challenges.iter().any(|c| c.scheme == "basic")
+            && self.is_origin(host)
+            && self.credentials.configured()
+        {
             Scheme::Basic
         } else {
             return false;
         };
-        *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        self.schemes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_ascii_lowercase(), next);
         true
-    }
-
-    async fn fetch_token(
-        &self,
-        client: &HttpClient,
-        realm: &str,
-        service: Option<&str>,
-        scope: &str,
-    ) -> Result<Secret, UpstreamError> {
-        let err = |reason: String| UpstreamError::Token {
-            upstream: self.upstream.clone(),
-            reason,
-        };
-        let query = {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            if let Some(s) = service {
-                q.append_pair("service", s);
-            }
-            if !scope.is_empty() {
-                q.append_pair("scope", scope);
-            }
-            q.finish()
-        };
-        let sep = if realm.contains('?') { '&' } else { '?' };
-        let url = format!("{realm}{sep}{query}");
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|_| err(format!("realm {realm:?} is not a URL")))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(err(format!("realm {realm:?} is not an http(s) URL")));
-        }
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(uri)
-            .header("user-agent", super::USER_AGENT);
-        if let Some(v) = self.basic_value() {
-            req = req.header("authorization", v);
-        }
-        let req = req.body(Empty::new()).map_err(|e| err(e.to_string()))?;
-        self.token_fetches.inc();
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| err(format!("request failed: {e}")))?;
-        let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(UpstreamError::Denied {
-                upstream: self.upstream.clone(),
-                status,
-            });
-        }
-        if !status.is_success() {
-            return Err(err(format!("token service answered {status}")));
-        }
-        let body = Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| err(format!("reading token: {e}")))?
-            .to_bytes();
-        let parsed: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| err(format!("token response is not JSON: {e}")))?;
-        let token = parsed
-            .token
-            .or(parsed.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| err("token response has no token".into()))?;
-        let lifetime = parsed
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        // Renew a little early so a token never expires between our check and the upstream's.
-        let skew = (lifetime / 10).min(Duration::from_secs(30));
-        let secret = Secret::new(token);
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            scope.to_string(),
-            (secret.clone(), Instant::now() + lifetime - skew),
-        );
-        tracing::debug!(upstream = %self.upstream, scope, ?lifetime, "fetched upstream token");
-        Ok(secret)
     }
 }

@@ -1,50 +1,61 @@
 //! The HTTP client regcache uses towards upstream registries: hyper-util's pooled client over
-//! rustls (webpki and system roots, or an upstream's own `ca_file`), HTTP/1.1 and HTTP/2 via ALPN,
-//! with a connect timeout.
+//! rustls (webpki and system roots, or an upstream's own `ca_file`; a client certificate for
+//! mutual TLS when configured), HTTP/1.1 and HTTP/2 via ALPN, with a connect timeout.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+use crate::config::UpstreamConfig;
+
+/// Request bodies are empty except for OAuth2 token POSTs.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    #[error("cannot read CA file {path}: {source}")]
-    CaFile {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
     },
     #[error("CA file {0} holds no usable certificate")]
     NoCerts(String),
+    #[error("client certificate file {0} holds no certificate")]
+    NoClientCert(String),
+    #[error("client key file {0} holds no private key")]
+    NoClientKey(String),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
 }
 
-/// Builds a client that trusts the public web PKI and the system store, plus `ca_file` if given.
-pub fn build(
-    ca_file: Option<&std::path::Path>,
-    connect_timeout: Duration,
-) -> Result<HttpClient, ClientBuildError> {
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientBuildError> {
+    std::fs::read(path).map_err(|source| ClientBuildError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Builds a client that trusts the public web PKI and the system store, plus `ca_file` if given,
+/// and presents the upstream's client certificate if one is configured.
+pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpClient, ClientBuildError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    if let Some(path) = ca_file {
-        let shown = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|source| ClientBuildError::CaFile {
-            path: shown.clone(),
-            source,
-        })?;
+    if let Some(path) = &config.ca_file {
+        let pem = read("CA file", path)?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
             if roots.add(cert).is_ok() {
@@ -52,14 +63,29 @@ pub fn build(
             }
         }
         if added == 0 {
-            return Err(ClientBuildError::NoCerts(shown));
+            return Err(ClientBuildError::NoCerts(path.display().to_string()));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match &config.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(c) => {
+            let pem = read("client certificate file", &c.cert_file)?;
+            let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).flatten().collect();
+            if chain.is_empty() {
+                return Err(ClientBuildError::NoClientCert(c.cert_file.display().to_string()));
+            }
+            let pem = read("client key file", &c.key_file)?;
+            let key = rustls_pemfile::private_key(&mut pem.as_slice())
+                .ok()
+                .flatten()
+                .ok_or_else(|| ClientBuildError::NoClientKey(c.key_file.display().to_string()))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -70,7 +96,11 @@ pub fn build(
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https))
+    let mut client = Client::builder(TokioExecutor::new());
+    client.pool_idle_timeout(Duration::from_secs(90));
+    if let Some(n) = config.max_connections {
+        // Requests are capped at `n` (see permits.rs); keep no more idle connections than that.
+        client.pool_max_idle_per_host(n);
+    }
+    Ok(client.build(https))
 }

@@ -56,6 +56,33 @@ pub fn missing_tools() -> Vec<&'static str> {
         .collect()
 }
 
+/// True when the external tools are present. Otherwise prints a loud notice
+/// (straight to stderr, so the test harness cannot swallow it) and returns
+/// false, or panics when running under CI.
+pub fn tools_present(test: &str) -> bool {
+    let missing = missing_tools();
+    if missing.is_empty() {
+        return true;
+    }
+    let under_ci = std::env::var_os("CI").is_some();
+    let outcome = if under_ci {
+        "FAILING (CI is set)"
+    } else {
+        "SKIPPED"
+    };
+    let notice = format!(
+        "\n{bar}\n!! {test}: {outcome}: missing tool(s) {missing:?} on PATH.\n\
+         !! Install them with: apt-get install -y docker-registry skopeo containerd\n{bar}\n",
+        bar = "!".repeat(78)
+    );
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(notice.as_bytes());
+    if under_ci {
+        panic!("{test}: required tools {missing:?} are missing and CI is set");
+    }
+    false
+}
+
 /// Runs `skopeo` with a private trust policy (accept anything), an empty auth
 /// file for copies and, unless a test passes its own, an empty
 /// `registries.conf` (through skopeo's hidden global `--registries-conf` flag;

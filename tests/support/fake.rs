@@ -1,8 +1,15 @@
 //! An in-process fake upstream registry for behaviour tests: serves manifests and blobs from
-//! memory, records every request, and can demand Bearer or Basic auth, redirect blobs to a
-//! second "storage" host that rejects `Authorization`, and inject faults (broken or corrupt
-//! bodies, held-back bodies, error statuses). Loopback only.
+//! memory, records every request, and can demand Bearer or Basic auth (see `fake_auth.rs`),
+//! redirect blobs to a second "storage" host that rejects `Authorization`, redirect every API
+//! request to another registry (registry.k8s.io), report rate-limit headers, and inject faults
+//! (broken or corrupt bodies, held-back bodies, error statuses, 429 with Retry-After).
+//! Loopback only.
 #![allow(dead_code)]
+
+#[path = "fake_auth.rs"]
+mod fake_auth;
+#[allow(unused_imports)]
+pub use fake_auth::{basic, Auth, ChallengeStyle, TokenRequest};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,19 +58,6 @@ pub struct Logged {
     pub host: &'static str,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Auth {
-    None,
-    /// 401 + Bearer challenge; tokens from `/token`, valid until `expire_tokens`.
-    Bearer {
-        expires_in: Option<u64>,
-    },
-    Basic {
-        user: String,
-        pass: String,
-    },
-}
-
 #[derive(Clone)]
 pub enum Fault {
     /// Send this many bytes of the blob, then break the connection.
@@ -80,6 +74,8 @@ pub enum Fault {
     },
     /// Answer every blob/manifest request with this status.
     Status(u16),
+    /// Answer every blob/manifest/tags request with 429 and this `Retry-After`.
+    RateLimit { retry_after: String },
     /// Hold every manifest request (after logging it) until the gate opens.
     HoldManifests { gate: watch::Receiver<bool> },
 }
@@ -99,11 +95,12 @@ struct State {
     storage_addr: Mutex<Option<SocketAddr>>,
     repos: Mutex<HashMap<String, Repo>>,
     log: Mutex<Vec<Logged>>,
-    auth: Mutex<Auth>,
-    tokens: Mutex<Vec<String>>,
-    token_requests: Mutex<Vec<String>>,
+    auth: fake_auth::AuthState,
     fault: Mutex<Option<Fault>>,
     redirect_blobs: Mutex<bool>,
+    /// registry.k8s.io: every `/v2/<path>` but `/v2/` answers 307 to `<this>/v2/<prefix>/<path>`.
+    redirect_all: Mutex<Option<(String, String)>>,
+    ratelimit: Mutex<Option<(u64, u64)>>,
 }
 
 #[derive(Clone)]
@@ -119,11 +116,11 @@ impl Fake {
             storage_addr: Mutex::new(None),
             repos: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
-            auth: Mutex::new(Auth::None),
-            tokens: Mutex::new(Vec::new()),
-            token_requests: Mutex::new(Vec::new()),
+            auth: fake_auth::AuthState::default(),
             fault: Mutex::new(None),
             redirect_blobs: Mutex::new(false),
+            redirect_all: Mutex::new(None),
+            ratelimit: Mutex::new(None),
         });
         let addr = listen(state.clone(), "registry").await;
         let storage = listen(state.clone(), "storage").await;
@@ -137,7 +134,37 @@ impl Fake {
     }
 
     pub fn set_auth(&self, auth: Auth) {
-        *self.state.auth.lock().unwrap() = auth;
+        *self.state.auth.auth.lock().unwrap() = auth;
+    }
+
+    pub fn set_challenge_style(&self, style: ChallengeStyle) {
+        *self.state.auth.style.lock().unwrap() = style;
+    }
+
+    /// The token service wants these Basic credentials; anonymous callers get no access.
+    pub fn require_token_user(&self, user: &str, pass: &str) {
+        *self.state.auth.token_user.lock().unwrap() = Some((user.into(), pass.into()));
+    }
+
+    /// The token service accepts this refresh token by OAuth2 POST.
+    pub fn accept_refresh_token(&self, token: &str) {
+        *self.state.auth.refresh_token.lock().unwrap() = Some(token.into());
+    }
+
+    /// Every token request waits this long before it is answered.
+    pub fn delay_tokens(&self, delay: std::time::Duration) {
+        *self.state.auth.delay.lock().unwrap() = delay;
+    }
+
+    /// Sends `RateLimit-Limit`/`RateLimit-Remaining` on manifest responses.
+    pub fn set_ratelimit(&self, limit: u64, remaining: u64) {
+        *self.state.ratelimit.lock().unwrap() = Some((limit, remaining));
+    }
+
+    /// Acts like registry.k8s.io: `/v2/` answers 200 here, every other API request is
+    /// redirected to `base_url` + `/v2/<prefix>/<path>`.
+    pub fn redirect_all(&self, base_url: &str, prefix: &str) {
+        *self.state.redirect_all.lock().unwrap() = Some((base_url.into(), prefix.into()));
     }
 
     pub fn set_fault(&self, fault: Option<Fault>) {
@@ -150,7 +177,7 @@ impl Fake {
 
     /// Invalidates every token handed out so far.
     pub fn expire_tokens(&self) {
-        self.state.tokens.lock().unwrap().clear();
+        self.state.auth.expire_tokens();
     }
 
     pub fn add_blob(&self, repo: &str, bytes: impl Into<Bytes>) -> String {
@@ -246,13 +273,18 @@ impl Fake {
             .count()
     }
 
+    /// The query strings of every token request.
     pub fn token_requests(&self) -> Vec<String> {
-        self.state.token_requests.lock().unwrap().clone()
+        self.token_log().into_iter().map(|t| t.query).collect()
+    }
+
+    pub fn token_log(&self) -> Vec<TokenRequest> {
+        self.state.auth.requests.lock().unwrap().clone()
     }
 
     pub fn clear_log(&self) {
         self.state.log.lock().unwrap().clear();
-        self.state.token_requests.lock().unwrap().clear();
+        self.state.auth.requests.lock().unwrap().clear();
     }
 }
 
@@ -269,6 +301,10 @@ async fn listen(state: Arc<State>, host: &'static str) -> SocketAddr {
                 let svc = service_fn(move |req| {
                     let state = state.clone();
                     async move {
+                        if req.uri().path() == "/token" && host == "registry" {
+                            let (parts, body) = state.auth.token(req).await.into_parts();
+                            return Ok::<_, Infallible>(Response::from_parts(parts, ChanBody::full(body)));
+                        }
                         let hold = match state.fault.lock().unwrap().clone() {
                             Some(Fault::HoldManifests { gate })
                                 if req.uri().path().contains("/manifests/") =>
@@ -349,23 +385,6 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
             None => error(404, "BLOB_UNKNOWN"),
         };
     }
-    if path == "/token" {
-        let q = query.clone().unwrap_or_default();
-        state.token_requests.lock().unwrap().push(q);
-        let auth = state.auth.lock().unwrap().clone();
-        let mut tokens = state.tokens.lock().unwrap();
-        let token = format!("tok-{}", tokens.len() + 1000);
-        tokens.push(token.clone());
-        let expires = match auth {
-            Auth::Bearer { expires_in: Some(e) } => format!(r#","expires_in":{e}"#),
-            _ => String::new(),
-        };
-        return reply(
-            200,
-            &[("content-type", "application/json".into())],
-            format!(r#"{{"token":"{token}"{expires}}}"#),
-        );
-    }
     if log {
         state.log.lock().unwrap().push(Logged {
             method: method.clone(),
@@ -376,45 +395,40 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
         });
     }
     let addr = state.addr.lock().unwrap().unwrap();
-    let auth = state.auth.lock().unwrap().clone();
     let Some(rest) = path.strip_prefix("/v2/") else {
         return error(404, "NOT_FOUND");
     };
-    match &auth {
-        Auth::None => {}
-        Auth::Bearer { .. } => {
-            let ok = authorization
-                .as_deref()
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .is_some_and(|t| state.tokens.lock().unwrap().iter().any(|x| x == t));
-            if !ok {
-                let name = rest.rsplitn(3, '/').nth(2).unwrap_or("");
-                let challenge = format!(
-                    r#"Bearer realm="http://{addr}/token",service="fake",scope="repository:{name}:pull""#
-                );
-                return reply(
-                    401,
-                    &[("www-authenticate", challenge)],
-                    r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
-                );
-            }
-        }
-        Auth::Basic { user, pass } => {
-            use base64::Engine as _;
-            let want = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-            );
-            if authorization.as_deref() != Some(want.as_str()) {
-                return reply(401, &[("www-authenticate", r#"Basic realm="fake""#.into())], "");
-            }
+    let name = if rest.ends_with("/tags/list") {
+        rest.trim_end_matches("/tags/list")
+    } else {
+        rest.rsplitn(3, '/').nth(2).unwrap_or("")
+    };
+    let realm = format!("http://{addr}/token");
+    if let Some((challenge, body)) = state.auth.check(&realm, authorization.as_deref(), name) {
+        return reply(401, &[("www-authenticate", challenge)], body);
+    }
+    if let Some((base, prefix)) = state.redirect_all.lock().unwrap().clone() {
+        if !rest.is_empty() {
+            let q = query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+            return reply(307, &[("location", format!("{base}/v2/{prefix}/{rest}{q}"))], "");
         }
     }
     if rest.is_empty() {
         return reply(200, &[], "{}");
     }
-    if let Some(Fault::Status(s)) = state.fault.lock().unwrap().clone() {
-        return error(s, "FAULT");
+    match state.fault.lock().unwrap().clone() {
+        Some(Fault::Status(s)) => return error(s, "FAULT"),
+        Some(Fault::RateLimit { retry_after }) => {
+            return reply(
+                429,
+                &[
+                    ("retry-after", retry_after),
+                    ("content-type", "application/json".into()),
+                ],
+                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"fake"}]}"#,
+            )
+        }
+        _ => {}
     }
     let head = method == "HEAD";
     if let Some(name) = rest.strip_suffix("/tags/list") {
@@ -464,10 +478,15 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
     match kind {
         "manifests" => match r.manifests.get(reference) {
             Some((mt, bytes)) => {
-                let headers = [
+                let mut headers = vec![
                     ("content-type", mt.clone()),
                     ("docker-content-digest", sha256(bytes)),
                 ];
+                if let Some((limit, remaining)) = *state.ratelimit.lock().unwrap() {
+                    headers.push(("ratelimit-limit", format!("{limit};w=21600")));
+                    headers.push(("ratelimit-remaining", format!("{remaining};w=21600")));
+                    headers.push(("docker-ratelimit-source", "127.0.0.1".into()));
+                }
                 if head {
                     let mut resp = reply(200, &headers, Bytes::new());
                     resp.headers_mut().insert("content-length", bytes.len().into());

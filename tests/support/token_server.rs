@@ -76,6 +76,8 @@ pub struct TokenRequestRecord {
     pub user: Option<String>,
     /// The `service` query parameter.
     pub service: Option<String>,
+    /// The `account` query parameter (Docker clients send the user name).
+    pub account: Option<String>,
     /// The raw `scope` values asked for.
     pub scopes: Vec<String>,
     /// HTTP status answered.
@@ -252,10 +254,12 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 
     let mut service = None;
+    let mut account = None;
     let mut scopes = Vec::new();
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "service" => service = Some(v.into_owned()),
+            "account" => account = Some(v.into_owned()),
             "scope" => scopes.extend(v.split(' ').filter(|s| !s.is_empty()).map(str::to_string)),
             _ => {}
         }
@@ -266,7 +270,7 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         Credentials::Valid(name, may_push) => Some((name, may_push)),
         Credentials::Invalid(name) => {
             state.rejected.fetch_add(1, Ordering::SeqCst);
-            record(state, Some(name), service, scopes, 401);
+            record(state, Some(name), service, account, scopes, 401);
             let mut resp = json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({"details": "incorrect username or password"}),
@@ -324,7 +328,7 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     };
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
 
-    record(state, user.map(|(n, _)| n), service, scopes, 200);
+    record(state, user.map(|(n, _)| n), service, account, scopes, 200);
     json_response(
         StatusCode::OK,
         json!({
@@ -336,10 +340,18 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     )
 }
 
-fn record(state: &State, user: Option<String>, service: Option<String>, scopes: Vec<String>, status: u16) {
+fn record(
+    state: &State,
+    user: Option<String>,
+    service: Option<String>,
+    account: Option<String>,
+    scopes: Vec<String>,
+    status: u16,
+) {
     state.log.lock().expect("token log").push(TokenRequestRecord {
         user,
         service,
+        account,
         scopes,
         status,
     });

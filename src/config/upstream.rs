@@ -1,0 +1,384 @@
+//! One validated `[[upstreams]]` entry: where the registry is, how regcache authenticates to it
+//! (a username with a password from the file, a file or the environment; a Docker config.json;
+//! or a docker credential helper), its TLS options and its connection cap. Secrets are wrapped in
+//! `Secret` the moment they are read, and no error message repeats one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+use super::docker_config::DockerConfig;
+use super::file::FileUpstream;
+use super::{duration, parse_url};
+use crate::telemetry::Secret;
+
+/// How long credentials from a Docker config.json or a credential helper are used before they
+/// are read again (ECR tokens live 12 h; the ECR helper caches them itself).
+pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The registry name clients use: `docker.io`, `ghcr.io`, `registry.example:5000`.
+    pub host: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub default: bool,
+    pub credentials: CredentialSource,
+    /// How long resolved credentials (config.json, helper) are reused before being read again.
+    pub credential_lifetime: Duration,
+    /// At most this many requests to this upstream at once (body downloads included).
+    pub max_connections: Option<usize>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<ClientCert>,
+    /// Never contact this upstream: serve what is cached, 404 for the rest.
+    pub offline: bool,
+}
+
+/// A client certificate (PEM chain) and its private key (PEM) for mutual TLS.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Credentials for a registry's own host (never sent to redirect targets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Sent as HTTP Basic to the registry or its token service (`AWS:<token>` for ECR).
+    Basic { username: String, password: Secret },
+    /// An OAuth2 refresh token (Docker's "identity token"), exchanged at the token service.
+    IdentityToken(Secret),
+}
+
+/// Where an upstream's credentials come from.
+#[derive(Debug, Clone)]
+pub enum CredentialSource {
+    Anonymous,
+    /// `username` + `password` / `password_file` / `password_env`, read once at start.
+    Static(Credentials),
+    /// A Docker `config.json`, read at first use and again after `credential_lifetime`.
+    DockerConfig(PathBuf),
+    /// `docker-credential-<name>`, or a path to the helper program.
+    Helper(String),
+}
+
+impl CredentialSource {
+    /// One line for `check-config`: which source, never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            CredentialSource::Anonymous => "anonymous".into(),
+            CredentialSource::Static(Credentials::Basic { username, .. }) => format!("user {username:?}"),
+            CredentialSource::Static(Credentials::IdentityToken(_)) => "identity token".into(),
+            CredentialSource::DockerConfig(p) => format!("docker config {}", p.display()),
+            CredentialSource::Helper(h) => format!("credential helper {h:?}"),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub(super) fn builtin(host: &str, url: &str, default: bool) -> UpstreamConfig {
+        let (scheme, authority) = parse_url(url).expect("built-in URLs are valid");
+        UpstreamConfig {
+            host: host.to_string(),
+            scheme,
+            authority,
+            default,
+            credentials: CredentialSource::Anonymous,
+            credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
+            max_connections: None,
+            ca_file: None,
+            client_cert: None,
+            offline: false,
+        }
+    }
+
+    /// Docker Hub names official images `library/<name>`; clients may send just `<name>`.
+    pub fn adds_library_prefix(&self) -> bool {
+        self.host == "docker.io"
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// The names a Docker config.json may file this registry under, the first being what a
+    /// credential helper is asked for (Docker's own choice: the v1 URL for Docker Hub).
+    pub fn credential_names(&self) -> Vec<String> {
+        let mut names = if self.host == "docker.io" {
+            vec![
+                "https://index.docker.io/v1/".to_string(),
+                "index.docker.io".to_string(),
+                "docker.io".to_string(),
+                "registry-1.docker.io".to_string(),
+            ]
+        } else {
+            vec![self.host.clone()]
+        };
+        let authority = self.authority.to_string();
+        if !names.contains(&authority) {
+            names.push(authority);
+        }
+        names
+    }
+}
+
+/// A helper is a bare name (`ecr-login` → `docker-credential-ecr-login` on PATH) or a path.
+fn helper_problem(helper: &str) -> Option<String> {
+    if helper.contains('/') {
+        return (!std::path::Path::new(helper).is_file()).then(|| format!("{helper} is not a file"));
+    }
+    let ok = !helper.is_empty()
+        && helper
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!ok).then(|| format!("{helper:?} is not a helper name like \"ecr-login\" or a path"))
+}
+
+fn password(errors: &mut Vec<String>, at: &str, u: &mut FileUpstream) -> Option<Secret> {
+    let given = [
+        u.password.is_some(),
+        u.password_file.is_some(),
+        u.password_env.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        errors.push(format!(
+            "{at}: set one of password, password_file and password_env"
+        ));
+        return None;
+    }
+    if let Some(p) = u.password.take() {
+        return Some(Secret::new(p));
+    }
+    if let Some(f) = u.password_file.take() {
+        return match std::fs::read_to_string(&f) {
+            Ok(p) => Some(Secret::new(p.trim_end_matches(['\n', '\r']))),
+            Err(e) => {
+                errors.push(format!("{at}.password_file: cannot read {f}: {e}"));
+                None
+            }
+        };
+    }
+    if let Some(name) = u.password_env.take() {
+        return match std::env::var(&name) {
+            Ok(p) if !p.is_empty() => Some(Secret::new(p)),
+            _ => {
+                errors.push(format!(
+                    "{at}.password_env: environment variable {name} is not set"
+                ));
+                None
+            }
+        };
+    }
+    None
+}
+
+fn credentials(errors: &mut Vec<String>, at: &str, u: &mut FileUpstream) -> CredentialSource {
+    let before = errors.len();
+    let password = password(errors, at, u);
+    let password_failed = errors.len() > before;
+    let username = u.username.take();
+    let sources = [
+        username.is_some() || password.is_some(),
+        u.docker_config.is_some(),
+        u.credential_helper.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        errors.push(format!(
+            "{at}: set one of username (with a password), docker_config and credential_helper"
+        ));
+        return CredentialSource::Anonymous;
+    }
+    if let Some(path) = u.docker_config.take() {
+        if let Err(e) = DockerConfig::load(std::path::Path::new(&path)) {
+            errors.push(format!("{at}.docker_config: {e}"));
+        }
+        return CredentialSource::DockerConfig(PathBuf::from(path));
+    }
+    if let Some(helper) = u.credential_helper.take() {
+        if let Some(p) = helper_problem(&helper) {
+            errors.push(format!("{at}.credential_helper: {p}"));
+        }
+        return CredentialSource::Helper(helper);
+    }
+    match (username, password) {
+        (Some(username), Some(password)) => {
+            CredentialSource::Static(Credentials::Basic { username, password })
+        }
+        (None, None) => CredentialSource::Anonymous,
+        (Some(_), None) => {
+            if !password_failed {
+                errors.push(format!(
+                    "{at}: username is set without password, password_file or password_env"
+                ));
+            }
+            CredentialSource::Anonymous
+        }
+        (None, Some(_)) => {
+            errors.push(format!("{at}: a password is set without username"));
+            CredentialSource::Anonymous
+        }
+    }
+}
+
+fn readable(errors: &mut Vec<String>, key: &str, value: Option<String>) -> Option<PathBuf> {
+    let f = PathBuf::from(value?);
+    if !f.is_file() {
+        errors.push(format!("{key}: {} is not a readable file", f.display()));
+    }
+    Some(f)
+}
+
+pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) -> Option<UpstreamConfig> {
+    let at = format!("upstreams[{i}]");
+    let before = errors.len();
+    let host = u.host.take().unwrap_or_else(|| {
+        errors.push(format!(
+            "{at}: host is required (the registry name clients use, e.g. \"docker.io\")"
+        ));
+        String::new()
+    });
+    if !host.is_empty() && (host.parse::<Authority>().is_err() || host.contains('/') || host.contains('@')) {
+        errors.push(format!("{at}.host: {host:?} is not a registry host name"));
+    }
+    let url = u.url.take().unwrap_or_else(|| format!("https://{host}"));
+    let parsed = parse_url(&url)
+        .map_err(|e| errors.push(format!("{at}.url: {e}")))
+        .ok();
+    let credentials = credentials(errors, &at, &mut u);
+    let credential_lifetime = duration(
+        errors,
+        &format!("{at}.credential_lifetime"),
+        u.credential_lifetime.as_deref(),
+        DEFAULT_CREDENTIAL_LIFETIME,
+    );
+    let max_connections = match u.max_connections {
+        Some(0) => {
+            errors.push(format!(
+                "{at}.max_connections: must be at least 1 (leave it out for no cap)"
+            ));
+            None
+        }
+        n => n.map(|n| n as usize),
+    };
+    let ca_file = readable(errors, &format!("{at}.ca_file"), u.ca_file.take());
+    let cert_file = readable(
+        errors,
+        &format!("{at}.client_cert_file"),
+        u.client_cert_file.take(),
+    );
+    let key_file = readable(errors, &format!("{at}.client_key_file"), u.client_key_file.take());
+    let client_cert = match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Some(ClientCert { cert_file, key_file }),
+        (None, None) => None,
+        _ => {
+            errors.push(format!("{at}: client_cert_file and client_key_file go together"));
+            None
+        }
+    };
+    let (scheme, authority) = parsed?;
+    (errors.len() == before).then_some(UpstreamConfig {
+        host,
+        scheme,
+        authority,
+        default: u.default.unwrap_or(false),
+        credentials,
+        credential_lifetime,
+        max_connections,
+        ca_file,
+        client_cert,
+        offline: u.offline.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn one(toml: &str) -> Result<UpstreamConfig, String> {
+        let text = format!("builtin_upstreams = false\n[[upstreams]]\nhost = \"reg.example\"\n{toml}");
+        Config::from_toml_str(&text)
+            .map(|c| c.upstreams[0].clone())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn password_sources() {
+        let u = one("username = \"u\"\npassword = \"p\"\nmax_connections = 4\n").unwrap();
+        assert!(matches!(
+            u.credentials,
+            CredentialSource::Static(Credentials::Basic { ref username, ref password })
+                if username == "u" && password.expose() == "p"
+        ));
+        assert_eq!(u.max_connections, Some(4));
+        assert_eq!(u.credential_lifetime, DEFAULT_CREDENTIAL_LIFETIME);
+        // PATH is set in every test environment; it stands in for a secret variable.
+        let path = std::env::var("PATH").unwrap();
+        let u = one("username = \"u\"\npassword_env = \"PATH\"\n").unwrap();
+        assert!(matches!(
+            u.credentials,
+            CredentialSource::Static(Credentials::Basic { ref password, .. }) if password.expose() == path
+        ));
+        let e = one("username = \"u\"\npassword_env = \"REGCACHE_SURELY_UNSET_VARIABLE\"\n").unwrap_err();
+        assert!(e.contains("REGCACHE_SURELY_UNSET_VARIABLE is not set"), "{e}");
+        assert!(!e.contains("without password"), "one problem, one line: {e}");
+        let e = one("username = \"u\"\npassword = \"hunter2\"\npassword_env = \"PATH\"\n").unwrap_err();
+        assert!(e.contains("one of password"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn docker_config_and_helpers() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("config.json");
+        std::fs::write(&good, r#"{"auths":{"reg.example":{"auth":"dTpw"}}}"#).unwrap();
+        let u = one(&format!(
+            "docker_config = \"{}\"\ncredential_lifetime = \"10m\"\n",
+            good.display()
+        ))
+        .unwrap();
+        assert!(matches!(u.credentials, CredentialSource::DockerConfig(_)));
+        assert_eq!(u.credential_lifetime, Duration::from_secs(600));
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"auths": "hunter2"#).unwrap();
+        let e = one(&format!("docker_config = \"{}\"\n", bad.display())).unwrap_err();
+        assert!(e.contains("not a Docker config.json"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let u = one("credential_helper = \"ecr-login\"\n").unwrap();
+        assert_eq!(u.credentials.describe(), "credential helper \"ecr-login\"");
+        let e = one("credential_helper = \"ecr login\"\n").unwrap_err();
+        assert!(e.contains("credential_helper"), "{e}");
+        let e = one("credential_helper = \"/nonexistent/docker-credential-x\"\n").unwrap_err();
+        assert!(e.contains("is not a file"), "{e}");
+        let e = one("credential_helper = \"ecr-login\"\nusername = \"u\"\npassword = \"p\"\n").unwrap_err();
+        assert!(e.contains("set one of username"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_limits() {
+        let e = one("client_cert_file = \"/nonexistent/cert.pem\"\nmax_connections = 0\n").unwrap_err();
+        assert!(
+            e.contains("client_cert_file: /nonexistent/cert.pem is not a readable file"),
+            "{e}"
+        );
+        assert!(e.contains("go together"), "{e}");
+        assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn toml_errors_do_not_quote_the_file() {
+        let e = Config::from_toml_str("[[upstreams]]\nhost = \"x\"\npassword = \"hunter2\n").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn credential_names() {
+        let c = Config::default();
+        let hub = c.upstreams.iter().find(|u| u.host == "docker.io").unwrap();
+        assert_eq!(hub.credential_names()[0], "https://index.docker.io/v1/");
+        let u = one("url = \"http://127.0.0.1:5000\"\n").unwrap();
+        assert_eq!(u.credential_names(), vec!["reg.example", "127.0.0.1:5000"]);
+    }
+}

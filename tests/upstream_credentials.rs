@@ -1,0 +1,393 @@
+//! Where upstream credentials come from: a password file, a Docker config.json, a docker
+//! credential helper whose secret rotates (re-read on a 401 and after `credential_lifetime`), and
+//! what happens when a helper fails. The last test runs the real binary with trace logging and
+//! checks that no secret reaches its log, its metrics or `check-config`.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::io::BufRead as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use daemon::Daemon;
+use fake::{bytes_of, Auth, Fake};
+
+const ECR_HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// `docker-credential-<name>` in `dir`: logs what it was asked for to `dir/asked`, counts its
+/// runs in `dir/runs`, and answers `AWS` with the secret in `dir/secret`.
+fn helper(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("docker-credential-{name}"));
+    let d = dir.display();
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+[ "$1" = get ] || exit 2
+host=$(cat)
+printf '%s\n' "$host" >> "{d}/asked"
+echo run >> "{d}/runs"
+if [ -f "{d}/fail" ]; then echo "no AWS session" >&2; exit 1; fi
+if [ ! -f "{d}/secret" ]; then echo "credentials not found in native keychain"; exit 1; fi
+printf '{{"ServerURL":"%s","Username":"AWS","Secret":"%s"}}' "$host" "$(cat "{d}/secret")"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn runs(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("runs"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn ecr_upstream(url: &str, extra: &str) -> String {
+    format!("[[upstreams]]\nhost = \"{ECR_HOST}\"\nurl = \"{url}\"\ndefault = true\n{extra}")
+}
+
+#[tokio::test]
+async fn password_file_and_docker_config_auths() {
+    let up = Fake::start().await;
+    up.set_auth(Auth::Basic {
+        user: "robot".into(),
+        pass: "from-a-file".into(),
+    });
+    let (_, bytes, _) = up.add_image("team/app", "1", &[bytes_of(10, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let d = Daemon::start_with(&ecr_upstream(
+        &up.url(),
+        &format!("username = \"robot\"\npassword_file = \"{}\"\n", file.display()),
+    ))
+    .await;
+    assert_eq!(d.get("/v2/team/app/manifests/1").await.bytes(), bytes);
+
+    // config.json, filed under the registry's name.
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"auths":{{"https://{ECR_HOST}":{{"auth":"{}"}}}}}}"#,
+            b64("robot:from-a-file")
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&ecr_upstream(
+        &up.url(),
+        &format!("docker_config = \"{}\"\n", config.display()),
+    ))
+    .await;
+    assert_eq!(d.get("/v2/team/app/manifests/1").await.bytes(), bytes);
+}
+
+#[tokio::test]
+async fn helper_secrets_are_refreshed_on_401_and_after_their_lifetime() {
+    let up = Fake::start().await;
+    up.set_auth(Auth::Basic {
+        user: "AWS".into(),
+        pass: "secret-one".into(),
+    });
+    up.add_image("team/app", "1", &[bytes_of(10, 1)]);
+    up.add_image("team/app", "2", &[bytes_of(10, 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let program = helper(dir.path(), "ecr-test");
+    std::fs::write(dir.path().join("secret"), "secret-one").unwrap();
+    let d = Daemon::start_with(&ecr_upstream(
+        &up.url(),
+        &format!(
+            "credential_helper = \"{}\"\ncredential_lifetime = \"2s\"\n",
+            program.display()
+        ),
+    ))
+    .await;
+    assert_eq!(d.get("/v2/team/app/manifests/1").await.status, 200);
+    assert_eq!(d.get("/v2/team/app/manifests/2").await.status, 200);
+    assert_eq!(runs(dir.path()), 1, "the helper's answer is reused");
+    let asked = std::fs::read_to_string(dir.path().join("asked")).unwrap();
+    assert_eq!(
+        asked,
+        format!("{ECR_HOST}\n"),
+        "the registry host goes to the helper's stdin"
+    );
+
+    // The registry rotates the secret: its 401 makes regcache ask the helper again.
+    up.set_auth(Auth::Basic {
+        user: "AWS".into(),
+        pass: "secret-two".into(),
+    });
+    std::fs::write(dir.path().join("secret"), "secret-two").unwrap();
+    let digest = fake::sha256(b"not cached");
+    let r = d.get(&format!("/v2/team/app/manifests/{digest}")).await;
+    assert_eq!(r.status, 404, "reached the upstream with the new secret");
+    assert_eq!(runs(dir.path()), 2);
+
+    // After credential_lifetime the helper runs again before any request.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    up.clear_log();
+    let r = d
+        .head(&format!("/v2/team/app/manifests/{}", fake::sha256(b"x")))
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(runs(dir.path()), 3);
+    assert!(up.requests().iter().all(|l| l.authorization.is_some()));
+    let ok = d
+        .metric(
+            "regcache_upstream_credential_resolutions_total",
+            &[("upstream", ECR_HOST), ("result", "ok")],
+        )
+        .await;
+    assert_eq!(ok, 3.0);
+
+    // A helper that breaks later keeps the last good secret in use.
+    std::fs::write(dir.path().join("fail"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        d.head(&format!("/v2/team/app/manifests/{}", fake::sha256(b"y")))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(runs(dir.path()), 4);
+}
+
+#[tokio::test]
+async fn helper_without_credentials_or_failing_is_a_clean_error() {
+    let up = Fake::start().await;
+    up.set_auth(Auth::Basic {
+        user: "AWS".into(),
+        pass: "whatever".into(),
+    });
+    up.add_image("team/app", "1", &[bytes_of(10, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let program = helper(dir.path(), "empty");
+    let d = Daemon::start_with(&ecr_upstream(
+        &up.url(),
+        &format!("credential_helper = \"{}\"\n", program.display()),
+    ))
+    .await;
+    // "credentials not found": anonymous, refused upstream.
+    let r = d.get("/v2/team/app/manifests/1").await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "DENIED"));
+    // A broken helper with nothing to fall back on: 502 with the helper's complaint.
+    std::fs::write(dir.path().join("fail"), "").unwrap();
+    let d = Daemon::start_with(&ecr_upstream(
+        &up.url(),
+        &format!("credential_helper = \"{}\"\n", program.display()),
+    ))
+    .await;
+    let r = d.get("/v2/team/app/manifests/1").await;
+    assert_eq!(r.status, 502);
+    let body = String::from_utf8(r.bytes().to_vec()).unwrap();
+    assert!(body.contains("no AWS session"), "{body}");
+}
+
+/// The regcache binary, its stderr collected line by line.
+struct Binary {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    fn start(config: &Path, path_dir: &Path, env: &[(&str, &str)]) -> Binary {
+        let path = format!(
+            "{}:{}",
+            path_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regcache"));
+        cmd.args(["serve", "--log-format", "json", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "trace")
+            .env("PATH", path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("regcache runs");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary { child, lines }
+    }
+
+    /// The first logged value of `field` in a line whose message is `message`.
+    async fn field(&self, message: &str, field: &str) -> String {
+        for _ in 0..500 {
+            for line in self.lines.lock().unwrap().iter() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if v["message"] == message {
+                    return v[field].as_str().unwrap_or_default().to_string();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "regcache never logged {message:?}: {:?}",
+            self.lines.lock().unwrap()
+        );
+    }
+
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+async fn get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt as _;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .expect("regcache answers");
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.into_body().collect().await.unwrap().to_bytes().to_vec(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_metrics_or_check_config() {
+    const STATIC: &str = "static-secret-4c1d";
+    const HELPER: &str = "helper-secret-9e2f";
+    const ENV: &str = "env-secret-77ab";
+    // Static password, Bearer with a token service.
+    let hub = Fake::start().await;
+    hub.set_auth(Auth::Bearer {
+        expires_in: Some(300),
+    });
+    hub.require_token_user("hubuser", STATIC);
+    let (_, hub_manifest, hub_layers) = hub.add_image("org/private", "1", &[bytes_of(5000, 1)]);
+    // ECR-like Basic, credentials from config.json's credHelpers, helper found on PATH.
+    let ecr = Fake::start().await;
+    ecr.set_auth(Auth::Basic {
+        user: "AWS".into(),
+        pass: HELPER.into(),
+    });
+    let (_, ecr_manifest, _) = ecr.add_image("team/app", "1", &[bytes_of(10, 2)]);
+    // Password from the environment, rejected by the token service.
+    let lab = Fake::start().await;
+    lab.set_auth(Auth::Bearer { expires_in: None });
+    lab.require_token_user("labuser", "the-right-one");
+    lab.add_image("lab/app", "1", &[bytes_of(10, 3)]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    helper(&bin, "leaktest");
+    std::fs::write(bin.join("secret"), HELPER).unwrap();
+    let docker_config = dir.path().join("config.json");
+    std::fs::write(
+        &docker_config,
+        format!(r#"{{"auths":{{}},"credHelpers":{{"{ECR_HOST}":"leaktest"}}}}"#),
+    )
+    .unwrap();
+    let config = dir.path().join("regcache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+builtin_upstreams = false
+[admin]
+listen = "127.0.0.1:0"
+[cache]
+dir = "{cache}"
+[[upstreams]]
+host = "docker.io"
+url = "{hub}"
+default = true
+username = "hubuser"
+password = "{STATIC}"
+[[upstreams]]
+host = "{ECR_HOST}"
+url = "{ecr}"
+docker_config = "{docker_config}"
+[[upstreams]]
+host = "lab.example:5000"
+url = "{lab}"
+username = "labuser"
+password_env = "REGCACHE_TEST_LAB_PASSWORD"
+"#,
+            cache = dir.path().join("cache").display(),
+            hub = hub.url(),
+            ecr = ecr.url(),
+            lab = lab.url(),
+            docker_config = docker_config.display(),
+        ),
+    )
+    .unwrap();
+    let env = [("REGCACHE_TEST_LAB_PASSWORD", ENV)];
+    let regcache = Binary::start(&config, &bin, &env);
+    let addr = regcache.field("regcache listening", "listen").await;
+    let admin = regcache.field("regcache listening", "admin").await;
+
+    assert_eq!(get(&addr, "/v2/org/private/manifests/1").await.1, hub_manifest);
+    let blob = get(&addr, &format!("/v2/org/private/blobs/{}", hub_layers[0])).await;
+    assert_eq!(blob.0, 200);
+    let path = format!("/v2/team/app/manifests/1?ns={ECR_HOST}");
+    assert_eq!(get(&addr, &path).await.1, ecr_manifest);
+    let (status, body) = get(&addr, "/v2/lab/app/manifests/1?ns=lab.example:5000").await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let metrics = String::from_utf8(get(&admin, "/metrics").await.1).unwrap();
+    assert!(metrics.contains("regcache_upstream_token_fetches_total"));
+    let log = regcache.stop();
+    assert!(log.contains("fetched upstream token"), "trace logging was on");
+
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_regcache"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let check = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check.contains("credential helper") || check.contains("docker config"),
+        "{check}"
+    );
+
+    let mut secrets = vec![
+        STATIC.to_string(),
+        HELPER.to_string(),
+        ENV.to_string(),
+        b64(&format!("hubuser:{STATIC}")),
+        b64(&format!("AWS:{HELPER}")),
+        b64(&format!("labuser:{ENV}")),
+    ];
+    // Every token handed out is a secret too.
+    for fake in [&hub, &lab] {
+        let issued = fake.token_log().len();
+        secrets.extend((0..issued).map(|i| format!("tok-{}", 1000 + i)));
+    }
+    for (what, text) in [("log", &log), ("metrics", &metrics), ("check-config", &check)] {
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "{s} appears in the {what}");
+        }
+    }
+}
