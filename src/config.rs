@@ -2,6 +2,7 @@
 //! (`config/file.rs`), applies defaults and the built-in upstreams, and reports every problem at
 //! once, one readable line each. `regcache check-config` runs exactly this path.
 
+mod cache;
 mod file;
 mod units;
 
@@ -14,7 +15,7 @@ use http::uri::{Authority, Scheme};
 
 use crate::telemetry::Secret;
 use file::{FileConfig, FileUpstream};
-pub use units::parse_duration;
+pub use units::{parse_duration, parse_size};
 
 /// Where a mirror started with no config file listens.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -67,6 +68,12 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     /// How long a tag's digest is trusted before it is revalidated upstream with a HEAD.
     pub tag_ttl: Duration,
+    /// Hard budget for blobs and manifests on disk; `None`: unlimited.
+    pub max_size: Option<u64>,
+    /// Fraction of `max_size` past which an insert evicts least-recently-used content...
+    pub high_watermark: f64,
+    /// ...until usage is under this fraction of `max_size`.
+    pub low_watermark: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -210,15 +217,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         ));
     }
     let log = LogConfig { format, level };
-    let cache = CacheConfig {
-        dir: PathBuf::from(raw.cache.dir.as_deref().unwrap_or(DEFAULT_CACHE_DIR)),
-        tag_ttl: duration(
-            &mut errors,
-            "cache.tag_ttl",
-            raw.cache.tag_ttl.as_deref(),
-            Duration::from_secs(300),
-        ),
-    };
+    let cache = cache::validate(&mut errors, raw.cache);
     let fetch = FetchConfig {
         connect_timeout: duration(
             &mut errors,

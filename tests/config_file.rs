@@ -18,6 +18,9 @@ fn documented_example_parses_and_matches_defaults() {
     assert_eq!(c.log.format, d.log.format);
     assert_eq!(c.log.level, d.log.level);
     assert_eq!(c.cache.tag_ttl, d.cache.tag_ttl);
+    assert_eq!(c.cache.max_size, d.cache.max_size);
+    assert_eq!(c.cache.high_watermark, d.cache.high_watermark);
+    assert_eq!(c.cache.low_watermark, d.cache.low_watermark);
     assert_eq!(c.fetch.read_timeout, d.fetch.read_timeout);
     assert_eq!(c.fetch.connect_timeout, d.fetch.connect_timeout);
     assert_eq!(c.fetch.max_manifest_size, d.fetch.max_manifest_size);
