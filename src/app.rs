@@ -1,5 +1,5 @@
 //! Wiring: builds the shared state from a `Config`, binds the registry and admin listeners, runs
-//! until asked to stop, then drains open connections. Tests start the whole daemon in-process on
+//! until asked to stop, then drains open connections and saves the cache's recency snapshot. Tests start the whole daemon in-process on
 //! `127.0.0.1:0` through `start`.
 
 use std::net::SocketAddr;
@@ -41,6 +41,7 @@ pub struct Running {
     done: watch::Sender<bool>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
+    persist: JoinHandle<()>,
     state: Arc<State>,
 }
 
@@ -59,6 +60,10 @@ impl Running {
         &self.state.metrics
     }
 
+    pub fn cache(&self) -> &Cache {
+        &self.state.cache
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns when
     /// done. `/readyz` fails from the first moment.
     pub async fn shutdown(self) {
@@ -66,6 +71,7 @@ impl Running {
         let _ = self.server.await;
         let _ = self.done.send(true);
         let _ = self.admin.await;
+        let _ = self.persist.await;
     }
 
     /// Runs until `signal` completes, then shuts down gracefully.
@@ -110,6 +116,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = Arc::new(State::new(config, upstreams, cache, metrics));
     let (stop, stop_rx) = watch::channel(false);
     let (done, done_rx) = watch::channel(false);
+    let persist = state.cache.persist_recency(done_rx.clone());
     let server = tokio::spawn(server::serve(listener, state.clone(), stop_rx.clone(), grace));
     let admin = tokio::spawn(server::admin::serve(
         admin_listener,
@@ -124,6 +131,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         done,
         server,
         admin,
+        persist,
         state,
     })
 }
