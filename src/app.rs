@@ -1,14 +1,17 @@
-//! Wiring: builds the shared state from a `Config`, binds the registry and admin listeners, runs
-//! until asked to stop, then drains open connections and saves the cache's recency snapshot. Tests start the whole daemon in-process on
+//! Wiring: takes the cache directory's lock, builds the shared state from a `Config`, binds the
+//! registry and admin listeners, runs until asked to stop, then drains open connections, saves
+//! the cache's recency snapshot and releases the lock. Tests start the whole daemon in-process on
 //! `127.0.0.1:0` through `start`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cache::dirlock::DirLock;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -17,6 +20,8 @@ use crate::upstream::{ClientBuildError, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("the cache directory {dir} is in use by another regcache process (it holds {dir}/lock)")]
+    CacheBusy { dir: String },
     #[error("cannot open the cache directory {dir}: {source}")]
     Cache {
         dir: String,
@@ -43,6 +48,7 @@ pub struct Running {
     admin: JoinHandle<()>,
     persist: JoinHandle<()>,
     state: Arc<State>,
+    _lock: DirLock,
 }
 
 impl Running {
@@ -93,8 +99,23 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
     Ok((listener, local))
 }
 
+/// Takes the cache directory's lock, waiting a little for a `regcache cache` command that may
+/// hold it for a moment.
+async fn lock_cache_dir(config: &Config) -> Result<DirLock, StartError> {
+    let dir = config.cache.dir.display().to_string();
+    for _ in 0..50 {
+        match DirLock::try_acquire(&config.cache.dir) {
+            Ok(Some(lock)) => return Ok(lock),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(source) => return Err(StartError::Cache { dir, source }),
+        }
+    }
+    Err(StartError::CacheBusy { dir })
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
+    let lock = lock_cache_dir(&config).await?;
     let cache = Cache::open(&config, metrics.clone()).map_err(|source| StartError::Cache {
         dir: config.cache.dir.display().to_string(),
         source,
@@ -133,5 +154,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin,
         persist,
         state,
+        _lock: lock,
     })
 }

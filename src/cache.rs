@@ -5,6 +5,8 @@
 
 pub mod blobs;
 pub mod coalesce;
+pub mod control;
+pub mod dirlock;
 mod download;
 pub mod evict;
 pub mod fill;

@@ -87,4 +87,7 @@ fn help_names_the_commands() {
     let out = regcache().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("serve") && help.contains("check-config"), "{help}");
+    assert!(help.contains("cache"), "{help}");
+    let out = regcache().args(["cache", "gc", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--to"));
 }

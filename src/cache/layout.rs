@@ -8,6 +8,7 @@
 //! tmp/                         downloads in progress, atomic writes, evicted files being deleted
 //! index/recency                snapshot of last access times (rewritten periodically)
 //! index/pinned                 digests that are never evicted
+//! lock                         advisory lock held by the process that owns the directory
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,10 @@ impl Layout {
 
     pub fn pinned(&self) -> PathBuf {
         self.dir.join("index").join("pinned")
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
     }
 
     /// Creates the directories of an empty cache (existing ones are kept).

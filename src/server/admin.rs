@@ -1,7 +1,8 @@
 //! The admin listener (default `127.0.0.1:5001`, kept off the registry port): `/metrics` in the
 //! Prometheus text format, `/healthz` (the process answers), `/readyz` (cache opened, listeners
-//! bound, not shutting down), and the cache operations: `GET /admin/cache` (index statistics as
-//! JSON) and `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE).
+//! bound, not shutting down), and the cache operations that `regcache cache stats|gc` use while
+//! the daemon owns the cache directory: `GET /admin/cache` (index statistics as JSON) and
+//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE).
 
 use std::convert::Infallible;
 use std::sync::Arc;
