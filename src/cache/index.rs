@@ -387,19 +387,20 @@ impl Index {
 
     /// Writes the recency snapshot if anything changed since the last one. Blocking.
     pub fn save_if_dirty(&self) -> io::Result<()> {
-        let text = {
+        // Copied out under the lock, formatted and written without it.
+        let rows: Vec<(Key, u64, u64)> = {
             let mut inner = self.lock();
             if !inner.dirty {
                 return Ok(());
             }
             inner.dirty = false;
-            snapshot::render_recency(
-                inner
-                    .order
-                    .iter()
-                    .filter_map(|(t, k)| inner.entries.get(k).map(|e| (k, e.len, *t))),
-            )
+            inner
+                .order
+                .iter()
+                .filter_map(|(t, k)| inner.entries.get(k).map(|e| (k.clone(), e.len, *t)))
+                .collect()
         };
+        let text = snapshot::render_recency(rows.iter().map(|(k, len, t)| (k, *len, *t)));
         snapshot::write_recency(&self.layout, &text).inspect_err(|_| self.lock().dirty = true)
     }
 }

@@ -1,5 +1,5 @@
-//! Holds on the index. A `Lease` is a reader's: while one is alive its entry is not evicted
-//! (a simple rule that also keeps an open file's bytes from counting twice, on disk and gone). A
+//! Holds on the index. A `Lease` is a reader's: while one is alive its entry is not evicted, so
+//! no reader loses its file, and no file that stays on disk while open drops out of the count. A
 //! `Reservation` is a download's: bytes set aside within the budget before streaming starts, so a
 //! burst of cold pulls cannot overrun the disk. Both give back what they hold when dropped.
 
