@@ -1,14 +1,17 @@
-//! Wiring: builds the shared state from a `Config`, binds the registry and admin listeners, runs
-//! until asked to stop, then drains open connections. Tests start the whole daemon in-process on
+//! Wiring: takes the cache directory's lock, builds the shared state from a `Config`, binds the
+//! registry and admin listeners, runs until asked to stop, then drains open connections, saves
+//! the cache's recency snapshot and releases the lock. Tests start the whole daemon in-process on
 //! `127.0.0.1:0` through `start`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cache::dirlock::DirLock;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -17,6 +20,8 @@ use crate::upstream::{ClientBuildError, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("the cache directory {dir} is in use by another regcache process (it holds {dir}/lock)")]
+    CacheBusy { dir: String },
     #[error("cannot open the cache directory {dir}: {source}")]
     Cache {
         dir: String,
@@ -41,7 +46,9 @@ pub struct Running {
     done: watch::Sender<bool>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
+    persist: JoinHandle<()>,
     state: Arc<State>,
+    _lock: DirLock,
 }
 
 impl Running {
@@ -59,6 +66,10 @@ impl Running {
         &self.state.metrics
     }
 
+    pub fn cache(&self) -> &Cache {
+        &self.state.cache
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns when
     /// done. `/readyz` fails from the first moment.
     pub async fn shutdown(self) {
@@ -74,6 +85,7 @@ impl Running {
         }
         let _ = self.done.send(true);
         let _ = self.admin.await;
+        let _ = self.persist.await;
     }
 
     /// Runs until `signal` completes, then shuts down gracefully.
@@ -95,8 +107,23 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
     Ok((listener, local))
 }
 
+/// Takes the cache directory's lock, waiting a little for a `regcache cache` command that may
+/// hold it for a moment.
+async fn lock_cache_dir(config: &Config) -> Result<DirLock, StartError> {
+    let dir = config.cache.dir.display().to_string();
+    for _ in 0..50 {
+        match DirLock::try_acquire(&config.cache.dir) {
+            Ok(Some(lock)) => return Ok(lock),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(source) => return Err(StartError::Cache { dir, source }),
+        }
+    }
+    Err(StartError::CacheBusy { dir })
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
+    let lock = lock_cache_dir(&config).await?;
     let cache = Cache::open(&config, metrics.clone()).map_err(|source| StartError::Cache {
         dir: config.cache.dir.display().to_string(),
         source,
@@ -118,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = Arc::new(State::new(config, upstreams, cache, metrics));
     let (stop, stop_rx) = watch::channel(false);
     let (done, done_rx) = watch::channel(false);
+    let persist = state.cache.persist_recency(done_rx.clone());
     let server = tokio::spawn(server::serve(listener, state.clone(), stop_rx.clone(), grace));
     let admin = tokio::spawn(server::admin::serve(
         admin_listener,
@@ -132,6 +160,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         done,
         server,
         admin,
+        persist,
         state,
+        _lock: lock,
     })
 }

@@ -1,23 +1,46 @@
 //! The local cache: verified blobs and manifests by digest, tag records per upstream and
-//! repository, and the single-flight fills that populate the blob store.
+//! repository, the single-flight fills that populate the blob store, and the index that keeps
+//! the blob and manifest store within its disk budget (least recently used content goes first;
+//! content being read and pinned content never does).
 
 pub mod blobs;
 pub mod coalesce;
+pub mod control;
+pub mod dirlock;
+mod download;
+pub mod evict;
 pub mod fill;
+pub mod index;
+pub mod layout;
+mod lease;
 pub mod manifests;
 pub mod negative;
+mod passthrough;
 pub mod reader;
+mod scan;
+mod snapshot;
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-pub use fill::{Fill, FillError, FillState, Fills, Lookup};
+pub use evict::{Budget, GcReport};
+pub use fill::{Fill, FillError, FillState, Fills, Lookup, Uncached};
+pub use index::{Index, Key, Kind, Stats};
+pub use layout::Layout;
 pub use manifests::{ManifestStore, StoredManifest, TagRecord, TagStore};
-pub use reader::{BlobBody, Source};
+pub use reader::{BlobBody, CachedBlob, Source};
+
+/// How often the recency snapshot is rewritten when something was accessed.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Cache {
+    pub index: Arc<Index>,
     pub fills: Arc<Fills>,
     pub manifests: ManifestStore,
     pub tags: TagStore,
@@ -25,20 +48,53 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// Opens (creating if needed) the cache directory and rebuilds the index from it. Blocking.
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> io::Result<Cache> {
-        let dir = &config.cache.dir;
-        std::fs::create_dir_all(dir)?;
-        let blobs = blobs::BlobStore::open(dir)?;
+        let layout = Layout::new(&config.cache.dir);
+        let blobs = blobs::BlobStore::open(&layout)?;
+        let index = Index::open(
+            layout.clone(),
+            Budget::from_config(&config.cache),
+            metrics.clone(),
+        )?;
+        index.enforce();
         Ok(Cache {
             fills: Arc::new(Fills::new(
                 blobs,
+                index.clone(),
                 config.fetch.read_timeout,
                 config.fetch.finish_abandoned,
-                metrics,
+                metrics.clone(),
             )),
-            manifests: ManifestStore::open(dir)?,
-            tags: TagStore::open(dir)?,
+            manifests: ManifestStore::open(&layout, index.clone(), metrics.clone())?,
+            tags: TagStore::open(&layout, metrics)?,
             missing: negative::NegativeCache::new(config.cache.negative_ttl),
+            index,
+        })
+    }
+
+    /// Saves the recency snapshot every `SNAPSHOT_EVERY` while anything changed, and once more
+    /// when `stop` turns true.
+    pub fn persist_recency(&self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let index = self.index.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SNAPSHOT_EVERY);
+            every.tick().await;
+            loop {
+                let last = tokio::select! {
+                    _ = every.tick() => false,
+                    _ = stop.wait_for(|s| *s) => true,
+                };
+                let i = index.clone();
+                match tokio::task::spawn_blocking(move || i.save_if_dirty()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the recency snapshot"),
+                    Err(e) => tracing::warn!(error = %e, "recency snapshot task failed"),
+                }
+                if last {
+                    return;
+                }
+            }
         })
     }
 }

@@ -2,6 +2,7 @@
 //! (`config/file.rs`), applies defaults and the built-in upstreams, and reports every problem at
 //! once, one readable line each. `regcache check-config` runs exactly this path.
 
+mod cache;
 pub mod docker_config;
 mod file;
 mod units;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 use file::FileConfig;
-pub use units::parse_duration;
+pub use units::{parse_duration, parse_size};
 pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
 
 /// Where a mirror started with no config file listens.
@@ -74,6 +75,12 @@ pub struct CacheConfig {
     pub negative_ttl: Duration,
     /// How long a stale tag's revalidation may take before the cached tag is served anyway.
     pub revalidate_timeout: Duration,
+    /// Hard budget for blobs and manifests on disk; `None`: unlimited.
+    pub max_size: Option<u64>,
+    /// Fraction of `max_size` past which an insert evicts least-recently-used content...
+    pub high_watermark: f64,
+    /// ...until usage is under this fraction of `max_size`.
+    pub low_watermark: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -204,27 +211,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         ));
     }
     let log = LogConfig { format, level };
-    let cache = CacheConfig {
-        dir: PathBuf::from(raw.cache.dir.as_deref().unwrap_or(DEFAULT_CACHE_DIR)),
-        tag_ttl: duration(
-            &mut errors,
-            "cache.tag_ttl",
-            raw.cache.tag_ttl.as_deref(),
-            Duration::from_secs(300),
-        ),
-        negative_ttl: duration(
-            &mut errors,
-            "cache.negative_ttl",
-            raw.cache.negative_ttl.as_deref(),
-            Duration::from_secs(30),
-        ),
-        revalidate_timeout: duration(
-            &mut errors,
-            "cache.revalidate_timeout",
-            raw.cache.revalidate_timeout.as_deref(),
-            Duration::from_secs(2),
-        ),
-    };
+    let cache = cache::validate(&mut errors, raw.cache);
     let fetch = FetchConfig {
         connect_timeout: duration(
             &mut errors,

@@ -1,4 +1,6 @@
-//! The `regcache` command line: `serve` runs the mirror, `check-config` validates a config file.
+//! The `regcache` command line: `serve` runs the mirror, `check-config` validates a config file,
+//! `cache stats` and `cache gc` inspect and trim the cache (directly, or through the running
+//! daemon's admin listener when it owns the directory).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,33 @@ enum Command {
     CheckConfig {
         #[arg(short, long, env = "REGCACHE_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Inspect or trim the cache directory. Works whether the daemon runs or not: a running
+    /// daemon is asked through its admin listener ([admin] listen) instead of being raced.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Entries, bytes, oldest access and pinned content.
+    Stats {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evict least recently used content now: down to the low watermark of [cache] max_size, or
+    /// down to --to. Content being read and pinned content is kept.
+    Gc {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Target usage, like "10GiB", "500MB" or a number of bytes.
+        #[arg(long, value_parser = regcache::config::parse_size)]
+        to: Option<u64>,
     },
 }
 
@@ -76,6 +105,7 @@ fn main() -> ExitCode {
                 ExitCode::from(64)
             }
         },
+        Command::Cache { command } => cache_command(command),
         Command::Serve { config, log_format } => {
             let config_path = config.clone();
             let config = match load(config.as_ref()) {
@@ -97,6 +127,50 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn cache_command(command: CacheCommand) -> ExitCode {
+    let (CacheCommand::Stats { config, .. } | CacheCommand::Gc { config, .. }) = &command;
+    let config = match load(config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
+    let _ = regcache::telemetry::init("warn", false);
+    let run = async {
+        use regcache::cache::control;
+        match command {
+            CacheCommand::Stats { json, .. } => {
+                let (stats, via) = control::stats(&config).await?;
+                Ok::<_, anyhow::Error>(if json {
+                    format!("{}\n", serde_json::to_string_pretty(&stats)?)
+                } else {
+                    control::render_stats(&stats, via)
+                })
+            }
+            CacheCommand::Gc { to, .. } => {
+                let (report, via) = control::gc(&config, to).await?;
+                Ok(control::render_gc(&report, via))
+            }
+        }
+    };
+    let out = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run));
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("regcache: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -36,9 +36,20 @@ pub struct Metrics {
     pub coalesced: IntCounterVec,
     pub digest_mismatches: IntCounter,
     pub failed_downloads: IntCounter,
+    /// Bytes of published blobs and manifests, counted in 4 KiB blocks.
     pub cache_bytes: IntGauge,
     pub cache_blobs: IntGauge,
+    /// Bytes set aside for downloads in progress.
+    pub cache_reserved_bytes: IntGauge,
+    /// `[cache] max_size`; 0 when unlimited.
+    pub cache_max_bytes: IntGauge,
+    /// Blobs and manifests evicted, and their bytes.
     pub evictions: IntCounter,
+    pub evicted_bytes: IntCounter,
+    /// Writes to the cache that failed (disk full, I/O error); the content was served anyway.
+    pub cache_write_errors: IntCounter,
+    /// Blobs streamed to clients without being kept, by reason = no_room|write_error.
+    pub uncached: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -176,12 +187,42 @@ impl Metrics {
                 "regcache_failed_downloads_total",
                 "Blob downloads that failed and kept nothing",
             ),
-            cache_bytes: gauge(&r, "regcache_cache_bytes", "Bytes of blobs in the cache"),
+            cache_bytes: gauge(
+                &r,
+                "regcache_cache_bytes",
+                "Bytes of blobs and manifests in the cache (in 4 KiB blocks)",
+            ),
             cache_blobs: gauge(&r, "regcache_cache_blobs", "Blobs in the cache"),
+            cache_reserved_bytes: gauge(
+                &r,
+                "regcache_cache_reserved_bytes",
+                "Bytes reserved within the disk budget by downloads in progress",
+            ),
+            cache_max_bytes: gauge(
+                &r,
+                "regcache_cache_max_bytes",
+                "The disk budget (cache.max_size); 0 when unlimited",
+            ),
             evictions: counter(
                 &r,
                 "regcache_evictions_total",
-                "Blobs evicted to stay within the disk budget",
+                "Blobs and manifests evicted to stay within the disk budget",
+            ),
+            evicted_bytes: counter(
+                &r,
+                "regcache_evicted_bytes_total",
+                "Bytes of blobs and manifests evicted to stay within the disk budget",
+            ),
+            cache_write_errors: counter(
+                &r,
+                "regcache_cache_write_errors_total",
+                "Writes to the cache that failed (disk full, I/O errors); content was served anyway",
+            ),
+            uncached: counter_vec(
+                &r,
+                "regcache_uncached_blobs_total",
+                "Blobs streamed from upstream without being kept, by reason (no_room, write_error)",
+                &["reason"],
             ),
         }
     }

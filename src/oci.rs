@@ -2,11 +2,13 @@
 //! media types. Nothing here does I/O; every type is parsed from untrusted text with `FromStr`
 //! and, once built, is known to match the distribution-spec grammar.
 
+mod descriptors;
 mod digest;
 mod media;
 mod name;
 mod reference;
 
+pub use descriptors::{references, References};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use media::{accepts, MediaType, MANIFEST_ACCEPT};
 pub use name::{NameError, RepoName};

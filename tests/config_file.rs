@@ -23,6 +23,9 @@ fn documented_example_parses_and_matches_defaults() {
     assert_eq!(c.fetch.breaker_threshold, d.fetch.breaker_threshold);
     assert_eq!(c.fetch.breaker_probe_interval, d.fetch.breaker_probe_interval);
     assert!(!c.upstreams.iter().any(|u| u.offline));
+    assert_eq!(c.cache.max_size, d.cache.max_size);
+    assert_eq!(c.cache.high_watermark, d.cache.high_watermark);
+    assert_eq!(c.cache.low_watermark, d.cache.low_watermark);
     assert_eq!(c.fetch.read_timeout, d.fetch.read_timeout);
     assert_eq!(c.fetch.connect_timeout, d.fetch.connect_timeout);
     assert_eq!(c.fetch.max_manifest_size, d.fetch.max_manifest_size);
@@ -162,4 +165,7 @@ fn help_names_the_commands() {
     let out = regcache().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("serve") && help.contains("check-config"), "{help}");
+    assert!(help.contains("cache"), "{help}");
+    let out = regcache().args(["cache", "gc", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--to"));
 }

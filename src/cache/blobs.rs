@@ -1,42 +1,45 @@
-//! The blob store on disk: `blobs/<algorithm>/<hex>`, each file complete and verified, and
-//! `tmp/` for downloads in progress. A `TempFile` deletes itself when dropped unless it was
-//! published, so an interrupted or failed download never leaves anything under a real name.
+//! The blob files on disk: `blobs/<algorithm>/<hex>`, each complete and verified, and `tmp/` for
+//! downloads in progress. A `TempFile` deletes itself when dropped unless it was placed, so an
+//! interrupted or failed download never leaves anything under a real name. What is cached is
+//! the index's business (`index.rs`): this module only moves bytes and files.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use super::layout::Layout;
 use crate::oci::Digest;
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    root: PathBuf,
-    tmp: PathBuf,
+    layout: Layout,
+    /// Writes still to fail on purpose (tests of the disk-full path).
+    failing_writes: Arc<AtomicUsize>,
 }
 
 impl BlobStore {
-    pub fn open(cache_dir: &Path) -> io::Result<BlobStore> {
-        let root = cache_dir.join("blobs");
-        let tmp = cache_dir.join("tmp");
-        for alg in ["sha256", "sha512"] {
-            std::fs::create_dir_all(root.join(alg))?;
-        }
-        std::fs::create_dir_all(&tmp)?;
-        // Leftovers of a crash: never published, never to be read again.
-        for entry in std::fs::read_dir(&tmp)?.flatten() {
+    /// Opens the store, deleting leftovers of a crash in `tmp/`: never published, never to be
+    /// read again.
+    pub fn open(layout: &Layout) -> io::Result<BlobStore> {
+        layout.create()?;
+        for entry in std::fs::read_dir(layout.tmp())?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(BlobStore { root, tmp })
+        Ok(BlobStore {
+            layout: layout.clone(),
+            failing_writes: Arc::default(),
+        })
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.root.join(digest.algorithm().as_str()).join(digest.hex())
+        self.layout.blob(digest)
     }
 
-    /// Opens a cached blob for reading, with its size.
+    /// Opens a cached blob for reading, with its size; None if the file is not there.
     pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, u64)>> {
         match File::open(self.path(digest)) {
             Ok(f) => {
@@ -48,15 +51,12 @@ impl BlobStore {
         }
     }
 
-    pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file()
-    }
-
     /// A new temp file for `digest`: the guard that deletes it, the write handle, and a read
     /// handle for followers that stays valid after the rename.
     pub fn temp_file(&self, digest: &Digest) -> io::Result<(TempFile, File, File)> {
+        self.injected_failure()?;
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self.tmp.join(format!(
+        let path = self.layout.tmp().join(format!(
             "{}-{}.{}.{}",
             digest.algorithm().as_str(),
             digest.hex(),
@@ -68,24 +68,48 @@ impl BlobStore {
         Ok((TempFile { path: Some(path) }, write, read))
     }
 
-    /// Makes a verified, synced temp file the cached blob.
-    pub fn publish(&self, mut temp: TempFile, digest: &Digest) -> io::Result<()> {
+    /// Moves a verified, synced temp file to its place in the store. Called under the index
+    /// lock (see `Index::publish`), so it is only the rename.
+    pub fn place(&self, mut temp: TempFile, digest: &Digest) -> io::Result<()> {
         let from = temp
             .path
             .take()
-            .ok_or_else(|| io::Error::other("temp file already published"))?;
-        let to = self.path(digest);
-        std::fs::rename(&from, &to).inspect_err(|_| {
+            .ok_or_else(|| io::Error::other("temp file already placed"))?;
+        std::fs::rename(&from, self.path(digest)).inspect_err(|_| {
             let _ = std::fs::remove_file(&from);
-        })?;
-        if let Some(dir) = to.parent() {
-            File::open(dir)?.sync_all()?;
+        })
+    }
+
+    /// Makes a placed blob's directory entry durable.
+    pub fn sync_dir(&self, digest: &Digest) -> io::Result<()> {
+        match self.path(digest).parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Makes the next `n` temp-file creations or blob writes fail as if the disk were full.
+    #[doc(hidden)]
+    pub fn fail_next_writes(&self, n: usize) {
+        self.failing_writes.store(n, Ordering::SeqCst);
+    }
+
+    /// An injected "disk full", if one is pending.
+    pub fn injected_failure(&self) -> io::Result<()> {
+        let pending = self
+            .failing_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match pending {
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (injected)",
+            )),
+            Err(_) => Ok(()),
+        }
     }
 }
 
-/// A download in progress. Removed from disk on drop unless published.
+/// A download in progress. Removed from disk on drop unless placed.
 pub struct TempFile {
     path: Option<PathBuf>,
 }

@@ -1,30 +1,39 @@
 //! Single-flight downloads of blobs ("fills"). However many clients ask for an uncached digest,
 //! one task fetches it from upstream into a temp file while hashing; every client, first or late,
 //! reads that growing file (woken by a `watch` channel, never by polling). The task belongs to
-//! the cache, not to a client: it finishes even when every client has gone. At the end the size
-//! and digest are checked; only then do readers get their last bytes, and the file is renamed
-//! into the store. On any failure the temp file is deleted and every reader ends in an error.
+//! the cache, not to a client: it finishes even when every client has gone. Before streaming,
+//! the download reserves its Content-Length within the disk budget (evicting if needed). At the
+//! end the size and digest are checked; only then do readers get their last bytes, and the file
+//! is published into the store with a lease that lasts as long as the fill's readers. On any
+//! upstream failure the temp file is deleted and every reader ends in an error.
+//!
+//! When the cache cannot keep the blob (no room within the budget, or the disk refuses a
+//! write) that is not the clients' problem: the fill turns `PassThrough`, the temp file is
+//! dropped, and each reader streams the blob from upstream itself (`passthrough.rs`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Write};
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Response;
-use http_body_util::BodyExt;
+use prometheus::IntCounter;
 use tokio::sync::watch;
 
 use super::blobs::{BlobStore, TempFile};
+use super::download::Done;
+use super::index::{on_disk, Admission, Index, Key, Lease};
+use super::reader::CachedBlob;
 use crate::metrics::Metrics;
-use crate::oci::{Digest, Hasher};
+use crate::oci::Digest;
 use crate::upstream::{UpstreamBody, UpstreamError};
-use prometheus::IntCounter;
 
-/// Bytes buffered before one write + hash step off the async threads.
-const WRITE_BATCH: usize = 256 * 1024;
+pub type Upstream = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send>>;
+/// Starts a new upstream request for the blob; pass-through readers call it.
+pub type Refetch = Arc<dyn Fn() -> Upstream + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FillError {
@@ -44,11 +53,29 @@ pub enum FillError {
     Abandoned,
 }
 
+/// Why a blob streams through without being kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncached {
+    NoRoom,
+    WriteError,
+}
+
+impl Uncached {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Uncached::NoRoom => "no_room",
+            Uncached::WriteError => "write_error",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum FillState {
     Running,
     /// Size and digest checked: the bytes may be handed out in full.
     Verified,
+    /// Not kept: readers continue from upstream directly.
+    PassThrough(Uncached),
     Failed(Arc<FillError>),
 }
 
@@ -70,13 +97,35 @@ impl Progress {
 /// A download in progress that readers can follow.
 pub struct Fill {
     pub digest: Digest,
-    pub file: Arc<File>,
+    /// Read handle of the temp file; None when none could be created.
+    file: Option<Arc<File>>,
     progress: watch::Receiver<Progress>,
+    refetch: Refetch,
+    /// The leader's upstream response when it gave up before reading any of it, for the first
+    /// pass-through reader.
+    pub(super) handoff: Mutex<Option<Response<UpstreamBody>>>,
+    /// Taken when the blob is published: keeps it from eviction while readers follow the fill.
+    lease: Mutex<Option<Lease>>,
+    pub(super) read_timeout: Duration,
+    pub(super) fetched: IntCounter,
 }
 
 impl Fill {
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
+    }
+
+    pub(super) fn file(&self) -> Option<Arc<File>> {
+        self.file.clone()
+    }
+
+    /// An upstream response for a pass-through reader: the leader's unread one, else a new one.
+    pub(super) async fn upstream(&self) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let handed = self.handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match handed {
+            Some(r) => Ok(r),
+            None => (self.refetch)().await,
+        }
     }
 
     /// Waits until upstream answered (or the fill failed) and returns that moment's progress.
@@ -100,10 +149,7 @@ fn lost() -> Progress {
 }
 
 pub enum Lookup {
-    Hit {
-        file: File,
-        size: u64,
-    },
+    Hit(CachedBlob),
     /// `joined`: the fill was already running for another client.
     Filling {
         fill: Arc<Fill>,
@@ -112,36 +158,39 @@ pub enum Lookup {
 }
 
 pub struct Fills {
-    store: BlobStore,
-    read_timeout: Duration,
-    finish_abandoned: bool,
-    metrics: Arc<Metrics>,
+    pub(super) store: BlobStore,
+    pub(super) index: Arc<Index>,
+    pub(super) read_timeout: Duration,
+    pub(super) finish_abandoned: bool,
+    pub(super) metrics: Arc<Metrics>,
     active: Mutex<HashMap<Digest, Arc<Fill>>>,
     /// Number of running fills, for shutdown to wait on.
     running: watch::Sender<usize>,
 }
 
 impl Fills {
+    /// Returns when no download is running.
+    pub async fn wait_idle(&self) {
+        let mut rx = self.running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
     pub fn new(
         store: BlobStore,
+        index: Arc<Index>,
         read_timeout: Duration,
         finish_abandoned: bool,
         metrics: Arc<Metrics>,
     ) -> Fills {
         Fills {
             store,
+            index,
             read_timeout,
             finish_abandoned,
             metrics,
             active: Mutex::new(HashMap::new()),
             running: watch::Sender::new(0),
         }
-    }
-
-    /// Returns when no download is running.
-    pub async fn wait_idle(&self) {
-        let mut rx = self.running.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     pub fn store(&self) -> &BlobStore {
@@ -157,8 +206,29 @@ impl Fills {
             .cloned()
     }
 
-    /// A cached blob, the fill already running for it, or a new fill fetching from `source()`.
-    /// `upstream` labels the bytes fetched in the metrics.
+    /// The size of a cached blob, without counting as an access.
+    pub fn cached_size(&self, digest: &Digest) -> Option<u64> {
+        self.index.len_of(&Key::blob(digest))
+    }
+
+    /// A cached blob opened for reading under a lease, if the index has it and its file is there.
+    fn open_cached(&self, digest: &Digest) -> io::Result<Option<CachedBlob>> {
+        let key = Key::blob(digest);
+        let Some((lease, _)) = self.index.lease(&key) else {
+            return Ok(None);
+        };
+        match self.store.open_blob(digest)? {
+            Some((file, size)) => Ok(Some(CachedBlob::new(file, size, lease))),
+            None => {
+                drop(lease);
+                self.index.forget(&key);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A cached blob, the fill already running for it, or a new fill fetching from `source()`
+    /// (called again by pass-through readers). `upstream` labels the bytes fetched in metrics.
     pub fn get_or_start<F, Fut>(
         self: &Arc<Self>,
         digest: &Digest,
@@ -166,11 +236,11 @@ impl Fills {
         source: F,
     ) -> io::Result<Lookup>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'static,
     {
-        if let Some((file, size)) = self.store.open_blob(digest)? {
-            return Ok(Lookup::Hit { file, size });
+        if let Some(hit) = self.open_cached(digest)? {
+            return Ok(Lookup::Hit(hit));
         }
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fill) = active.get(digest) {
@@ -181,56 +251,104 @@ impl Fills {
             });
         }
         // A fill may have been published between the first look and taking the lock.
-        if let Some((file, size)) = self.store.open_blob(digest)? {
-            return Ok(Lookup::Hit { file, size });
+        if let Some(hit) = self.open_cached(digest)? {
+            return Ok(Lookup::Hit(hit));
         }
-        let (temp, write, read) = self.store.temp_file(digest)?;
+        let temp = match self.store.temp_file(digest) {
+            Ok((temp, write, read)) => Some((temp, write, read)),
+            Err(e) => {
+                self.write_failed(digest, &e);
+                None
+            }
+        };
         let (tx, rx) = watch::channel(Progress {
             started: false,
             size: None,
             written: 0,
             state: FillState::Running,
         });
+        let refetch: Refetch = Arc::new(move || -> Upstream { Box::pin(source()) });
+        let fetched = self.metrics.upstream_bytes.with_label_values(&[upstream]);
+        let (temp, file) = match temp {
+            Some((t, w, r)) => (Some((t, w)), Some(Arc::new(r))),
+            None => (None, None),
+        };
         let fill = Arc::new(Fill {
             digest: digest.clone(),
-            file: Arc::new(read),
+            file,
             progress: rx,
+            refetch: refetch.clone(),
+            handoff: Mutex::new(None),
+            lease: Mutex::new(None),
+            read_timeout: self.read_timeout,
+            fetched,
         });
         active.insert(digest.clone(), fill.clone());
         self.running.send_replace(active.len());
         drop(active);
         let fills = self.clone();
-        let fut = source();
+        let fut = refetch();
         let leader = fill.clone();
-        let fetched = self.metrics.upstream_bytes.with_label_values(&[upstream]);
-        tokio::spawn(async move { fills.lead(leader, temp, write, tx, fut, fetched).await });
+        tokio::spawn(async move { fills.lead(leader, temp, tx, fut).await });
         Ok(Lookup::Filling { fill, joined: false })
+    }
+
+    pub(super) fn write_failed(&self, digest: &Digest, e: &io::Error) {
+        self.metrics.cache_write_errors.inc();
+        tracing::warn!(%digest, error = %e, "cannot write to the cache; the blob streams from upstream without being kept");
     }
 
     async fn lead(
         self: Arc<Self>,
         fill: Arc<Fill>,
-        temp: TempFile,
-        write: File,
+        temp: Option<(TempFile, File)>,
         tx: watch::Sender<Progress>,
-        source: impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>>,
-        fetched: IntCounter,
+        source: Upstream,
     ) {
         let digest = fill.digest.clone();
         self.metrics.inflight_downloads.inc();
-        let outcome = self.download(&fill, write, &tx, source, &fetched).await;
+        let outcome = self.download(&fill, temp, &tx, source).await;
         self.metrics.inflight_downloads.dec();
         match outcome {
-            Ok(size) => {
+            Ok(Done::Verified {
+                temp,
+                size,
+                reservation,
+            }) => {
                 tx.send_modify(|p| p.state = FillState::Verified);
-                let store = self.store.clone();
-                let d = digest.clone();
-                match tokio::task::spawn_blocking(move || store.publish(temp, &d)).await {
-                    Ok(Ok(())) => tracing::info!(%digest, size, "blob cached"),
+                let (store, index, d) = (self.store.clone(), self.index.clone(), digest.clone());
+                let published = tokio::task::spawn_blocking(move || -> io::Result<Option<Lease>> {
+                    let key = Key::blob(&d);
+                    let placed = index.publish(key, size, on_disk(size), Some(reservation), true, || {
+                        store.place(temp, &d)
+                    })?;
+                    if let Err(e) = store.sync_dir(&d) {
+                        tracing::warn!(digest = %d, error = %e, "cannot sync the blob directory");
+                    }
+                    Ok(match placed {
+                        Admission::Kept(lease) => lease,
+                        Admission::NoRoom => None,
+                    })
+                })
+                .await;
+                match published {
+                    Ok(Ok(lease)) => {
+                        *fill.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+                        tracing::info!(%digest, size, "blob cached");
+                    }
                     Ok(Err(e)) => tracing::warn!(%digest, error = %e, "could not publish verified blob"),
                     Err(e) => tracing::warn!(%digest, error = %e, "publish task failed"),
                 }
                 self.remove(&digest);
+            }
+            Ok(Done::Uncached(why)) => {
+                self.metrics.uncached.with_label_values(&[why.as_str()]).inc();
+                tracing::info!(%digest, reason = why.as_str(), "blob not kept; readers stream it from upstream");
+                self.remove(&digest);
+                tx.send_modify(|p| {
+                    p.started = true;
+                    p.state = FillState::PassThrough(why);
+                });
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "blob download failed; nothing kept");
@@ -238,7 +356,6 @@ impl Fills {
                 if matches!(e, FillError::DigestMismatch { .. }) {
                     self.metrics.digest_mismatches.inc();
                 }
-                drop(temp);
                 self.remove(&digest);
                 tx.send_modify(|p| {
                     p.started = true;
@@ -252,92 +369,5 @@ impl Fills {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         active.remove(digest);
         self.running.send_replace(active.len());
-    }
-
-    async fn download(
-        &self,
-        fill: &Arc<Fill>,
-        mut file: File,
-        tx: &watch::Sender<Progress>,
-        source: impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>>,
-        fetched: &IntCounter,
-    ) -> Result<u64, FillError> {
-        let digest = &fill.digest;
-        let resp = source.await?;
-        let size = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        tx.send_modify(|p| {
-            p.started = true;
-            p.size = size;
-        });
-        let mut body = resp.into_body();
-        let mut hasher = Hasher::new(digest.algorithm());
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_len = 0usize;
-        let mut written = 0u64;
-        loop {
-            let frame = match tokio::time::timeout(self.read_timeout, body.frame()).await {
-                Err(_) => return Err(FillError::Stalled(self.read_timeout)),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => return Err(FillError::Body(e.to_string())),
-                Ok(Some(Ok(f))) => Some(f),
-            };
-            let done = frame.is_none();
-            if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
-                let got = written + (pending_len + data.len()) as u64;
-                if size.is_some_and(|want| got > want) {
-                    return Err(FillError::SizeMismatch {
-                        want: size.unwrap_or(0),
-                        got,
-                    });
-                }
-                pending_len += data.len();
-                pending.push(data);
-            }
-            if pending_len >= WRITE_BATCH || (done && pending_len > 0) {
-                let batch = std::mem::take(&mut pending);
-                let (f, h) = tokio::task::spawn_blocking(move || -> io::Result<(File, Hasher)> {
-                    for b in &batch {
-                        file.write_all(b)?;
-                        hasher.update(b);
-                    }
-                    Ok((file, hasher))
-                })
-                .await
-                .map_err(io::Error::other)??;
-                file = f;
-                hasher = h;
-                written += pending_len as u64;
-                fetched.inc_by(pending_len as u64);
-                pending_len = 0;
-                tx.send_modify(|p| p.written = written);
-            }
-            if done {
-                break;
-            }
-            // The map and this task hold the fill; anyone else is a reader.
-            if !self.finish_abandoned && Arc::strong_count(fill) <= 2 {
-                return Err(FillError::Abandoned);
-            }
-        }
-        if let Some(want) = size {
-            if want != written {
-                return Err(FillError::SizeMismatch { want, got: written });
-            }
-        }
-        let actual = hasher.finish();
-        if &actual != digest {
-            return Err(FillError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(io::Error::other)??;
-        Ok(written)
     }
 }

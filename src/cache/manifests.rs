@@ -3,28 +3,41 @@
 //! size) and the last tag list and referrers answers (`tags/<upstream>/<repo>/@docs/<name>`).
 //! `@` cannot occur in a repository name, so these never collide with nested repositories. Tag freshness lives in memory on the tokio clock: after a restart every tag is
 //! revalidated once.
+//!
+//! Manifests count against the disk budget like blobs and are evicted the same way; reading one
+//! refreshes the recency of what it references (an image's config and layers, an index's child
+//! manifests), so an image that is pulled keeps its layers. A manifest or tag record that cannot
+//! be written (no room, disk full) is logged and counted, not turned into a client error: the
+//! answer is served from memory all the same.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::index::{on_disk, Admission, Index, Key};
+use super::layout::Layout;
+use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-async fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let t = tmp.join(format!(
+fn temp_name() -> String {
+    format!(
         "meta.{}.{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    )
+}
+
+async fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let t = tmp.join(temp_name());
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
@@ -50,32 +63,36 @@ pub struct StoredManifest {
 }
 
 pub struct ManifestStore {
-    root: PathBuf,
-    tmp: PathBuf,
+    layout: Layout,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
 }
 
 impl ManifestStore {
-    pub fn open(cache_dir: &Path) -> io::Result<ManifestStore> {
-        let root = cache_dir.join("manifests");
-        for alg in ["sha256", "sha512"] {
-            std::fs::create_dir_all(root.join(alg))?;
-        }
+    pub fn open(layout: &Layout, index: Arc<Index>, metrics: Arc<Metrics>) -> io::Result<ManifestStore> {
+        layout.create()?;
         Ok(ManifestStore {
-            root,
-            tmp: cache_dir.join("tmp"),
+            layout: layout.clone(),
+            index,
+            metrics,
         })
     }
 
-    fn path(&self, digest: &Digest) -> PathBuf {
-        self.root.join(digest.algorithm().as_str()).join(digest.hex())
-    }
-
+    /// A cached manifest, counting as an access to it and to everything it references.
     pub async fn get(&self, digest: &Digest) -> io::Result<Option<StoredManifest>> {
-        let path = self.path(digest);
-        let Some(bytes) = read_opt(&path).await? else {
+        let key = Key::manifest(digest);
+        let Some((_lease, _)) = self.index.lease(&key) else {
             return Ok(None);
         };
-        let media_type = read_opt(&path.with_extension("type")).await?.unwrap_or_default();
+        let path = self.layout.manifest(digest);
+        let Some(bytes) = read_opt(&path).await? else {
+            self.index.forget(&key);
+            return Ok(None);
+        };
+        let media_type = read_opt(&self.layout.manifest_type(digest))
+            .await?
+            .unwrap_or_default();
+        self.index.touch_references(&bytes);
         Ok(Some(StoredManifest {
             digest: digest.clone(),
             media_type: String::from_utf8_lossy(&media_type).into_owned(),
@@ -83,11 +100,55 @@ impl ManifestStore {
         }))
     }
 
-    /// Stores verified manifest bytes. The type file goes first: bytes present means complete.
+    /// Keeps verified manifest bytes if the budget has room. Both files are written to `tmp/`
+    /// first and renamed into place together under the index lock.
     pub async fn put(&self, m: &StoredManifest) -> io::Result<()> {
-        let path = self.path(&m.digest);
-        write_atomic(&self.tmp, &path.with_extension("type"), m.media_type.as_bytes()).await?;
-        write_atomic(&self.tmp, &path, &m.bytes).await
+        if let Err(e) = self.try_put(m).await {
+            self.metrics.cache_write_errors.inc();
+            tracing::warn!(digest = %m.digest, error = %e, "cannot write a manifest to the cache; served without keeping it");
+        }
+        Ok(())
+    }
+
+    async fn try_put(&self, m: &StoredManifest) -> io::Result<()> {
+        let tmp = self.layout.tmp();
+        let type_tmp = tmp.join(temp_name());
+        let body_tmp = tmp.join(temp_name());
+        let written = async {
+            tokio::fs::write(&type_tmp, m.media_type.as_bytes()).await?;
+            tokio::fs::write(&body_tmp, &m.bytes).await
+        }
+        .await;
+        let cleanup = |paths: [&PathBuf; 2]| {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        if let Err(e) = written {
+            cleanup([&type_tmp, &body_tmp]);
+            return Err(e);
+        }
+        let (index, layout, digest) = (self.index.clone(), self.layout.clone(), m.digest.clone());
+        let len = m.bytes.len() as u64;
+        let disk = on_disk(len) + on_disk(m.media_type.len() as u64);
+        let (t, b) = (type_tmp.clone(), body_tmp.clone());
+        let admitted = tokio::task::spawn_blocking(move || {
+            index.publish(Key::manifest(&digest), len, disk, None, false, || {
+                std::fs::rename(&t, layout.manifest_type(&digest))?;
+                std::fs::rename(&b, layout.manifest(&digest))
+            })
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        cleanup([&type_tmp, &body_tmp]);
+        match admitted? {
+            Admission::Kept(_) => self.index.touch_references(&m.bytes),
+            Admission::NoRoom => {
+                tracing::info!(digest = %m.digest, "no room for a manifest within the cache budget; not kept");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -110,16 +171,18 @@ pub struct TagStore {
     root: PathBuf,
     tmp: PathBuf,
     checked: Mutex<HashMap<TagKey, Instant>>,
+    metrics: Arc<Metrics>,
 }
 
 impl TagStore {
-    pub fn open(cache_dir: &Path) -> io::Result<TagStore> {
-        let root = cache_dir.join("tags");
+    pub fn open(layout: &Layout, metrics: Arc<Metrics>) -> io::Result<TagStore> {
+        let root = layout.dir().join("tags");
         std::fs::create_dir_all(&root)?;
         Ok(TagStore {
             root,
-            tmp: cache_dir.join("tmp"),
+            tmp: layout.tmp(),
             checked: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -140,10 +203,17 @@ impl TagStore {
         Ok(serde_json::from_slice(&bytes).ok())
     }
 
+    /// Records where a tag points. A record that cannot be written is logged, not an error: the
+    /// tag is then looked up upstream again next time.
     pub async fn put(&self, upstream: &str, repo: &RepoName, tag: &Tag, rec: &TagRecord) -> io::Result<()> {
         let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
-        write_atomic(&self.tmp, &self.path(upstream, repo, tag), &bytes).await?;
-        self.mark_checked(upstream, repo, tag);
+        match write_atomic(&self.tmp, &self.path(upstream, repo, tag), &bytes).await {
+            Ok(()) => self.mark_checked(upstream, repo, tag),
+            Err(e) => {
+                self.metrics.cache_write_errors.inc();
+                tracing::warn!(%repo, %tag, error = %e, "cannot write a tag record to the cache");
+            }
+        }
         Ok(())
     }
 

@@ -14,13 +14,32 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
-use super::fill::{Fill, FillState};
+use super::fill::{Fill, FillState, Progress};
+use super::index::Lease;
+use super::passthrough;
 
 const READ_CHUNK: usize = 128 * 1024;
 
+/// A complete cached blob opened for reading, held from eviction while this lives.
+pub struct CachedBlob {
+    pub file: Arc<File>,
+    pub size: u64,
+    _lease: Lease,
+}
+
+impl CachedBlob {
+    pub fn new(file: File, size: u64, lease: Lease) -> CachedBlob {
+        CachedBlob {
+            file: Arc::new(file),
+            size,
+            _lease: lease,
+        }
+    }
+}
+
 /// Where the bytes come from.
 pub enum Source {
-    Complete(Arc<File>),
+    Complete(CachedBlob),
     Filling(Arc<Fill>),
 }
 
@@ -79,6 +98,23 @@ impl Body for BlobBody {
     }
 }
 
+/// Waits for the fill's progress to satisfy `ready`; None when the client went away first, so a
+/// reader never keeps a fill (and its download, with `finish_abandoned` off) alive for nobody.
+async fn wait(
+    fill: &Fill,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    ready: impl FnMut(&Progress) -> bool,
+) -> io::Result<Option<Progress>> {
+    let mut rx = fill.progress();
+    tokio::select! {
+        p = rx.wait_for(ready) => match p {
+            Ok(p) => Ok(Some(p.clone())),
+            Err(_) => Err(io::Error::other("download task ended")),
+        },
+        _ = tx.closed() => Ok(None),
+    }
+}
+
 async fn pump(
     source: &Source,
     start: u64,
@@ -86,8 +122,8 @@ async fn pump(
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
     let file = match source {
-        Source::Complete(f) => f.clone(),
-        Source::Filling(fill) => fill.file.clone(),
+        Source::Complete(c) => Some(c.file.clone()),
+        Source::Filling(fill) => fill.file(),
     };
     let mut pos = start;
     loop {
@@ -97,14 +133,12 @@ async fn pump(
         let (avail, last_allowed) = match source {
             Source::Complete(_) => (end.unwrap_or(pos), true),
             Source::Filling(fill) => {
-                let mut rx = fill.progress();
-                let p = rx
-                    .wait_for(|p| p.written > pos || p.is_terminal())
-                    .await
-                    .map_err(|_| io::Error::other("download task ended"))?
-                    .clone();
+                let Some(p) = wait(fill, tx, |p| p.written > pos || p.is_terminal()).await? else {
+                    return Ok(()); // client went away
+                };
                 match &p.state {
                     FillState::Failed(e) => return Err(io::Error::other(e.to_string())),
+                    FillState::PassThrough(_) => return passthrough::stream(fill, pos, end, tx).await,
                     FillState::Verified if p.written <= pos => {
                         return match end {
                             None => Ok(()),
@@ -124,14 +158,13 @@ async fn pump(
         if !last_allowed && pos + n == end.unwrap_or(u64::MAX) {
             // The blob's final bytes wait for verification.
             if let Source::Filling(fill) = source {
-                let mut rx = fill.progress();
-                let p = rx
-                    .wait_for(|p| p.is_terminal())
-                    .await
-                    .map_err(|_| io::Error::other("download task ended"))?
-                    .clone();
-                if let FillState::Failed(e) = &p.state {
-                    return Err(io::Error::other(e.to_string()));
+                let Some(p) = wait(fill, tx, Progress::is_terminal).await? else {
+                    return Ok(()); // client went away
+                };
+                match &p.state {
+                    FillState::Failed(e) => return Err(io::Error::other(e.to_string())),
+                    FillState::PassThrough(_) => return passthrough::stream(fill, pos, end, tx).await,
+                    _ => {}
                 }
             }
             n = (avail - pos).min(READ_CHUNK as u64);
@@ -139,7 +172,9 @@ async fn pump(
         if n == 0 {
             return Ok(());
         }
-        let f = file.clone();
+        let f = file
+            .clone()
+            .ok_or_else(|| io::Error::other("the download has no file to read"))?;
         let chunk = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
             let mut buf = BytesMut::zeroed(n as usize);
             f.read_exact_at(&mut buf, pos)?;

@@ -30,6 +30,17 @@ pub struct FileCache {
     pub tag_ttl: Option<String>,
     pub negative_ttl: Option<String>,
     pub revalidate_timeout: Option<String>,
+    pub max_size: Option<FileSize>,
+    pub high_watermark: Option<f64>,
+    pub low_watermark: Option<f64>,
+}
+
+/// A size as a number of bytes or a string with a unit (`"50GiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]

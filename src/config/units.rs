@@ -1,4 +1,5 @@
-//! Human-friendly units in the config file: durations like `90s`, `5m`, `2h`, `1d`.
+//! Human-friendly units in the config file: durations like `90s`, `5m`, `2h`, `1d`, and sizes like
+//! `500MB`, `50GiB` or a plain number of bytes.
 
 use std::time::Duration;
 
@@ -25,9 +26,56 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Parses a size: a number of bytes, optionally with a fraction, followed by a unit. `B`, `KB`,
+/// `MB`, `GB`, `TB` (also `K`, `M`, `G`, `T`) are powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` (also
+/// `Ki`, `Mi`, `Gi`, `Ti`) powers of 1024. Units are case-insensitive.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("{s:?} is not a size like \"500MB\", \"50GiB\" or a number of bytes");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    let bytes = (n * mult as f64).round();
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("50GiB"), Ok(50 << 30));
+        assert_eq!(parse_size("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("64kib"), Ok(65536));
+        assert_eq!(parse_size("2T"), Ok(2_000_000_000_000));
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+    }
 
     #[test]
     fn durations() {

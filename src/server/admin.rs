@@ -1,12 +1,14 @@
 //! The admin listener (default `127.0.0.1:5001`, kept off the registry port): `/metrics` in the
 //! Prometheus text format, `/healthz` (the process answers), `/readyz` (cache opened, listeners
-//! bound, not shutting down).
+//! bound, not shutting down), and the cache operations that `regcache cache stats|gc` use while
+//! the daemon owns the cache directory: `GET /admin/cache` (index statistics as JSON) and
+//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -16,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::State;
+use crate::config::parse_size;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -25,8 +28,37 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-fn answer(state: &State, stopping: bool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(b) => reply(StatusCode::OK, "application/json", b),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+    }
+}
+
+/// `POST /admin/gc[?to=SIZE]`.
+async fn gc(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
+    }
+    let to = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "to")
+        .map(|(_, v)| parse_size(&v));
+    let to = match to {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("to: {e}\n")),
+    };
+    let index = state.cache.index.clone();
+    match tokio::task::spawn_blocking(move || index.gc(to)).await {
+        Ok(report) => json(&report),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+    }
+}
+
+async fn answer(state: &Arc<State>, stopping: bool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
+        "/admin/cache" => json(&state.cache.index.stats()),
+        "/admin/gc" => gc(state, req).await,
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -38,7 +70,7 @@ fn answer(state: &State, stopping: bool, req: &Request<Incoming>) -> Response<Fu
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics, /healthz or /readyz\n",
+            "try /metrics, /healthz, /readyz, /admin/cache or POST /admin/gc\n",
         ),
     }
 }
@@ -63,8 +95,9 @@ pub async fn serve(
         let stopping = stopping.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let r = answer(&state, *stopping.borrow(), &req);
-                async move { Ok::<_, Infallible>(r) }
+                let state = state.clone();
+                let stopping = *stopping.borrow();
+                async move { Ok::<_, Infallible>(answer(&state, stopping, &req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

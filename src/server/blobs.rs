@@ -1,7 +1,8 @@
 //! `GET`/`HEAD /v2/<name>/blobs/<digest>`. A cached blob is served from disk with no upstream
-//! request. A miss joins or starts the digest's single fill and streams from its growing file.
-//! Ranges are served from either. `HEAD` never downloads: it answers from the cache, a running
-//! fill, or an upstream `HEAD`.
+//! request, under a lease that keeps it from eviction until the body is done. A miss joins or
+//! starts the digest's single fill and streams from its growing file (or from upstream when the
+//! cache cannot keep it). Ranges are served from either. `HEAD` never downloads: it answers from
+//! the cache, a running fill, or an upstream `HEAD`.
 
 use std::sync::Arc;
 
@@ -27,21 +28,25 @@ pub async fn handle(
         return head(state, route, digest).await;
     }
     let upstream = route.upstream.clone();
-    let repo = route.repo.clone();
-    let tail = format!("blobs/{digest}");
+    let repo = Arc::new(route.repo.clone());
+    let tail = Arc::new(format!("blobs/{digest}"));
     let lookup = state
         .cache
         .fills
-        .get_or_start(digest, route.upstream.host(), move || async move {
-            upstream
-                .request(Method::GET, &repo, &tail, &HeaderMap::new())
-                .await
+        .get_or_start(digest, route.upstream.host(), move || {
+            let (upstream, repo, tail) = (upstream.clone(), repo.clone(), tail.clone());
+            async move {
+                upstream
+                    .request(Method::GET, &repo, &tail, &HeaderMap::new())
+                    .await
+            }
         })?;
     let (mut resp, result) = match lookup {
-        Lookup::Hit { file, size } => {
+        Lookup::Hit(blob) => {
+            let size = blob.size;
             tracing::debug!(%digest, size, "blob hit");
             (
-                respond(digest, Source::Complete(Arc::new(file)), Some(size), range_header)?,
+                respond(digest, Source::Complete(blob), Some(size), range_header)?,
                 CacheResult::Hit,
             )
         }
@@ -111,7 +116,7 @@ fn internal(e: http::Error) -> ServeError {
 
 async fn head(state: &State, route: &Route, digest: &Digest) -> Result<Response<ServeBody>, ServeError> {
     let fills = &state.cache.fills;
-    let known = if let Some((_, size)) = fills.store().open_blob(digest)? {
+    let known = if let Some(size) = fills.cached_size(digest) {
         Some(size)
     } else if let Some(fill) = fills.active(digest) {
         let p = fill.started().await;

@@ -58,6 +58,17 @@ impl Daemon {
         .await
     }
 
+    /// A daemon like `start`, on an existing cache dir (a restart after `stop`).
+    pub async fn restart(dir: tempfile::TempDir, upstream_url: &str, extra: &str) -> Daemon {
+        Daemon::start_in(
+            dir,
+            &format!(
+                "{extra}\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream_url}\"\ndefault = true\n"
+            ),
+        )
+        .await
+    }
+
     /// A daemon from TOML that names its upstreams itself; `listen`, `builtin_upstreams` and
     /// `[cache] dir` are filled in unless given.
     pub async fn start_with(toml: &str) -> Daemon {
@@ -123,9 +134,25 @@ impl Daemon {
         }
     }
 
+    /// The running daemon's cache, for tests that look inside (index, fills, fault injection).
+    pub fn cache(&self) -> &regcache::cache::Cache {
+        self.running.as_ref().expect("daemon is running").cache()
+    }
+
     /// GET on the admin listener.
     pub async fn admin(&self, path: &str) -> Reply {
-        let req = Request::get(format!("http://{}{}", self.admin_addr, path))
+        self.admin_request("GET", path).await
+    }
+
+    /// POST on the admin listener.
+    pub async fn admin_post(&self, path: &str) -> Reply {
+        self.admin_request("POST", path).await
+    }
+
+    async fn admin_request(&self, method: &str, path: &str) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.admin_addr, path))
             .body(Empty::new())
             .unwrap();
         let resp = self.client.request(req).await.expect("admin answers");

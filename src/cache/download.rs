@@ -1,0 +1,166 @@
+//! One blob download, the leader's half of a fill: reserve the announced size within the disk
+//! budget, stream the upstream body into the temp file in batches (written and hashed off the
+//! async threads), publish progress to the fill's readers, and check size and digest at the end.
+//! Upstream trouble is an error; the cache's own trouble (no room, a failed write or sync) is not:
+//! it ends the download as `Uncached`, and the fill's readers stream from upstream instead.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+
+use super::blobs::TempFile;
+use super::fill::{Fill, FillError, Fills, Progress, Uncached, Upstream};
+use super::index::Reservation;
+use crate::oci::Hasher;
+
+/// Bytes buffered before one write + hash step off the async threads.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// How a download ended when upstream behaved.
+pub(super) enum Done {
+    Verified {
+        temp: TempFile,
+        size: u64,
+        reservation: Reservation,
+    },
+    Uncached(Uncached),
+}
+
+impl Fills {
+    /// Grows `reservation` to `bytes` off the async threads.
+    async fn reserve(&self, reservation: Option<Reservation>, bytes: u64) -> Option<Reservation> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || match reservation {
+            None => index.reserve(bytes).ok(),
+            Some(mut r) => r.grow_to(bytes).ok().map(|()| r),
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    pub(super) async fn download(
+        &self,
+        fill: &Arc<Fill>,
+        temp: Option<(TempFile, File)>,
+        tx: &watch::Sender<Progress>,
+        source: Upstream,
+    ) -> Result<Done, FillError> {
+        let digest = &fill.digest;
+        let resp = source.await?;
+        let size = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let handoff = |resp| {
+            *fill.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
+            tx.send_modify(|p| p.size = size);
+        };
+        let Some((temp, mut file)) = temp else {
+            handoff(resp);
+            return Ok(Done::Uncached(Uncached::WriteError));
+        };
+        let Some(mut reservation) = self.reserve(None, size.unwrap_or(0)).await else {
+            handoff(resp);
+            return Ok(Done::Uncached(Uncached::NoRoom));
+        };
+        tx.send_modify(|p| {
+            p.started = true;
+            p.size = size;
+        });
+        let mut body = resp.into_body();
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_len = 0usize;
+        let mut written = 0u64;
+        loop {
+            let frame = match tokio::time::timeout(self.read_timeout, body.frame()).await {
+                Err(_) => return Err(FillError::Stalled(self.read_timeout)),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => return Err(FillError::Body(e.to_string())),
+                Ok(Some(Ok(f))) => Some(f),
+            };
+            let done = frame.is_none();
+            if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
+                let got = written + (pending_len + data.len()) as u64;
+                if size.is_some_and(|want| got > want) {
+                    return Err(FillError::SizeMismatch {
+                        want: size.unwrap_or(0),
+                        got,
+                    });
+                }
+                pending_len += data.len();
+                pending.push(data);
+            }
+            if pending_len >= WRITE_BATCH || (done && pending_len > 0) {
+                let total = written + pending_len as u64;
+                if size.is_none() {
+                    // No Content-Length: the reservation grows with the download.
+                    match self.reserve(Some(reservation), total).await {
+                        Some(r) => reservation = r,
+                        None => return Ok(Done::Uncached(Uncached::NoRoom)),
+                    }
+                }
+                let batch = std::mem::take(&mut pending);
+                let store = self.store.clone();
+                let wrote = tokio::task::spawn_blocking(move || -> (File, Hasher, io::Result<()>) {
+                    let result = store.injected_failure().and_then(|()| {
+                        for b in &batch {
+                            file.write_all(b)?;
+                            hasher.update(b);
+                        }
+                        Ok(())
+                    });
+                    (file, hasher, result)
+                })
+                .await
+                .map_err(io::Error::other)?;
+                (file, hasher) = (wrote.0, wrote.1);
+                if let Err(e) = wrote.2 {
+                    self.write_failed(digest, &e);
+                    return Ok(Done::Uncached(Uncached::WriteError));
+                }
+                written = total;
+                fill.fetched.inc_by(pending_len as u64);
+                pending_len = 0;
+                tx.send_modify(|p| p.written = written);
+            }
+            if done {
+                break;
+            }
+            // The map and this task hold the fill; anyone else is a reader.
+            if !self.finish_abandoned && Arc::strong_count(fill) <= 2 {
+                return Err(FillError::Abandoned);
+            }
+        }
+        if let Some(want) = size {
+            if want != written {
+                return Err(FillError::SizeMismatch { want, got: written });
+            }
+        }
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(FillError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let synced = tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(io::Error::other)?;
+        if let Err(e) = synced {
+            self.write_failed(digest, &e);
+            return Ok(Done::Uncached(Uncached::WriteError));
+        }
+        Ok(Done::Verified {
+            temp,
+            size: written,
+            reservation,
+        })
+    }
+}
