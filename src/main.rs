@@ -176,7 +176,11 @@ fn cache_command(command: CacheCommand) -> ExitCode {
 }
 
 fn serve(path: Option<PathBuf>, config: Config, logs: LogControl) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Each response streaming a cached blob reads on its own blocking thread: allow many.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(4096)
+        .build()?;
     rt.block_on(async {
         let stop = shutdown_signal()?;
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

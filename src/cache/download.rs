@@ -1,6 +1,7 @@
 //! One blob download, the leader's half of a fill: reserve the announced size within the disk
 //! budget, stream the upstream body into the temp file in batches (written and hashed off the
-//! async threads), publish progress to the fill's readers, and check size and digest at the end.
+//! async threads), publish progress to the fill's readers, and check size and digest at the end
+//! (the fsync comes after, when the fill publishes).
 //! Upstream trouble is an error; the cache's own trouble (no room, a failed write or sync) is not:
 //! it ends the download as `Uncached`, and the fill's readers stream from upstream instead.
 
@@ -11,26 +12,49 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::blobs::TempFile;
 use super::fill::{Fill, FillError, Fills, Progress, Uncached, Upstream};
 use super::index::Reservation;
-use crate::oci::Hasher;
+use crate::oci::{Digest, Hasher};
 
 /// Bytes buffered before one write + hash step off the async threads.
 const WRITE_BATCH: usize = 256 * 1024;
 
 /// How a download ended when upstream behaved.
 pub(super) enum Done {
+    /// Size and digest checked; `file` still needs an fsync before it is published (done after
+    /// readers got their last bytes, so they never wait for the disk).
     Verified {
         temp: TempFile,
+        file: File,
         size: u64,
         reservation: Reservation,
     },
     Uncached(Uncached),
 }
 
+/// What a write batch hands back: the file and hasher, and how the write went.
+type Written = (File, Hasher, io::Result<()>);
+
 impl Fills {
+    /// Waits for a write batch; `None` (after counting the error) when the write failed.
+    async fn finish_write(
+        &self,
+        handle: JoinHandle<Written>,
+        digest: &Digest,
+    ) -> Result<Option<(File, Hasher)>, FillError> {
+        let (file, hasher, result) = handle.await.map_err(io::Error::other)?;
+        match result {
+            Ok(()) => Ok(Some((file, hasher))),
+            Err(e) => {
+                self.write_failed(digest, &e);
+                Ok(None)
+            }
+        }
+    }
+
     /// Grows `reservation` to `bytes` off the async threads.
     async fn reserve(&self, reservation: Option<Reservation>, bytes: u64) -> Option<Reservation> {
         let index = self.index.clone();
@@ -61,7 +85,7 @@ impl Fills {
             *fill.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
             tx.send_modify(|p| p.size = size);
         };
-        let Some((temp, mut file)) = temp else {
+        let Some((temp, file)) = temp else {
             handoff(resp);
             return Ok(Done::Uncached(Uncached::WriteError));
         };
@@ -74,12 +98,34 @@ impl Fills {
             p.size = size;
         });
         let mut body = resp.into_body();
-        let mut hasher = Hasher::new(digest.algorithm());
+        // The file and hasher travel to the writer thread and back; one batch is written while
+        // the next one is read from upstream.
+        let mut writer = Some((file, Hasher::new(digest.algorithm())));
+        let mut in_flight: Option<(JoinHandle<Written>, u64)> = None;
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
+        let mut submitted = 0u64;
         let mut written = 0u64;
         loop {
-            let frame = match tokio::time::timeout(self.read_timeout, body.frame()).await {
+            let next = tokio::select! {
+                biased;
+                // A finished write is published at once, so readers never wait on the next batch.
+                back = async { (&mut in_flight.as_mut().expect("guarded by the if").0).await }, if in_flight.is_some() => {
+                    let upto = in_flight.take().map(|(_, upto)| upto).unwrap_or(written);
+                    let (file, hasher, result) = back.map_err(io::Error::other)?;
+                    if let Err(e) = result {
+                        self.write_failed(digest, &e);
+                        return Ok(Done::Uncached(Uncached::WriteError));
+                    }
+                    writer = Some((file, hasher));
+                    fill.fetched.inc_by(upto - written);
+                    written = upto;
+                    tx.send_modify(|p| p.written = written);
+                    continue;
+                }
+                next = tokio::time::timeout(self.read_timeout, body.frame()) => next,
+            };
+            let frame = match next {
                 Err(_) => return Err(FillError::Stalled(self.read_timeout)),
                 Ok(None) => None,
                 Ok(Some(Err(e))) => return Err(FillError::Body(e.to_string())),
@@ -87,7 +133,7 @@ impl Fills {
             };
             let done = frame.is_none();
             if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
-                let got = written + (pending_len + data.len()) as u64;
+                let got = submitted + (pending_len + data.len()) as u64;
                 if size.is_some_and(|want| got > want) {
                     return Err(FillError::SizeMismatch {
                         want: size.unwrap_or(0),
@@ -98,7 +144,7 @@ impl Fills {
                 pending.push(data);
             }
             if pending_len >= WRITE_BATCH || (done && pending_len > 0) {
-                let total = written + pending_len as u64;
+                let total = submitted + pending_len as u64;
                 if size.is_none() {
                     // No Content-Length: the reservation grows with the download.
                     match self.reserve(Some(reservation), total).await {
@@ -106,29 +152,35 @@ impl Fills {
                         None => return Ok(Done::Uncached(Uncached::NoRoom)),
                     }
                 }
+                if let Some((handle, upto)) = in_flight.take() {
+                    match self.finish_write(handle, digest).await? {
+                        Some(back) => writer = Some(back),
+                        None => return Ok(Done::Uncached(Uncached::WriteError)),
+                    }
+                    fill.fetched.inc_by(upto - written);
+                    written = upto;
+                    tx.send_modify(|p| p.written = written);
+                }
                 let batch = std::mem::take(&mut pending);
                 let store = self.store.clone();
-                let wrote = tokio::task::spawn_blocking(move || -> (File, Hasher, io::Result<()>) {
-                    let result = store.injected_failure().and_then(|()| {
-                        for b in &batch {
-                            file.write_all(b)?;
-                            hasher.update(b);
-                        }
-                        Ok(())
-                    });
-                    (file, hasher, result)
-                })
-                .await
-                .map_err(io::Error::other)?;
-                (file, hasher) = (wrote.0, wrote.1);
-                if let Err(e) = wrote.2 {
-                    self.write_failed(digest, &e);
-                    return Ok(Done::Uncached(Uncached::WriteError));
-                }
-                written = total;
-                fill.fetched.inc_by(pending_len as u64);
+                let Some((mut file, mut hasher)) = writer.take() else {
+                    return Err(FillError::Io(io::Error::other("writer lost")));
+                };
+                in_flight = Some((
+                    tokio::task::spawn_blocking(move || {
+                        let result = store.injected_failure().and_then(|()| {
+                            for b in &batch {
+                                file.write_all(b)?;
+                                hasher.update(b);
+                            }
+                            Ok(())
+                        });
+                        (file, hasher, result)
+                    }),
+                    total,
+                ));
+                submitted = total;
                 pending_len = 0;
-                tx.send_modify(|p| p.written = written);
             }
             if done {
                 break;
@@ -138,6 +190,18 @@ impl Fills {
                 return Err(FillError::Abandoned);
             }
         }
+        if let Some((handle, upto)) = in_flight.take() {
+            match self.finish_write(handle, digest).await? {
+                Some(back) => writer = Some(back),
+                None => return Ok(Done::Uncached(Uncached::WriteError)),
+            }
+            fill.fetched.inc_by(upto - written);
+            written = upto;
+            tx.send_modify(|p| p.written = written);
+        }
+        let Some((file, hasher)) = writer else {
+            return Err(FillError::Io(io::Error::other("writer lost")));
+        };
         if let Some(want) = size {
             if want != written {
                 return Err(FillError::SizeMismatch { want, got: written });
@@ -150,15 +214,9 @@ impl Fills {
                 actual,
             });
         }
-        let synced = tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(io::Error::other)?;
-        if let Err(e) = synced {
-            self.write_failed(digest, &e);
-            return Ok(Done::Uncached(Uncached::WriteError));
-        }
         Ok(Done::Verified {
             temp,
+            file,
             size: written,
             reservation,
         })

@@ -312,12 +312,16 @@ impl Fills {
         match outcome {
             Ok(Done::Verified {
                 temp,
+                file,
                 size,
                 reservation,
             }) => {
                 tx.send_modify(|p| p.state = FillState::Verified);
                 let (store, index, d) = (self.store.clone(), self.index.clone(), digest.clone());
                 let published = tokio::task::spawn_blocking(move || -> io::Result<Option<Lease>> {
+                    // Durable before it gets a real name; readers already have their bytes.
+                    file.sync_all()?;
+                    drop(file);
                     let key = Key::blob(&d);
                     let placed = index.publish(key, size, on_disk(size), Some(reservation), true, || {
                         store.place(temp, &d)

@@ -19,6 +19,8 @@ use super::index::Lease;
 use super::passthrough;
 
 const READ_CHUNK: usize = 128 * 1024;
+/// Chunk size when streaming a complete file from a blocking thread.
+const COMPLETE_CHUNK: usize = 256 * 1024;
 
 /// A complete cached blob opened for reading, held from eviction while this lives.
 pub struct CachedBlob {
@@ -53,11 +55,23 @@ impl BlobBody {
     /// Streams bytes `start..end` (`end` = None: until the fill ends, size unknown).
     pub fn spawn(source: Source, start: u64, end: Option<u64>) -> BlobBody {
         let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
-            if let Err(e) = pump(&source, start, end, &tx).await {
-                let _ = tx.send(Err(e)).await;
+        match (source, end) {
+            // A complete file: one blocking reader for the whole response, no hop per chunk.
+            (Source::Complete(blob), Some(end)) => {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = read_complete(&blob, start, end, &tx) {
+                        let _ = tx.blocking_send(Err(e));
+                    }
+                });
             }
-        });
+            (source, end) => {
+                tokio::spawn(async move {
+                    if let Err(e) = pump(&source, start, end, &tx).await {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                });
+            }
+        }
         BlobBody {
             rx,
             remaining: end.map(|e| e - start),
@@ -96,6 +110,27 @@ impl Body for BlobBody {
             None => SizeHint::default(),
         }
     }
+}
+
+/// Streams `start..end` of a complete cached blob from a blocking thread; the blob's lease is
+/// held until the last byte is handed over or the client leaves.
+fn read_complete(
+    blob: &CachedBlob,
+    start: u64,
+    end: u64,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        let n = (end - pos).min(COMPLETE_CHUNK as u64) as usize;
+        let mut buf = BytesMut::zeroed(n);
+        blob.file.read_exact_at(&mut buf, pos)?;
+        pos += n as u64;
+        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+            return Ok(()); // client went away
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the fill's progress to satisfy `ready`; None when the client went away first, so a
