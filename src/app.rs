@@ -66,6 +66,13 @@ impl Running {
         &self.state.metrics
     }
 
+    /// A handle that applies reloaded configurations to this daemon (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: self.state.clone(),
+        }
+    }
+
     pub fn cache(&self) -> &Cache {
         &self.state.cache
     }
@@ -94,6 +101,19 @@ impl Running {
         tracing::info!("shutting down: no new connections; open requests may finish");
         self.shutdown().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Applies what can change live from a new configuration.
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<State>,
+}
+
+impl Reloader {
+    /// Applies upstream credentials; returns what else changed and needs a restart.
+    pub fn apply(&self, config: &Config) -> Vec<String> {
+        self.state.upstreams.reload(config)
     }
 }
 

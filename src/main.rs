@@ -185,26 +185,35 @@ fn serve(path: Option<PathBuf>, config: Config, logs: LogControl) -> anyhow::Res
         let stop = shutdown_signal()?;
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let running = regcache::app::start(config).await?;
-        tokio::spawn(reload_on_sighup(hup, path, logs));
+        tokio::spawn(reload_on_sighup(hup, path, logs, running.reloader()));
         running.run_until(stop).await;
         Ok(())
     })
 }
 
-/// SIGHUP re-reads the config file and applies what can change live: the log level.
-async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, path: Option<PathBuf>, logs: LogControl) {
+/// SIGHUP re-reads the config file and applies what can change live: the log level and upstream
+/// credentials. Everything else is reported as needing a restart.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    logs: LogControl,
+    daemon: regcache::app::Reloader,
+) {
     while hup.recv().await.is_some() {
-        match load(path.as_ref()) {
-            Ok(c) => match logs.set_level(&c.log.level) {
-                Ok(()) => {
-                    tracing::info!(level = %c.log.level, "configuration reloaded (log level); other changes need a restart")
-                }
-                Err(e) => tracing::warn!(error = %e, "could not apply the new log level"),
-            },
+        let config = match load(path.as_ref()) {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "configuration reload failed; keeping the running configuration")
+                tracing::warn!(error = %e, "configuration reload failed; keeping the running configuration");
+                continue;
             }
+        };
+        if let Err(e) = logs.set_level(&config.log.level) {
+            tracing::warn!(error = %e, "could not apply the new log level");
         }
+        for change in daemon.apply(&config) {
+            tracing::warn!(%change, "not applied until a restart");
+        }
+        tracing::info!(level = %config.log.level, "configuration reloaded (log level, upstream credentials)");
     }
 }
 

@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::oci::RepoName;
 use breaker::Breaker;
 pub use client::ClientBuildError;
+pub use credentials::Reloaded;
 pub use permits::UpstreamBody;
 pub use table::Upstreams;
 
@@ -188,6 +189,11 @@ impl Upstream {
             upstream: self.host().to_string(),
             reason,
         }
+    }
+
+    /// Applies the credentials of a reloaded configuration (SIGHUP).
+    pub fn reload_credentials(&self, config: &UpstreamConfig) -> credentials::Reloaded {
+        self.auth.reload_credentials(config)
     }
 
     /// Whether the breaker has marked this upstream down.

@@ -261,3 +261,66 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(request["path"], "/v2/");
     assert_eq!(request["method"], "GET");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_new_upstream_credentials() {
+    let up = Fake::start().await;
+    up.set_auth(fake::Auth::Basic {
+        user: "puller".into(),
+        pass: "new-secret".into(),
+    });
+    let (_, manifest, _) = up.add_image("org/private", "1", &[bytes_of(10, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let with_password = |p: &Proc, password: &str| {
+        let config = write_config(dir.path(), p.port, p.admin, &up.url(), "1s", "info");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!("username = \"puller\"\npassword = \"{password}\"\n"));
+        std::fs::write(&config, text).unwrap();
+    };
+    let mut p = spawn_with(dir.path(), &up.url(), "1s", "info", &[]).await;
+    // Restart on a config with the old password (the port pair stays the same).
+    with_password(&p, "old-secret");
+    sigterm(&p);
+    assert!(wait_exit(&mut p).await.success());
+    let config = dir.path().join("regcache.toml");
+    let log = std::fs::File::create(dir.path().join("regcache.log")).unwrap();
+    p.child = Command::new(env!("CARGO_BIN_EXE_regcache"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", p.admin)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get(p.port, "/v2/org/private/manifests/1").await,
+        Err("status 403 Forbidden".into())
+    );
+    with_password(&p, "new-secret");
+    let ok = Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    for _ in 0..100 {
+        if log_text(dir.path()).contains("configuration reloaded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get(p.port, "/v2/org/private/manifests/1").await.unwrap(),
+        manifest.to_vec()
+    );
+    assert!(
+        !log_text(dir.path()).contains("new-secret"),
+        "a secret reached the log"
+    );
+}

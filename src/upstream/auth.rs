@@ -16,7 +16,7 @@ use prometheus::IntCounter;
 
 use super::challenge::Challenge;
 use super::client::HttpClient;
-use super::credentials::CredentialProvider;
+use super::credentials::{CredentialProvider, Reloaded};
 use super::token::{self, TokenRequest};
 use super::token_cache::{TokenCache, TokenKey};
 use super::UpstreamError;
@@ -69,6 +69,11 @@ pub fn basic_header(username: &str, password: &Secret) -> HeaderValue {
 }
 
 impl Auth {
+    /// Applies reloaded credentials (SIGHUP).
+    pub fn reload_credentials(&self, config: &crate::config::UpstreamConfig) -> Reloaded {
+        self.credentials.reload(config)
+    }
+
     pub fn new(
         upstream: String,
         origin: &http::uri::Authority,

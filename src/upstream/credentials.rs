@@ -35,7 +35,8 @@ enum Dynamic {
 
 enum Source {
     Anonymous,
-    Static(Credentials),
+    /// The credentials live in `CredentialProvider::fixed`, replaceable by a reload.
+    Static,
     Dynamic(Dynamic),
 }
 
@@ -62,14 +63,31 @@ pub struct CredentialProvider {
     lifetime: Duration,
     counters: ResolutionCounters,
     state: Mutex<State>,
+    /// Static credentials and their generation (bumped by a reload that changes them).
+    fixed: Mutex<(Option<Credentials>, u64)>,
     resolving: tokio::sync::Mutex<()>,
+}
+
+/// What a configuration reload did to an upstream's credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    Unchanged,
+    Replaced,
+    /// Dynamic sources are read again at their next use.
+    WillReread,
+    /// The kind of source changed (e.g. anonymous to a helper): needs a restart.
+    NeedsRestart,
 }
 
 impl CredentialProvider {
     pub fn new(config: &UpstreamConfig, counters: ResolutionCounters) -> CredentialProvider {
+        let mut fixed = (None, 1);
         let source = match &config.credentials {
             CredentialSource::Anonymous => Source::Anonymous,
-            CredentialSource::Static(c) => Source::Static(c.clone()),
+            CredentialSource::Static(c) => {
+                fixed.0 = Some(c.clone());
+                Source::Static
+            }
             CredentialSource::DockerConfig(p) => Source::Dynamic(Dynamic::DockerConfig(p.clone())),
             CredentialSource::Helper(h) => Source::Dynamic(Dynamic::Helper(h.clone())),
         };
@@ -80,7 +98,33 @@ impl CredentialProvider {
             lifetime: config.credential_lifetime,
             counters,
             state: Mutex::new(State::default()),
+            fixed: Mutex::new(fixed),
             resolving: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Applies the credentials of a reloaded configuration for this upstream.
+    pub fn reload(&self, config: &UpstreamConfig) -> Reloaded {
+        match (&self.source, &config.credentials) {
+            (Source::Anonymous, CredentialSource::Anonymous) => Reloaded::Unchanged,
+            (Source::Static, CredentialSource::Static(c)) => {
+                let mut fixed = self.fixed.lock().unwrap_or_else(|e| e.into_inner());
+                if fixed.0.as_ref() == Some(c) {
+                    return Reloaded::Unchanged;
+                }
+                // A new generation: tokens fetched with the old credentials are not reused.
+                *fixed = (Some(c.clone()), fixed.1 + 1);
+                Reloaded::Replaced
+            }
+            (Source::Dynamic(Dynamic::DockerConfig(a)), CredentialSource::DockerConfig(b)) if a == b => {
+                self.state().stale = true;
+                Reloaded::WillReread
+            }
+            (Source::Dynamic(Dynamic::Helper(a)), CredentialSource::Helper(b)) if a == b => {
+                self.state().stale = true;
+                Reloaded::WillReread
+            }
+            _ => Reloaded::NeedsRestart,
         }
     }
 
@@ -108,11 +152,12 @@ impl CredentialProvider {
     pub async fn get(&self) -> Result<Option<Resolved>, UpstreamError> {
         let dynamic = match &self.source {
             Source::Anonymous => return Ok(None),
-            Source::Static(c) => {
-                return Ok(Some(Resolved {
-                    credentials: c.clone(),
-                    generation: 1,
-                }))
+            Source::Static => {
+                let fixed = self.fixed.lock().unwrap_or_else(|e| e.into_inner());
+                return Ok(fixed.0.clone().map(|credentials| Resolved {
+                    credentials,
+                    generation: fixed.1,
+                }));
             }
             Source::Dynamic(d) => d,
         };

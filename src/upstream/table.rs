@@ -42,6 +42,35 @@ impl Upstreams {
         &self.list[self.default]
     }
 
+    /// Applies what can change live from a reloaded configuration: each upstream's credentials.
+    /// Returns one line per upstream whose change needs a restart (added or removed upstreams,
+    /// another kind of credential source, URLs, TLS files, limits).
+    pub fn reload(&self, config: &Config) -> Vec<String> {
+        let mut needs_restart = Vec::new();
+        for new in &config.upstreams {
+            match self.list.iter().find(|u| u.host() == new.host) {
+                None => needs_restart.push(format!("upstream {} was added", new.host)),
+                Some(u) => match u.reload_credentials(new) {
+                    super::Reloaded::Replaced => tracing::info!(upstream = %new.host, "credentials replaced"),
+                    super::Reloaded::WillReread => {
+                        tracing::info!(upstream = %new.host, "credentials will be read again")
+                    }
+                    super::Reloaded::Unchanged => {}
+                    super::Reloaded::NeedsRestart => needs_restart.push(format!(
+                        "upstream {}: another kind of credential source",
+                        new.host
+                    )),
+                },
+            }
+        }
+        for u in &self.list {
+            if !config.upstreams.iter().any(|n| n.host == u.host()) {
+                needs_restart.push(format!("upstream {} was removed", u.host()));
+            }
+        }
+        needs_restart
+    }
+
     pub fn all(&self) -> &[Arc<Upstream>] {
         &self.list
     }
