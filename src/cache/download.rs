@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::blobs::TempFile;
 use super::fill::{Fill, FillError, Fills, Progress, Uncached, Upstream};
 use super::index::Reservation;
-use crate::oci::{Digest, Hasher};
+use crate::oci::Hasher;
 
 /// Bytes buffered before one write + hash step off the async threads.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -39,20 +39,27 @@ pub(super) enum Done {
 type Written = (File, Hasher, io::Result<()>);
 
 impl Fills {
-    /// Waits for a write batch; `None` (after counting the error) when the write failed.
-    async fn finish_write(
+    /// Takes a finished write batch back: the file and hasher return to `writer` and readers
+    /// learn the new length at once. False when the write failed (counted and logged).
+    fn landed(
         &self,
-        handle: JoinHandle<Written>,
-        digest: &Digest,
-    ) -> Result<Option<(File, Hasher)>, FillError> {
-        let (file, hasher, result) = handle.await.map_err(io::Error::other)?;
-        match result {
-            Ok(()) => Ok(Some((file, hasher))),
-            Err(e) => {
-                self.write_failed(digest, &e);
-                Ok(None)
-            }
+        out: Result<Written, tokio::task::JoinError>,
+        upto: u64,
+        writer: &mut Option<(File, Hasher)>,
+        written: &mut u64,
+        fill: &Fill,
+        tx: &watch::Sender<Progress>,
+    ) -> Result<bool, FillError> {
+        let (file, hasher, result) = out.map_err(io::Error::other)?;
+        if let Err(e) = result {
+            self.write_failed(&fill.digest, &e);
+            return Ok(false);
         }
+        *writer = Some((file, hasher));
+        fill.fetched.inc_by(upto - *written);
+        *written = upto;
+        tx.send_modify(|p| p.written = upto);
+        Ok(true)
     }
 
     /// Grows `reservation` to `bytes` off the async threads.
@@ -111,16 +118,10 @@ impl Fills {
                 biased;
                 // A finished write is published at once, so readers never wait on the next batch.
                 back = async { (&mut in_flight.as_mut().expect("guarded by the if").0).await }, if in_flight.is_some() => {
-                    let upto = in_flight.take().map(|(_, upto)| upto).unwrap_or(written);
-                    let (file, hasher, result) = back.map_err(io::Error::other)?;
-                    if let Err(e) = result {
-                        self.write_failed(digest, &e);
+                    let upto = in_flight.take().map_or(written, |(_, upto)| upto);
+                    if !self.landed(back, upto, &mut writer, &mut written, fill, tx)? {
                         return Ok(Done::Uncached(Uncached::WriteError));
                     }
-                    writer = Some((file, hasher));
-                    fill.fetched.inc_by(upto - written);
-                    written = upto;
-                    tx.send_modify(|p| p.written = written);
                     continue;
                 }
                 next = tokio::time::timeout(self.read_timeout, body.frame()) => next,
@@ -153,13 +154,9 @@ impl Fills {
                     }
                 }
                 if let Some((handle, upto)) = in_flight.take() {
-                    match self.finish_write(handle, digest).await? {
-                        Some(back) => writer = Some(back),
-                        None => return Ok(Done::Uncached(Uncached::WriteError)),
+                    if !self.landed(handle.await, upto, &mut writer, &mut written, fill, tx)? {
+                        return Ok(Done::Uncached(Uncached::WriteError));
                     }
-                    fill.fetched.inc_by(upto - written);
-                    written = upto;
-                    tx.send_modify(|p| p.written = written);
                 }
                 let batch = std::mem::take(&mut pending);
                 let store = self.store.clone();
@@ -191,13 +188,9 @@ impl Fills {
             }
         }
         if let Some((handle, upto)) = in_flight.take() {
-            match self.finish_write(handle, digest).await? {
-                Some(back) => writer = Some(back),
-                None => return Ok(Done::Uncached(Uncached::WriteError)),
+            if !self.landed(handle.await, upto, &mut writer, &mut written, fill, tx)? {
+                return Ok(Done::Uncached(Uncached::WriteError));
             }
-            fill.fetched.inc_by(upto - written);
-            written = upto;
-            tx.send_modify(|p| p.written = written);
         }
         let Some((file, hasher)) = writer else {
             return Err(FillError::Io(io::Error::other("writer lost")));
