@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use daemon::Daemon;
+use daemon::{eventually, Daemon};
 use fake::{bytes_of, sha256, Fake, Fault};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
@@ -42,16 +42,6 @@ fn on_disk(d: &Daemon, digest: &str) -> bool {
         .join("blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
         .is_file()
-}
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// GETs a blob, checks it is complete and has the right digest, and waits until its download

@@ -194,34 +194,11 @@ struct Mirror {
 
 impl Mirror {
     async fn start(registry: &Registry) -> Mirror {
-        // `RUST_LOG=regcache=debug` shows the mirror's own log in test output.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
         let cache = tempfile::Builder::new()
             .prefix("regcache-e2e-ctrd-cache-")
             .tempdir()
             .expect("cache dir");
-        let text = format!(
-            r#"
-listen = "127.0.0.1:0"
-builtin_upstreams = false
-[admin]
-listen = "127.0.0.1:0"
-[cache]
-dir = "{dir}"
-tag_ttl = "5m"
-[[upstreams]]
-host = "docker.io"
-url = "{url}"
-default = true
-"#,
-            dir = cache.path().display(),
-            url = registry.url(),
-        );
-        let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
-        let running = regcache::app::start(config).await.expect("start regcache");
+        let running = e2e::start_mirror(&registry.url(), cache.path(), "5m").await;
         let addr = running.local_addr();
         Mirror {
             running,

@@ -306,31 +306,7 @@ impl Mirror {
 
     /// A mirror on an existing cache directory with the given tag TTL.
     async fn start_on(registry: &Registry, cache: tempfile::TempDir, tag_ttl: &str) -> Mirror {
-        // `RUST_LOG=regcache=debug` shows the mirror's own log in test output.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let text = format!(
-            r#"
-listen = "127.0.0.1:0"
-builtin_upstreams = false
-[admin]
-listen = "127.0.0.1:0"
-[cache]
-dir = "{dir}"
-tag_ttl = "{tag_ttl}"
-revalidate_timeout = "2s"
-[[upstreams]]
-host = "docker.io"
-url = "{url}"
-default = true
-"#,
-            dir = cache.path().display(),
-            url = registry.url(),
-        );
-        let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
-        let running = regcache::app::start(config).await.expect("start regcache");
+        let running = e2e::start_mirror(&registry.url(), cache.path(), tag_ttl).await;
         let addr = running.local_addr();
         Mirror {
             running,

@@ -9,7 +9,7 @@ mod fake;
 
 use std::time::Duration;
 
-use daemon::Daemon;
+use daemon::{eventually, Daemon};
 use fake::{bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
@@ -21,17 +21,6 @@ async fn setup() -> (Fake, Daemon, String, Vec<u8>) {
     let digest = up.add_blob("library/big", blob.clone());
     let d = Daemon::start(&up.url(), "").await;
     (up, d, digest, blob)
-}
-
-/// Waits (bounded) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,19 +11,9 @@ mod fake;
 use std::sync::Arc;
 use std::time::Duration;
 
-use daemon::Daemon;
+use daemon::{eventually, Daemon};
 use fake::{bytes_of, Fake, Fault};
 use tokio::sync::watch;
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[tokio::test]
 async fn retry_after_holds_requests_back_while_the_cache_serves() {

@@ -48,6 +48,17 @@ impl Reply {
     }
 }
 
+/// Waits (bounded: 5 s) until `cond` holds; panics naming `what` otherwise.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 impl Daemon {
     /// A daemon whose only upstream is `upstream_url` as `docker.io` (default), plus `extra` TOML
     /// (top-level keys first, then tables).

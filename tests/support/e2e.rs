@@ -637,6 +637,34 @@ pub fn is_oci_error_body(body: &[u8]) -> bool {
         .is_some_and(|errors| !errors.is_empty() && errors.iter().all(|e| e.get("code").is_some()))
 }
 
+/// regcache running in-process with `upstream_url` as its only upstream (`docker.io`, the
+/// default), caching in `cache`. `RUST_LOG=regcache=debug` shows its log in test output.
+pub async fn start_mirror(upstream_url: &str, cache: &Path, tag_ttl: &str) -> regcache::app::Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+builtin_upstreams = false
+[admin]
+listen = "127.0.0.1:0"
+[cache]
+dir = "{dir}"
+tag_ttl = "{tag_ttl}"
+revalidate_timeout = "2s"
+[[upstreams]]
+host = "docker.io"
+url = "{upstream_url}"
+default = true
+"#,
+        dir = cache.display(),
+    );
+    let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
+    regcache::app::start(config).await.expect("start regcache")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
