@@ -20,7 +20,7 @@ use super::passthrough;
 
 const READ_CHUNK: usize = 128 * 1024;
 /// Chunk size when streaming a complete file from a blocking thread.
-const COMPLETE_CHUNK: usize = 256 * 1024;
+const COMPLETE_CHUNK: usize = 128 * 1024;
 
 /// A complete cached blob opened for reading, held from eviction while this lives.
 pub struct CachedBlob {
