@@ -15,6 +15,24 @@ use tokio::sync::watch;
 
 const SIZE: usize = 1_000_000;
 
+/// Holds the upstream's blob bodies after `after` bytes until the returned sender opens them;
+/// then they finish, or break if `then_break`.
+fn hold(up: &Fake, after: usize, then_break: bool) -> watch::Sender<bool> {
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after,
+        gate,
+        then_break,
+    }));
+    open
+}
+
+/// GETs `path` on its own task.
+fn spawn_get(d: &std::sync::Arc<Daemon>, path: &str) -> tokio::task::JoinHandle<daemon::Reply> {
+    let (d, p) = (d.clone(), path.to_string());
+    tokio::spawn(async move { d.get(&p).await })
+}
+
 async fn setup() -> (Fake, Daemon, String, Vec<u8>) {
     let up = Fake::start().await;
     let blob = bytes_of(SIZE, 7);
@@ -26,27 +44,13 @@ async fn setup() -> (Fake, Daemon, String, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cold_pulls_cause_one_upstream_get() {
     let (up, d, digest, blob) = setup().await;
-    let (open, gate) = watch::channel(false);
-    up.set_fault(Some(Fault::Hold {
-        after: 300_000,
-        gate,
-        then_break: false,
-    }));
+    let open = hold(&up, 300_000, false);
     let path = format!("/v2/library/big/blobs/{digest}");
     let d = std::sync::Arc::new(d);
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let d = d.clone();
-        let p = path.clone();
-        tasks.push(tokio::spawn(async move { d.get(&p).await }));
-    }
+    let tasks: Vec<_> = (0..8).map(|_| spawn_get(&d, &path)).collect();
     eventually("the first upstream GET", || up.count("GET", "/blobs/") >= 1).await;
     // A late joiner arrives while the download is held half-way.
-    let late = {
-        let d = d.clone();
-        let p = path.clone();
-        tokio::spawn(async move { d.get(&p).await })
-    };
+    let late = spawn_get(&d, &path);
     tokio::time::sleep(Duration::from_millis(50)).await;
     open.send(true).unwrap();
     for t in tasks.into_iter().chain([late]) {
@@ -62,19 +66,10 @@ async fn concurrent_cold_pulls_cause_one_upstream_get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_survives_the_first_client_leaving() {
     let (up, d, digest, blob) = setup().await;
-    let (open, gate) = watch::channel(false);
-    up.set_fault(Some(Fault::Hold {
-        after: 100_000,
-        gate,
-        then_break: false,
-    }));
+    let open = hold(&up, 100_000, false);
     let path = format!("/v2/library/big/blobs/{digest}");
     let d = std::sync::Arc::new(d);
-    let first = {
-        let d = d.clone();
-        let p = path.clone();
-        tokio::spawn(async move { d.get(&p).await })
-    };
+    let first = spawn_get(&d, &path);
     eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     first.abort();
@@ -98,23 +93,24 @@ async fn abandoned_download_stops_when_configured() {
     let blob = bytes_of(SIZE, 7);
     let digest = up.add_blob("library/big", blob.clone());
     let d = Daemon::start(&up.url(), "[fetch]\nfinish_abandoned = false\n").await;
-    let (open, gate) = watch::channel(false);
-    up.set_fault(Some(Fault::Hold {
-        after: 300_000,
-        gate,
-        then_break: false,
-    }));
+    let open = hold(&up, 300_000, false);
     let path = format!("/v2/library/big/blobs/{digest}");
     let d = std::sync::Arc::new(d);
-    let first = {
-        let d = d.clone();
-        let p = path.clone();
-        tokio::spawn(async move { d.get(&p).await })
-    };
+    let first = spawn_get(&d, &path);
     eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     first.abort();
     let _ = first.await;
+    // The server has dropped the response once its request is logged; give the reader a moment
+    // to let go of the download before the upstream sends the rest.
+    let labels = [("kind", "blob"), ("result", "miss"), ("upstream", "docker.io")];
+    for _ in 0..500 {
+        if d.metric("regcache_requests_total", &labels).await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     open.send(true).unwrap();
     let tmp = d.dir.path().join("tmp");
     eventually("the temp file to be removed", || {
@@ -135,20 +131,10 @@ async fn abandoned_download_stops_when_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_break_fails_every_reader_and_keeps_nothing() {
     let (up, d, digest, blob) = setup().await;
-    let (open, gate) = watch::channel(false);
-    up.set_fault(Some(Fault::Hold {
-        after: 200_000,
-        gate,
-        then_break: true,
-    }));
+    let open = hold(&up, 200_000, true);
     let path = format!("/v2/library/big/blobs/{digest}");
     let d = std::sync::Arc::new(d);
-    let mut readers = Vec::new();
-    for _ in 0..3 {
-        let d = d.clone();
-        let p = path.clone();
-        readers.push(tokio::spawn(async move { d.get(&p).await }));
-    }
+    let readers: Vec<_> = (0..3).map(|_| spawn_get(&d, &path)).collect();
     eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     open.send(true).unwrap();
@@ -258,12 +244,7 @@ async fn range_matrix_on_a_cached_blob() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_on_an_in_flight_blob_waits_for_its_bytes() {
     let (up, d, digest, blob) = setup().await;
-    let (open, gate) = watch::channel(false);
-    up.set_fault(Some(Fault::Hold {
-        after: 300_000,
-        gate,
-        then_break: false,
-    }));
+    let open = hold(&up, 300_000, false);
     let path = format!("/v2/library/big/blobs/{digest}");
     let d = std::sync::Arc::new(d);
     // A cold Range request starts the one full download.

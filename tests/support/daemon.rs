@@ -125,11 +125,11 @@ impl Daemon {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = self
-            .client
-            .request(req.body(Empty::new()).unwrap())
-            .await
-            .expect("daemon answers");
+        self.send(req.body(Empty::new()).unwrap()).await
+    }
+
+    async fn send(&self, req: Request<Empty<Bytes>>) -> Reply {
+        let resp = self.client.request(req).await.expect("daemon answers");
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
@@ -166,20 +166,7 @@ impl Daemon {
             .uri(format!("http://{}{}", self.admin_addr, path))
             .body(Empty::new())
             .unwrap();
-        let resp = self.client.request(req).await.expect("admin answers");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| e.to_string());
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        self.send(req).await
     }
 
     /// The value of one sample of /metrics (0 when absent); labels must match exactly.
