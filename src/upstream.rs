@@ -1,9 +1,10 @@
-//! Upstream registries: the routing table (client-facing host → registry), one pooled HTTP
-//! client per upstream, and the request path every upstream call takes: rate-limit gate,
-//! concurrency permit, authentication, redirect following. Requests are always for one
+//! Upstream registries: one pooled HTTP client per upstream, and the request path every upstream
+//! call takes: offline and circuit-breaker checks, rate-limit gate, concurrency permit, then the
+//! exchange (`exchange.rs`: authentication and redirect following). Requests are always for one
 //! repository, so the Bearer scope is `repository:<name>:pull`. Redirects (blob storage, CDNs,
-//! registry.k8s.io's regional backends) are followed here, each hop authenticated for its own
-//! host: `Authorization` meant for one host never reaches another.
+//! registry.k8s.io's regional backends) are followed with each hop authenticated for its own
+//! host: `Authorization` meant for one host never reaches another. The routing table (client-facing
+//! host → upstream) is in `table.rs`.
 
 mod auth;
 mod breaker;
@@ -11,6 +12,7 @@ mod challenge;
 mod client;
 mod credential_helper;
 mod credentials;
+mod exchange;
 mod permits;
 mod ratelimit;
 mod redirect;
@@ -21,10 +23,9 @@ mod token_cache;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderMap, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::header::HeaderMap;
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::config::{FetchConfig, UpstreamConfig};
 use crate::metrics::Metrics;
@@ -32,11 +33,11 @@ use crate::oci::RepoName;
 use breaker::Breaker;
 pub use client::ClientBuildError;
 pub use credentials::Reloaded;
+use exchange::error_chain;
 pub use permits::UpstreamBody;
 pub use table::Upstreams;
 
 pub const USER_AGENT: &str = concat!("regcache/", env!("CARGO_PKG_VERSION"));
-const MAX_REDIRECTS: usize = 5;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
@@ -326,148 +327,4 @@ impl Upstream {
             }
         }
     }
-
-    fn classify(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let upstream = self.host().to_string();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(UpstreamError::Denied { upstream, status });
-        }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(ratelimit::parse_retry_after);
-        Err(UpstreamError::Status {
-            upstream,
-            status,
-            retry_after,
-        })
-    }
-
-    /// Follows redirects, answering each host's 401 challenge once.
-    async fn send(
-        &self,
-        method: &Method,
-        url: &str,
-        headers: &HeaderMap,
-        scope: &str,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut uri: Uri = url.parse().map_err(|_| self.protocol(format!("bad URL {url}")))?;
-        let mut redirects = 0;
-        let mut challenged = false;
-        loop {
-            let host = uri
-                .authority()
-                .map(|a| a.as_str().to_ascii_lowercase())
-                .unwrap_or_default();
-            let hop_scope = if host.eq_ignore_ascii_case(self.config.authority.as_str()) {
-                Some(scope.to_string())
-            } else {
-                redirect::scope_of(uri.path())
-            };
-            let sent = self
-                .auth
-                .header_for(&self.client, &host, hop_scope.as_deref())
-                .await?;
-            let resp = self
-                .send_once(method, &uri, headers, sent.as_ref().map(|s| &s.value))
-                .await?;
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
-                let challenges: Vec<_> = resp
-                    .headers()
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(challenge::parse)
-                    .collect();
-                if self.auth.on_unauthorized(&host, &challenges, sent.as_ref()) {
-                    continue;
-                }
-                return Ok(resp);
-            }
-            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
-                return Ok(resp);
-            }
-            redirects += 1;
-            if redirects > MAX_REDIRECTS {
-                return Err(self.protocol(format!("more than {MAX_REDIRECTS} redirects")));
-            }
-            let location = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| self.protocol(format!("{status} without Location")))?;
-            let next = redirect::resolve(&uri, location)
-                .ok_or_else(|| self.protocol(format!("bad redirect {location:?}")))?;
-            if !redirect::allowed(&self.config.scheme, &next) {
-                return Err(self.protocol(format!(
-                    "refusing a redirect to {}://{}: an https upstream is only followed to https",
-                    next.scheme_str().unwrap_or("?"),
-                    next.host().unwrap_or("?")
-                )));
-            }
-            tracing::debug!(upstream = %self.host(), to = %next.host().unwrap_or(""), "following redirect");
-            uri = next;
-            challenged = false;
-        }
-    }
-
-    async fn send_once(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        auth: Option<&http::HeaderValue>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
-        if let Some(h) = req.headers_mut() {
-            h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-            h.insert(
-                http::header::USER_AGENT,
-                http::HeaderValue::from_static(USER_AGENT),
-            );
-            h.remove(AUTHORIZATION);
-            if let Some(a) = auth {
-                h.insert(AUTHORIZATION, a.clone());
-            }
-        }
-        let req = req
-            .body(Full::default())
-            .map_err(|e| self.protocol(e.to_string()))?;
-        match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
-            Err(_) => {
-                self.observe(method, "error", None);
-                Err(UpstreamError::Timeout {
-                    upstream: self.host().to_string(),
-                })
-            }
-            Ok(Err(e)) => {
-                self.observe(method, "error", None);
-                Err(UpstreamError::Connect {
-                    upstream: self.host().to_string(),
-                    reason: error_chain(&e),
-                })
-            }
-            Ok(Ok(r)) => {
-                self.observe(method, Metrics::class(r.status()), Some(r.headers()));
-                Ok(r)
-            }
-        }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -1,0 +1,159 @@
+//! One exchange with an upstream: following redirects (at most `MAX_REDIRECTS`, https only
+//! unless the upstream itself is http), answering each host's 401 challenge once with the
+//! authorization meant for that host, and turning the final status into an `UpstreamError`.
+
+use http::header::{HeaderMap, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{challenge, ratelimit, redirect, Upstream, UpstreamError, USER_AGENT};
+use crate::metrics::Metrics;
+
+const MAX_REDIRECTS: usize = 5;
+
+impl Upstream {
+    pub(super) fn classify(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let upstream = self.host().to_string();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(UpstreamError::Denied { upstream, status });
+        }
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(ratelimit::parse_retry_after);
+        Err(UpstreamError::Status {
+            upstream,
+            status,
+            retry_after,
+        })
+    }
+
+    /// Follows redirects, answering each host's 401 challenge once.
+    pub(super) async fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        scope: &str,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut uri: Uri = url.parse().map_err(|_| self.protocol(format!("bad URL {url}")))?;
+        let mut redirects = 0;
+        let mut challenged = false;
+        loop {
+            let host = uri
+                .authority()
+                .map(|a| a.as_str().to_ascii_lowercase())
+                .unwrap_or_default();
+            let hop_scope = if host.eq_ignore_ascii_case(self.config.authority.as_str()) {
+                Some(scope.to_string())
+            } else {
+                redirect::scope_of(uri.path())
+            };
+            let sent = self
+                .auth
+                .header_for(&self.client, &host, hop_scope.as_deref())
+                .await?;
+            let resp = self
+                .send_once(method, &uri, headers, sent.as_ref().map(|s| &s.value))
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenges: Vec<_> = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(challenge::parse)
+                    .collect();
+                if self.auth.on_unauthorized(&host, &challenges, sent.as_ref()) {
+                    continue;
+                }
+                return Ok(resp);
+            }
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(self.protocol(format!("more than {MAX_REDIRECTS} redirects")));
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .ok_or_else(|| self.protocol(format!("{status} without Location")))?;
+            let next = redirect::resolve(&uri, location)
+                .ok_or_else(|| self.protocol(format!("bad redirect {location:?}")))?;
+            if !redirect::allowed(&self.config.scheme, &next) {
+                return Err(self.protocol(format!(
+                    "refusing a redirect to {}://{}: an https upstream is only followed to https",
+                    next.scheme_str().unwrap_or("?"),
+                    next.host().unwrap_or("?")
+                )));
+            }
+            tracing::debug!(upstream = %self.host(), to = %next.host().unwrap_or(""), "following redirect");
+            uri = next;
+            challenged = false;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        auth: Option<&http::HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+        if let Some(h) = req.headers_mut() {
+            h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            h.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
+            h.remove(AUTHORIZATION);
+            if let Some(a) = auth {
+                h.insert(AUTHORIZATION, a.clone());
+            }
+        }
+        let req = req
+            .body(Full::default())
+            .map_err(|e| self.protocol(e.to_string()))?;
+        match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+            Err(_) => {
+                self.observe(method, "error", None);
+                Err(UpstreamError::Timeout {
+                    upstream: self.host().to_string(),
+                })
+            }
+            Ok(Err(e)) => {
+                self.observe(method, "error", None);
+                Err(UpstreamError::Connect {
+                    upstream: self.host().to_string(),
+                    reason: error_chain(&e),
+                })
+            }
+            Ok(Ok(r)) => {
+                self.observe(method, Metrics::class(r.status()), Some(r.headers()));
+                Ok(r)
+            }
+        }
+    }
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
