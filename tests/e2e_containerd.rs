@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use e2e::images::{self, TestImage, DOCKER_LIST, OCI_INDEX};
 use e2e::registry::Registry;
 use e2e::token_server::TokenServer;
-use e2e::{HttpClient, Skopeo};
+use e2e::{Clock, HttpClient, Skopeo};
 
 /// The containerd daemon binary.
 const CONTAINERD_BIN: &str = "containerd";
@@ -103,15 +103,6 @@ fn running_as_root() -> bool {
             .and_then(|ids| ids.split_whitespace().nth(1))
             == Some("0")
     })
-}
-
-/// Elapsed-time log lines for the test output.
-struct Clock(Instant);
-
-impl Clock {
-    fn mark(&self, what: &str) {
-        eprintln!("[e2e-containerd {:>6.2}s] {what}", self.0.elapsed().as_secs_f64());
-    }
 }
 
 /// The upstream side: token server and registry with the test images pushed.
@@ -814,7 +805,7 @@ async fn containerd_pulls_through_mirror() {
     if !tools_present("containerd_pulls_through_mirror") {
         return;
     }
-    let clock = Clock(Instant::now());
+    let clock = Clock::new("e2e-containerd");
     let body = async {
         let upstream = Upstream::start(&clock).await;
         let mirror = Mirror::start(&upstream.registry).await;

@@ -13,21 +13,12 @@ mod e2e;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::images::{self, TestImage};
 use e2e::registry::Registry;
 use e2e::token_server::TokenServer;
-use e2e::{tools_present, HttpClient, Skopeo};
-
-/// Elapsed-time log lines for the test output.
-struct Clock(Instant);
-
-impl Clock {
-    fn mark(&self, what: &str) {
-        eprintln!("[e2e {:>6.2}s] {what}", self.0.elapsed().as_secs_f64());
-    }
-}
+use e2e::{tools_present, Clock, HttpClient, Skopeo};
 
 /// The upstream side: token server, registry with the test images pushed,
 /// and a direct (reference) `dir:` copy of every image.
@@ -178,7 +169,7 @@ async fn upstream_harness_serves_pushed_images() {
     if !tools_present("upstream_harness_serves_pushed_images") {
         return;
     }
-    let clock = Clock(Instant::now());
+    let clock = Clock::new("e2e");
     let body = async {
         let upstream = Upstream::start(&clock).await;
         upstream.pull_direct(&clock).await;
@@ -422,7 +413,7 @@ async fn pull_through_mirror_end_to_end() {
     if !tools_present("pull_through_mirror_end_to_end") {
         return;
     }
-    let clock = Clock(Instant::now());
+    let clock = Clock::new("e2e");
     let body = async {
         let upstream = Upstream::start(&clock).await;
         upstream.pull_direct(&clock).await;

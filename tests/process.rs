@@ -134,10 +134,21 @@ fn tmp_is_empty(dir: &Path) -> bool {
         .unwrap_or(true)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_a_running_download_finish() {
+/// A binary whose only pull is a 1 MB blob download held by the upstream after 300 kB: the
+/// fake, the process, its directory, the blob, the pull's task and the gate that releases it.
+struct HeldDownload {
+    _up: Fake,
+    p: Proc,
+    dir: tempfile::TempDir,
+    digest: String,
+    blob: Vec<u8>,
+    pull: tokio::task::JoinHandle<Result<Vec<u8>, String>>,
+    open: watch::Sender<bool>,
+}
+
+async fn held_download(seed: u64, grace: &str) -> HeldDownload {
     let up = Fake::start().await;
-    let blob = bytes_of(1_000_000, 11);
+    let blob = bytes_of(1_000_000, seed);
     let digest = up.add_blob("library/app", blob.clone());
     let (open, gate) = watch::channel(false);
     up.set_fault(Some(Fault::Hold {
@@ -146,7 +157,7 @@ async fn sigterm_lets_a_running_download_finish() {
         then_break: false,
     }));
     let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn(dir.path(), &up.url(), "30s").await;
+    let p = spawn(dir.path(), &up.url(), grace).await;
     let port = p.port;
     let path = format!("/v2/library/app/blobs/{digest}");
     let pull = tokio::spawn(async move { get(port, &path).await });
@@ -156,6 +167,28 @@ async fn sigterm_lets_a_running_download_finish() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    HeldDownload {
+        _up: up,
+        p,
+        dir,
+        digest,
+        blob,
+        pull,
+        open,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_download_finish() {
+    let HeldDownload {
+        _up,
+        mut p,
+        dir,
+        digest,
+        blob,
+        pull,
+        open,
+    } = held_download(11, "30s").await;
     sigterm(&p);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
@@ -175,26 +208,16 @@ async fn sigterm_lets_a_running_download_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_cut_by_the_grace_period_leaves_nothing() {
-    let up = Fake::start().await;
-    let blob = bytes_of(1_000_000, 12);
-    let digest = up.add_blob("library/app", blob.clone());
-    let (_open, gate) = watch::channel(false);
-    up.set_fault(Some(Fault::Hold {
-        after: 300_000,
-        gate,
-        then_break: false,
-    }));
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn(dir.path(), &up.url(), "300ms").await;
-    let port = p.port;
-    let path = format!("/v2/library/app/blobs/{digest}");
-    let pull = tokio::spawn(async move { get(port, &path).await });
-    for _ in 0..200 {
-        if up.count("GET", "/blobs/") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let HeldDownload {
+        _up,
+        mut p,
+        dir,
+        digest,
+        pull,
+        // Kept, never opened: the upstream holds the body past the grace period.
+        open: _held,
+        ..
+    } = held_download(12, "300ms").await;
     sigterm(&p);
     assert!(wait_exit(&mut p).await.success());
     assert!(

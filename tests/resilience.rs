@@ -95,13 +95,7 @@ async fn black_holed_upstream_does_not_stall_cached_tags() {
     let up = Fake::start().await;
     let (digest, bytes, layers) = up.add_image("library/app", "latest", &[bytes_of(20_000, 1)]);
     let d = Daemon::start(&up.url(), "").await;
-    assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
-    assert_eq!(
-        d.get(&format!("/v2/library/app/blobs/{}", layers[0]))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(d.pull("library/app", "latest", &layers).await, bytes);
     let dir = d.stop().await;
     let hole = BlackHole::start().await;
     let cache_dir = dir.path().display().to_string();
@@ -158,13 +152,7 @@ async fn offline_mode_serves_the_cache_and_makes_no_connection() {
     let up = Fake::start().await;
     let (digest, bytes, layers) = up.add_image("library/app", "latest", &[bytes_of(5000, 1)]);
     let d = Daemon::start(&up.url(), "").await;
-    assert_eq!(d.get("/v2/library/app/manifests/latest").await.status, 200);
-    assert_eq!(
-        d.get(&format!("/v2/library/app/blobs/{}", layers[0]))
-            .await
-            .status,
-        200
-    );
+    d.pull("library/app", "latest", &layers).await;
     assert_eq!(d.get("/v2/library/app/tags/list").await.status, 200);
     let dir = d.stop().await;
     let hole = BlackHole::start().await;

@@ -126,13 +126,7 @@ async fn cache_survives_a_restart_with_the_upstream_down() {
     let up = Fake::start().await;
     let (digest, bytes, layers) = up.add_image("library/app", "latest", &[bytes_of(30_000, 1)]);
     let d = Daemon::start(&up.url(), "").await;
-    assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
-    assert_eq!(
-        d.get(&format!("/v2/library/app/blobs/{}", layers[0]))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(d.pull("library/app", "latest", &layers).await, bytes);
     let dir = d.stop().await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

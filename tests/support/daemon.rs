@@ -150,6 +150,21 @@ impl Daemon {
         self.running.as_ref().expect("daemon is running").cache()
     }
 
+    /// Pulls `repo:tag` and each of `layers` (as a client would), asserting success: warms the
+    /// cache for tests that go on without the upstream.
+    pub async fn pull(&self, repo: &str, tag: &str, layers: &[String]) -> Bytes {
+        let manifest = self.get(&format!("/v2/{repo}/manifests/{tag}")).await;
+        assert_eq!(manifest.status, StatusCode::OK, "manifest {repo}:{tag}");
+        for l in layers {
+            assert_eq!(
+                self.get(&format!("/v2/{repo}/blobs/{l}")).await.status,
+                StatusCode::OK,
+                "{l}"
+            );
+        }
+        manifest.bytes()
+    }
+
     /// GET on the admin listener.
     pub async fn admin(&self, path: &str) -> Reply {
         self.admin_request("GET", path).await

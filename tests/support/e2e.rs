@@ -665,6 +665,19 @@ default = true
     regcache::app::start(config).await.expect("start regcache")
 }
 
+/// Elapsed-time log lines for an end-to-end test's output, prefixed with the test's label.
+pub struct Clock(pub &'static str, pub std::time::Instant);
+
+impl Clock {
+    pub fn new(label: &'static str) -> Clock {
+        Clock(label, std::time::Instant::now())
+    }
+
+    pub fn mark(&self, what: &str) {
+        eprintln!("[{} {:>6.2}s] {what}", self.0, self.1.elapsed().as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
