@@ -15,6 +15,7 @@ pub mod layout;
 mod lease;
 pub mod manifests;
 pub mod negative;
+pub mod origin;
 mod passthrough;
 pub mod reader;
 mod scan;

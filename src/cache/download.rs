@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::blobs::TempFile;
-use super::fill::{Fill, FillError, Fills, Progress, Uncached, Upstream};
+use super::fill::{Fill, FillError, Fills, Progress, Uncached};
 use super::index::Reservation;
+use super::origin::Fetching;
 use crate::oci::Hasher;
 
 /// Bytes buffered before one write + hash step off the async threads.
@@ -79,15 +80,11 @@ impl Fills {
         fill: &Arc<Fill>,
         temp: Option<(TempFile, File)>,
         tx: &watch::Sender<Progress>,
-        source: Upstream,
+        source: Fetching,
     ) -> Result<Done, FillError> {
         let digest = &fill.digest;
-        let resp = source.await?;
-        let size = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let resp = source.await.map_err(FillError::Origin)?;
+        let size = resp.size;
         let handoff = |resp| {
             *fill.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
             tx.send_modify(|p| p.size = size);
@@ -104,7 +101,7 @@ impl Fills {
             p.started = true;
             p.size = size;
         });
-        let mut body = resp.into_body();
+        let mut body = resp.body;
         // The file and hasher travel to the writer thread and back; one batch is written while
         // the next one is read from upstream.
         let mut writer = Some((file, Hasher::new(digest.algorithm())));

@@ -13,32 +13,26 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::Response;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
 use super::blobs::{BlobStore, TempFile};
 use super::download::Done;
 use super::index::{on_disk, Admission, Index, Key, Lease};
+use super::origin::{Fetched, Fetching, Origin, OriginError};
 use super::reader::CachedBlob;
 use crate::metrics::Metrics;
 use crate::oci::Digest;
-use crate::upstream::{UpstreamBody, UpstreamError};
-
-pub type Upstream = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send>>;
-/// Starts a new upstream request for the blob; pass-through readers call it.
-pub type Refetch = Arc<dyn Fn() -> Upstream + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FillError {
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    /// The origin failed (classified by whoever made the origin).
+    #[error("{0}")]
+    Origin(OriginError),
     #[error("upstream sent content with digest {actual}, not {expected}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("upstream sent {got} bytes where it announced {want}")]
@@ -100,10 +94,10 @@ pub struct Fill {
     /// Read handle of the temp file; None when none could be created.
     file: Option<Arc<File>>,
     progress: watch::Receiver<Progress>,
-    refetch: Refetch,
+    origin: Arc<dyn Origin>,
     /// The leader's upstream response when it gave up before reading any of it, for the first
     /// pass-through reader.
-    pub(super) handoff: Mutex<Option<Response<UpstreamBody>>>,
+    pub(super) handoff: Mutex<Option<Fetched>>,
     /// Taken when the blob is published: keeps it from eviction while readers follow the fill.
     lease: Mutex<Option<Lease>>,
     pub(super) read_timeout: Duration,
@@ -120,11 +114,11 @@ impl Fill {
     }
 
     /// An upstream response for a pass-through reader: the leader's unread one, else a new one.
-    pub(super) async fn upstream(&self) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub(super) async fn upstream(&self) -> Result<Fetched, OriginError> {
         let handed = self.handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
         match handed {
             Some(r) => Ok(r),
-            None => (self.refetch)().await,
+            None => self.origin.fetch().await,
         }
     }
 
@@ -227,18 +221,9 @@ impl Fills {
         }
     }
 
-    /// A cached blob, the fill already running for it, or a new fill fetching from `source()`
-    /// (called again by pass-through readers). `upstream` labels the bytes fetched in metrics.
-    pub fn get_or_start<F, Fut>(
-        self: &Arc<Self>,
-        digest: &Digest,
-        upstream: &str,
-        source: F,
-    ) -> io::Result<Lookup>
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'static,
-    {
+    /// A cached blob, the fill already running for it, or a new fill fetching from `origin`
+    /// (asked again by pass-through readers).
+    pub fn get_or_start(self: &Arc<Self>, digest: &Digest, origin: Arc<dyn Origin>) -> io::Result<Lookup> {
         if let Some(hit) = self.open_cached(digest)? {
             return Ok(Lookup::Hit(hit));
         }
@@ -267,8 +252,7 @@ impl Fills {
             written: 0,
             state: FillState::Running,
         });
-        let refetch: Refetch = Arc::new(move || -> Upstream { Box::pin(source()) });
-        let fetched = self.metrics.upstream_bytes.with_label_values(&[upstream]);
+        let fetched = self.metrics.upstream_bytes.with_label_values(&[origin.name()]);
         let (temp, file) = match temp {
             Some((t, w, r)) => (Some((t, w)), Some(Arc::new(r))),
             None => (None, None),
@@ -277,7 +261,7 @@ impl Fills {
             digest: digest.clone(),
             file,
             progress: rx,
-            refetch: refetch.clone(),
+            origin: origin.clone(),
             handoff: Mutex::new(None),
             lease: Mutex::new(None),
             read_timeout: self.read_timeout,
@@ -287,7 +271,7 @@ impl Fills {
         self.running.send_replace(active.len());
         drop(active);
         let fills = self.clone();
-        let fut = refetch();
+        let fut = origin.fetch();
         let leader = fill.clone();
         tokio::spawn(async move { fills.lead(leader, temp, tx, fut).await });
         Ok(Lookup::Filling { fill, joined: false })
@@ -303,7 +287,7 @@ impl Fills {
         fill: Arc<Fill>,
         temp: Option<(TempFile, File)>,
         tx: watch::Sender<Progress>,
-        source: Upstream,
+        source: Fetching,
     ) {
         let digest = fill.digest.clone();
         self.metrics.inflight_downloads.inc();

@@ -29,12 +29,8 @@ pub(super) async fn stream(
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
     let resp = fill.upstream().await.map_err(fail)?;
-    let size = resp
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut body = resp.into_body();
+    let size = resp.size;
+    let mut body = resp.body;
     let mut hasher = Hasher::new(fill.digest.algorithm());
     let mut pos = 0u64;
     // The latest chunk for the client, held back until the next one arrives or the blob is

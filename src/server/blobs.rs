@@ -27,20 +27,12 @@ pub async fn handle(
     if *method == Method::HEAD {
         return head(state, route, digest).await;
     }
-    let upstream = route.upstream.clone();
-    let repo = Arc::new(route.repo.clone());
-    let tail = Arc::new(format!("blobs/{digest}"));
-    let lookup = state
-        .cache
-        .fills
-        .get_or_start(digest, route.upstream.host(), move || {
-            let (upstream, repo, tail) = (upstream.clone(), repo.clone(), tail.clone());
-            async move {
-                upstream
-                    .request(Method::GET, &repo, &tail, &HeaderMap::new())
-                    .await
-            }
-        })?;
+    let origin = Arc::new(BlobOrigin {
+        upstream: route.upstream.clone(),
+        repo: route.repo.clone(),
+        digest: digest.clone(),
+    });
+    let lookup = state.cache.fills.get_or_start(digest, origin)?;
     let (mut resp, result) = match lookup {
         Lookup::Hit(blob) => {
             let size = blob.size;
@@ -155,4 +147,39 @@ async fn head(state: &State, route: &Route, digest: &Digest) -> Result<Response<
         .map_err(internal)?;
     resp.extensions_mut().insert(result);
     Ok(resp)
+}
+
+struct BlobOrigin {
+    upstream: Arc<crate::upstream::Upstream>,
+    repo: crate::oci::RepoName,
+    digest: Digest,
+}
+
+impl crate::cache::origin::Origin for BlobOrigin {
+    fn name(&self) -> &str {
+        self.upstream.host()
+    }
+
+    fn fetch(&self) -> crate::cache::origin::Fetching {
+        let (upstream, repo, tail) = (
+            self.upstream.clone(),
+            self.repo.clone(),
+            format!("blobs/{}", self.digest),
+        );
+        Box::pin(async move {
+            let resp = upstream
+                .request(Method::GET, &repo, &tail, &HeaderMap::new())
+                .await?;
+            let size = resp
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                resp.into_body(),
+                |e| -> crate::cache::origin::OriginError { Box::new(e) },
+            ));
+            Ok(crate::cache::origin::Fetched { size, body })
+        })
+    }
 }

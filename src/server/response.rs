@@ -109,7 +109,10 @@ impl ServeError {
             ServeError::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
             ServeError::Upstream { subject, source } => upstream_status(*subject, source),
             ServeError::Fill { subject, source } => match source.as_ref() {
-                FillError::Upstream(u) => upstream_status(*subject, u),
+                FillError::Origin(e) => match e.downcast_ref::<UpstreamError>() {
+                    Some(u) => upstream_status(*subject, u),
+                    None => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
+                },
                 FillError::DigestMismatch { .. } | FillError::SizeMismatch { .. } | FillError::Body(_) => {
                     (StatusCode::BAD_GATEWAY, "UNKNOWN")
                 }
@@ -154,7 +157,7 @@ impl ServeError {
         let u = match self {
             ServeError::Upstream { source, .. } => source,
             ServeError::Fill { source, .. } => match source.as_ref() {
-                FillError::Upstream(u) => u,
+                FillError::Origin(e) => e.downcast_ref::<UpstreamError>()?,
                 _ => return None,
             },
             ServeError::Shared(inner) => return inner.retry_after(),
