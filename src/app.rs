@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::dirlock::DirLock;
-use crate::cache::Cache;
+use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::registry::{AllowAll, MirrorPolicy, Registry};
 use crate::server::{self, State};
 use crate::upstream::{ClientBuildError, Upstreams};
 
@@ -48,6 +49,8 @@ pub struct Running {
     admin: JoinHandle<()>,
     persist: JoinHandle<()>,
     state: Arc<State>,
+    upstreams: Arc<Upstreams>,
+    grace: Duration,
     _lock: DirLock,
 }
 
@@ -69,7 +72,7 @@ impl Running {
     /// A handle that applies reloaded configurations to this daemon (SIGHUP).
     pub fn reloader(&self) -> Reloader {
         Reloader {
-            state: self.state.clone(),
+            upstreams: self.upstreams.clone(),
         }
     }
 
@@ -83,8 +86,8 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         // Downloads no client waits for any more may still finish, within the same grace.
-        let grace = self.state.config.shutdown_grace;
-        if tokio::time::timeout(grace, self.state.cache.fills.wait_idle())
+        let grace = self.grace;
+        if tokio::time::timeout(grace, self.state.cache.wait_idle())
             .await
             .is_err()
         {
@@ -107,13 +110,38 @@ impl Running {
 /// Applies what can change live from a new configuration.
 #[derive(Clone)]
 pub struct Reloader {
-    state: Arc<State>,
+    upstreams: Arc<Upstreams>,
 }
 
 impl Reloader {
     /// Applies upstream credentials; returns what else changed and needs a restart.
     pub fn apply(&self, config: &Config) -> Vec<String> {
-        self.state.upstreams.reload(config)
+        self.upstreams.reload(config)
+    }
+}
+
+/// The cache's settings from `[cache]` and `[fetch]`.
+fn cache_settings(config: &Config) -> CacheSettings {
+    let c = &config.cache;
+    CacheSettings {
+        dir: c.dir.clone(),
+        budget: Budget {
+            max: c.max_size,
+            high: c.high_watermark,
+            low: c.low_watermark,
+        },
+        read_timeout: config.fetch.read_timeout,
+        finish_abandoned: config.fetch.finish_abandoned,
+    }
+}
+
+/// The pull-through policy from `[cache]` and `[fetch]`.
+fn mirror_policy(config: &Config) -> MirrorPolicy {
+    MirrorPolicy {
+        tag_ttl: config.cache.tag_ttl,
+        revalidate_timeout: config.cache.revalidate_timeout,
+        negative_ttl: config.cache.negative_ttl,
+        max_manifest_size: config.fetch.max_manifest_size,
     }
 }
 
@@ -144,11 +172,13 @@ async fn lock_cache_dir(config: &Config) -> Result<DirLock, StartError> {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let lock = lock_cache_dir(&config).await?;
-    let cache = Cache::open(&config, metrics.clone()).map_err(|source| StartError::Cache {
-        dir: config.cache.dir.display().to_string(),
-        source,
-    })?;
-    let upstreams = Upstreams::from_config(&config, &metrics)?;
+    let cache =
+        Cache::open(&cache_settings(&config), metrics.clone()).map_err(|source| StartError::Cache {
+            dir: config.cache.dir.display().to_string(),
+            source,
+        })?;
+    let cache = Arc::new(cache);
+    let upstreams = Arc::new(Upstreams::from_config(&config, &metrics)?);
     let (listener, addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     for u in upstreams.all() {
@@ -162,7 +192,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         "regcache listening"
     );
     let grace = config.shutdown_grace;
-    let state = Arc::new(State::new(config, upstreams, cache, metrics));
+    let registry = Registry::new(
+        upstreams.clone(),
+        cache.clone(),
+        mirror_policy(&config),
+        Arc::new(AllowAll),
+        metrics.clone(),
+    );
+    let state = Arc::new(State {
+        registry,
+        cache,
+        metrics,
+    });
     let (stop, stop_rx) = watch::channel(false);
     let (done, done_rx) = watch::channel(false);
     let persist = state.cache.persist_recency(done_rx.clone());
@@ -182,6 +223,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin,
         persist,
         state,
+        upstreams,
+        grace,
         _lock: lock,
     })
 }

@@ -4,7 +4,6 @@
 //! content being read and pinned content never does).
 
 pub mod blobs;
-pub mod coalesce;
 pub mod control;
 pub mod dirlock;
 mod download;
@@ -14,7 +13,6 @@ pub mod index;
 pub mod layout;
 mod lease;
 pub mod manifests;
-pub mod negative;
 pub mod origin;
 mod passthrough;
 pub mod reader;
@@ -28,50 +26,141 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::oci::{Digest, RepoName, Tag};
+use bytes::Bytes;
 pub use evict::{Budget, GcReport};
 pub use fill::{Fill, FillError, FillState, Fills, Lookup, Uncached};
 pub use index::{Index, Key, Kind, Stats};
 pub use layout::Layout;
 pub use manifests::{ManifestStore, StoredManifest, TagRecord, TagStore};
+use origin::Origin;
 pub use reader::{BlobBody, CachedBlob, Source};
+use std::path::PathBuf;
 
 /// How often the recency snapshot is rewritten when something was accessed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
+/// What the cache is opened with (built from `[cache]` and `[fetch]` by the daemon's wiring).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub dir: PathBuf,
+    pub budget: Budget,
+    /// A download that sends nothing for this long fails.
+    pub read_timeout: Duration,
+    /// Downloads continue when every client has gone.
+    pub finish_abandoned: bool,
+}
+
+/// The cache, used through its methods: blobs (hits and single-flight fills), manifests, tag
+/// records and kept documents, and the budget's operations (stats, gc, pins).
 pub struct Cache {
-    pub index: Arc<Index>,
-    pub fills: Arc<Fills>,
-    pub manifests: ManifestStore,
-    pub tags: TagStore,
-    pub missing: negative::NegativeCache,
+    index: Arc<Index>,
+    fills: Arc<Fills>,
+    manifests: ManifestStore,
+    tags: TagStore,
 }
 
 impl Cache {
     /// Opens (creating if needed) the cache directory and rebuilds the index from it. Blocking.
-    pub fn open(config: &Config, metrics: Arc<Metrics>) -> io::Result<Cache> {
-        let layout = Layout::new(&config.cache.dir);
+    pub fn open(settings: &CacheSettings, metrics: Arc<Metrics>) -> io::Result<Cache> {
+        let layout = Layout::new(&settings.dir);
         let blobs = blobs::BlobStore::open(&layout)?;
-        let index = Index::open(
-            layout.clone(),
-            Budget::from_config(&config.cache),
-            metrics.clone(),
-        )?;
+        let index = Index::open(layout.clone(), settings.budget, metrics.clone())?;
         index.enforce();
         Ok(Cache {
             fills: Arc::new(Fills::new(
                 blobs,
                 index.clone(),
-                config.fetch.read_timeout,
-                config.fetch.finish_abandoned,
+                settings.read_timeout,
+                settings.finish_abandoned,
                 metrics.clone(),
             )),
             manifests: ManifestStore::open(&layout, index.clone(), metrics.clone())?,
             tags: TagStore::open(&layout, metrics)?,
-            missing: negative::NegativeCache::new(config.cache.negative_ttl),
             index,
         })
+    }
+
+    /// A cached blob (under a lease), the fill already running for it, or a new fill that
+    /// downloads it from `origin`.
+    pub fn blob(&self, digest: &Digest, origin: Arc<dyn Origin>) -> io::Result<Lookup> {
+        self.fills.get_or_start(digest, origin)
+    }
+
+    /// The size of a cached blob, without counting as an access.
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        self.fills.cached_size(digest)
+    }
+
+    /// The download in progress for `digest`, if any.
+    pub fn filling(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.fills.active(digest)
+    }
+
+    /// A cached manifest, counting as an access to it and to everything it references.
+    pub async fn manifest(&self, digest: &Digest) -> io::Result<Option<StoredManifest>> {
+        self.manifests.get(digest).await
+    }
+
+    /// Keeps verified manifest bytes if the budget has room (a failed write is logged and
+    /// counted, not an error).
+    pub async fn put_manifest(&self, m: &StoredManifest) -> io::Result<()> {
+        self.manifests.put(m).await
+    }
+
+    pub async fn tag(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> io::Result<Option<TagRecord>> {
+        self.tags.get(upstream, repo, tag).await
+    }
+
+    /// Records where a tag points; false when the record could not be written (logged).
+    pub async fn put_tag(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        rec: &TagRecord,
+    ) -> io::Result<bool> {
+        self.tags.put(upstream, repo, tag, rec).await
+    }
+
+    /// The last copy of a per-repository document (tag list, referrers) kept for outages.
+    pub async fn doc(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Option<Bytes>> {
+        self.tags.get_doc(upstream, repo, name).await
+    }
+
+    pub async fn put_doc(&self, upstream: &str, repo: &RepoName, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.tags.put_doc(upstream, repo, name, bytes).await
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.index.stats()
+    }
+
+    /// Whether the index holds `key`.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.index.contains(key)
+    }
+
+    /// Evicts now, down to `to` bytes, or to the low watermark. Blocking.
+    pub fn gc(&self, to: Option<u64>) -> GcReport {
+        self.index.gc(to)
+    }
+
+    /// Keeps `key` from eviction (or lets it go again); persisted.
+    pub fn pin(&self, key: Key, pinned: bool) -> io::Result<()> {
+        self.index.pin(key, pinned)
+    }
+
+    /// Returns when no download is running.
+    pub async fn wait_idle(&self) {
+        self.fills.wait_idle().await
+    }
+
+    /// Makes the next `n` blob writes fail, as a full disk would (tests of that path).
+    #[doc(hidden)]
+    pub fn fail_next_writes(&self, n: usize) {
+        self.fills.store().fail_next_writes(n)
     }
 
     /// Saves the recency snapshot every `SNAPSHOT_EVERY` while anything changed, and once more

@@ -1,12 +1,12 @@
 //! The HTTP side: accepting connections (HTTP/1.1 and HTTP/2), one tracing span per request,
-//! routing, and dispatch to one handler per endpoint family. Only `GET` and `HEAD` are served: a
-//! mirror is read-only.
+//! routing, and dispatch to one handler per endpoint family, which asks the registry layer and
+//! renders its answer. Only `GET` and `HEAD` are served: a mirror is read-only. Nothing here
+//! knows the configuration or the upstreams.
 
 mod access_log;
 pub mod admin;
 mod blobs;
 mod listing;
-mod manifest_upstream;
 mod manifests;
 mod range;
 pub mod response;
@@ -27,38 +27,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::cache::coalesce::Coalesce;
-use crate::cache::{Cache, StoredManifest};
-use crate::config::Config;
+use crate::cache::Cache;
 use crate::metrics::Metrics;
-use crate::upstream::Upstreams;
-pub use access_log::CacheResult;
+use crate::registry::{CacheResult, Client, Registry};
 use access_log::{AccessLog, LoggedBody};
 use response::{full, ServeBody, ServeError};
-use route::{Endpoint, Parsed};
+use route::{Endpoint, Parsed, RepoRequest};
 
 /// Everything a request handler needs; immutable after start, shared by `Arc`.
 pub struct State {
-    pub config: Config,
-    pub upstreams: Upstreams,
-    pub cache: Cache,
+    pub registry: Registry,
+    /// For the admin endpoints (stats, gc).
+    pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
-    pub manifest_gets: Arc<Coalesce<manifest_upstream::FetchKey, manifest_upstream::Shared<StoredManifest>>>,
-    pub manifest_heads:
-        Arc<Coalesce<manifest_upstream::FetchKey, manifest_upstream::Shared<manifest_upstream::Answer>>>,
-}
-
-impl State {
-    pub fn new(config: Config, upstreams: Upstreams, cache: Cache, metrics: Arc<Metrics>) -> State {
-        State {
-            config,
-            upstreams,
-            cache,
-            metrics,
-            manifest_gets: Arc::default(),
-            manifest_heads: Arc::default(),
-        }
-    }
 }
 
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<LoggedBody> {
@@ -106,7 +87,7 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
         return (Err(e), "other", String::new());
     }
     let uri = req.uri();
-    let parsed = match route::parse(uri.path(), uri.query(), &state.upstreams) {
+    let parsed = match route::parse(uri.path(), uri.query()) {
         Ok(p) => p,
         Err(e) => return (Err(e), "other", String::new()),
     };
@@ -125,31 +106,36 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
             "other",
             String::new(),
         ),
-        Parsed::Repo(route) => {
-            let upstream = route.upstream.host().to_string();
-            let span = tracing::info_span!("repo", upstream = %upstream, repo = %route.repo);
-            let (kind, r) = async {
-                match &route.endpoint {
-                    Endpoint::Manifest(r) => (
-                        "manifest",
-                        manifests::handle(state, &route, r, method, req.headers()).await,
-                    ),
-                    Endpoint::Blob(d) => (
-                        "blob",
-                        blobs::handle(state, &route, d, method, req.headers()).await,
-                    ),
-                    Endpoint::Tags => ("tags", listing::tags(state, &route, uri.query()).await),
-                    Endpoint::Referrers(d) => (
-                        "referrers",
-                        listing::referrers(state, &route, d, uri.query()).await,
-                    ),
-                }
-            }
-            .instrument(span)
-            .await;
-            (r, kind, upstream)
+        Parsed::Repo(request) => repo_request(state, req, &request).await,
+    }
+}
+
+async fn repo_request(state: &Arc<State>, req: &Request<Incoming>, request: &RepoRequest) -> Outcome {
+    let kind = match &request.endpoint {
+        Endpoint::Manifest(_) => "manifest",
+        Endpoint::Blob(_) => "blob",
+        Endpoint::Tags => "tags",
+        Endpoint::Referrers(_) => "referrers",
+    };
+    let repo = match state.registry.locate(&request.name, request.ns.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return (Err(e.into()), "other", String::new()),
+    };
+    let upstream = repo.namespace().to_string();
+    let client = Client::anonymous();
+    let (method, query) = (req.method(), req.uri().query());
+    let span = tracing::info_span!("repo", upstream = %upstream, repo = %repo.name());
+    let r = async {
+        match &request.endpoint {
+            Endpoint::Manifest(r) => manifests::handle(state, &client, &repo, r, method, req.headers()).await,
+            Endpoint::Blob(d) => blobs::handle(state, &client, &repo, d, method, req.headers()).await,
+            Endpoint::Tags => listing::tags(state, &client, &repo, request, query).await,
+            Endpoint::Referrers(d) => listing::referrers(state, &client, &repo, d, query).await,
         }
     }
+    .instrument(span)
+    .await;
+    (r, kind, upstream)
 }
 
 /// Accepts connections until `shutdown` turns true, then lets open connections finish their

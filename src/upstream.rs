@@ -181,6 +181,16 @@ impl Upstream {
         &self.config
     }
 
+    /// Offline: nothing is ever sent; only cached content is served.
+    pub fn is_offline(&self) -> bool {
+        self.config.offline
+    }
+
+    /// Docker Hub names official images `library/<name>`; clients may send just `<name>`.
+    pub fn adds_library_prefix(&self) -> bool {
+        self.config.adds_library_prefix()
+    }
+
     pub fn read_timeout(&self) -> Duration {
         self.read_timeout
     }

@@ -39,7 +39,7 @@ async fn fetch(d: &Daemon, digest: &str) {
     r.bytes();
     let key = digest.parse().unwrap();
     for _ in 0..500 {
-        if d.cache().fills.active(&key).is_none() {
+        if d.cache().filling(&key).is_none() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

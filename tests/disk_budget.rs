@@ -52,10 +52,7 @@ async fn get_blob(d: &Daemon, repo: &str, dg: &str) -> Bytes {
     let bytes = r.bytes();
     assert_eq!(sha256(&bytes), dg, "verified content");
     let key = digest(dg);
-    eventually("the download to settle", || {
-        d.cache().fills.active(&key).is_none()
-    })
-    .await;
+    eventually("the download to settle", || d.cache().filling(&key).is_none()).await;
     bytes
 }
 
@@ -157,11 +154,10 @@ async fn a_blob_being_read_is_not_evicted() {
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!([first, rest].concat(), big);
     let key = Key::blob(&digest(&big_d));
-    let index = d.cache().index.clone();
-    eventually("the reader's lease to end", || index.stats().in_use == 0).await;
+    eventually("the reader's lease to end", || d.cache().stats().in_use == 0).await;
     get_blob(&d, "library/app", &other_d).await;
     assert!(!on_disk(&d, &big_d));
-    assert!(!index.contains(&key));
+    assert!(!d.cache().contains(&key));
     assert!(on_disk(&d, &other_d));
 }
 
@@ -350,7 +346,7 @@ async fn a_write_error_mid_download_falls_back_to_upstream_for_every_reader() {
     // The first 256 KiB are written and handed out before the upstream holds; the next write
     // finds the disk full.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    d.cache().fills.store().fail_next_writes(1);
+    d.cache().fail_next_writes(1);
     open.send(true).unwrap();
     for c in clients {
         let r = c.await.unwrap();
@@ -382,7 +378,7 @@ async fn a_temp_file_that_cannot_be_created_is_not_a_client_error() {
     let blob = bytes_of(300_000, 600);
     let dg = up.add_blob("library/app", blob.clone());
     let d = Daemon::start(&up.url(), "").await;
-    d.cache().fills.store().fail_next_writes(1);
+    d.cache().fail_next_writes(1);
     assert_eq!(get_blob(&d, "library/app", &dg).await, blob);
     assert_eq!(up.count("GET", "/blobs/"), 1);
     assert_eq!(d.metric("regcache_cache_write_errors_total", &[]).await, 1.0);

@@ -1,8 +1,8 @@
 //! Manifests by digest (`manifests/<alg>/<hex>` holds the exact upstream bytes, `<hex>.type` the
 //! media type), tag records (`tags/<upstream>/<repo>/@tags/<tag>`: digest, media type and
 //! size) and the last tag list and referrers answers (`tags/<upstream>/<repo>/@docs/<name>`).
-//! `@` cannot occur in a repository name, so these never collide with nested repositories. Tag freshness lives in memory on the tokio clock: after a restart every tag is
-//! revalidated once.
+//! `@` cannot occur in a repository name, so these never collide with nested repositories. How
+//! fresh a tag is, is the pull-through policy's business (`registry/mirror`), not the store's.
 //!
 //! Manifests count against the disk budget like blobs and are evicted the same way; reading one
 //! refreshes the recency of what it references (an image's config and layers, an index's child
@@ -10,16 +10,13 @@
 //! be written (no room, disk full) is logged and counted, not turned into a client error: the
 //! answer is served from memory all the same.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use super::index::{on_disk, Admission, Index, Key};
 use super::layout::Layout;
@@ -165,12 +162,9 @@ impl TagRecord {
     }
 }
 
-type TagKey = (String, RepoName, Tag);
-
 pub struct TagStore {
     root: PathBuf,
     tmp: PathBuf,
-    checked: Mutex<HashMap<TagKey, Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -181,7 +175,6 @@ impl TagStore {
         Ok(TagStore {
             root,
             tmp: layout.tmp(),
-            checked: Mutex::new(HashMap::new()),
             metrics,
         })
     }
@@ -205,16 +198,16 @@ impl TagStore {
 
     /// Records where a tag points. A record that cannot be written is logged, not an error: the
     /// tag is then looked up upstream again next time.
-    pub async fn put(&self, upstream: &str, repo: &RepoName, tag: &Tag, rec: &TagRecord) -> io::Result<()> {
+    pub async fn put(&self, upstream: &str, repo: &RepoName, tag: &Tag, rec: &TagRecord) -> io::Result<bool> {
         let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
         match write_atomic(&self.tmp, &self.path(upstream, repo, tag), &bytes).await {
-            Ok(()) => self.mark_checked(upstream, repo, tag),
+            Ok(()) => Ok(true),
             Err(e) => {
                 self.metrics.cache_write_errors.inc();
                 tracing::warn!(%repo, %tag, error = %e, "cannot write a tag record to the cache");
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     fn doc_path(&self, upstream: &str, repo: &RepoName, name: &str) -> PathBuf {
@@ -237,23 +230,5 @@ impl TagStore {
 
     pub async fn put_doc(&self, upstream: &str, repo: &RepoName, name: &str, bytes: &[u8]) -> io::Result<()> {
         write_atomic(&self.tmp, &self.doc_path(upstream, repo, name), bytes).await
-    }
-
-    /// Whether the tag was confirmed with the upstream less than `ttl` ago.
-    pub fn is_fresh(&self, upstream: &str, repo: &RepoName, tag: &Tag, ttl: Duration) -> bool {
-        let key = (upstream.to_string(), repo.clone(), tag.clone());
-        self.checked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .is_some_and(|t| t.elapsed() < ttl)
-    }
-
-    pub fn mark_checked(&self, upstream: &str, repo: &RepoName, tag: &Tag) {
-        let key = (upstream.to_string(), repo.clone(), tag.clone());
-        self.checked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Instant::now());
     }
 }

@@ -12,43 +12,7 @@ use tokio::time::Instant;
 
 use super::response::ServeBody;
 use crate::metrics::Metrics;
-
-/// How a request was answered, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    /// From the cache, no upstream request.
-    Hit,
-    /// Fetched from upstream (this request started the fetch).
-    Miss,
-    /// From the cache because the upstream failed.
-    Stale,
-    /// Joined a download or upstream request another client started.
-    Coalesced,
-    Error,
-    /// Not a cache question (`/v2/`, pass-through listings).
-    Pass,
-}
-
-impl CacheResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Stale => "stale",
-            CacheResult::Coalesced => "coalesced",
-            CacheResult::Error => "error",
-            CacheResult::Pass => "pass",
-        }
-    }
-
-    /// Bytes of a hit come from disk; everything else streamed through a fill or upstream.
-    fn source(self) -> &'static str {
-        match self {
-            CacheResult::Hit | CacheResult::Stale => "cache",
-            _ => "upstream",
-        }
-    }
-}
+use crate::registry::CacheResult;
 
 pub struct AccessLog {
     pub method: http::Method,

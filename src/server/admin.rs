@@ -48,8 +48,8 @@ async fn gc(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("to: {e}\n")),
     };
-    let index = state.cache.index.clone();
-    match tokio::task::spawn_blocking(move || index.gc(to)).await {
+    let cache = state.cache.clone();
+    match tokio::task::spawn_blocking(move || cache.gc(to)).await {
         Ok(report) => json(&report),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
     }
@@ -57,7 +57,7 @@ async fn gc(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>
 
 async fn answer(state: &Arc<State>, stopping: bool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/admin/cache" => json(&state.cache.index.stats()),
+        "/admin/cache" => json(&state.cache.stats()),
         "/admin/gc" => gc(state, req).await,
         "/metrics" => reply(
             StatusCode::OK,

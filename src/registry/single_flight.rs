@@ -1,6 +1,8 @@
 //! Single-flight for small upstream requests (manifest GETs, tag HEADs): concurrent callers with
 //! the same key share one run of the operation. The operation runs in its own task, so a caller
 //! that goes away (client disconnect) neither cancels it for the others nor leaves them waiting.
+//! The key is removed by a drop guard, so a run that panics or is cancelled leaves nothing
+//! behind: its waiters get `None` once, and the next caller starts a new run.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,26 +11,45 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-pub struct Coalesce<K, V> {
-    running: Mutex<HashMap<K, watch::Receiver<Option<V>>>>,
+type Running<K, V> = Mutex<HashMap<K, watch::Receiver<Option<V>>>>;
+
+pub struct SingleFlight<K, V> {
+    running: Arc<Running<K, V>>,
 }
 
-impl<K, V> Default for Coalesce<K, V> {
+impl<K, V> Default for SingleFlight<K, V> {
     fn default() -> Self {
-        Coalesce {
-            running: Mutex::new(HashMap::new()),
+        SingleFlight {
+            running: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
 
-impl<K, V> Coalesce<K, V>
+/// Removes a run's key when the run's task ends, however it ends.
+struct KeyGuard<K: Hash + Eq, V> {
+    running: Arc<Running<K, V>>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq, V> Drop for KeyGuard<K, V> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+    }
+}
+
+impl<K, V> SingleFlight<K, V>
 where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
     /// Runs `op()` unless a run for `key` is already under way, and returns that run's result
     /// with whether this caller joined someone else's run. `None` if the run's task died.
-    pub async fn run<F, Fut>(self: &Arc<Self>, key: K, op: F) -> (Option<V>, bool)
+    pub async fn run<F, Fut>(&self, key: K, op: F) -> (Option<V>, bool)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -41,13 +62,13 @@ where
                     let (tx, rx) = watch::channel(None);
                     running.insert(key.clone(), rx.clone());
                     let fut = op();
-                    let this = self.clone();
+                    let guard = KeyGuard {
+                        running: self.running.clone(),
+                        key: Some(key),
+                    };
                     tokio::spawn(async move {
                         let v = fut.await;
-                        this.running
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&key);
+                        drop(guard);
                         let _ = tx.send(Some(v));
                     });
                     (rx, false)
@@ -66,7 +87,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {
-        let c: Arc<Coalesce<&'static str, usize>> = Arc::default();
+        let c: Arc<SingleFlight<&'static str, usize>> = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let (go, gate) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -94,5 +115,20 @@ mod tests {
         assert_eq!(joined, 4);
         // A later call runs again.
         assert_eq!(c.run("k", || async { 7 }).await, (Some(7), false));
+    }
+
+    #[tokio::test]
+    async fn a_run_that_panics_does_not_poison_its_key() {
+        let c: SingleFlight<&'static str, usize> = SingleFlight::default();
+        let (v, joined) = c
+            .run("k", || async {
+                if true {
+                    panic!("the operation failed hard");
+                }
+                1
+            })
+            .await;
+        assert_eq!((v, joined), (None, false));
+        assert_eq!(c.run("k", || async { 2 }).await, (Some(2), false));
     }
 }

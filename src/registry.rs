@@ -1,0 +1,221 @@
+//! What a repository name means and how it is served: the layer between HTTP and storage. The
+//! server hands it a client-facing name (and containerd's `ns`); `locate` resolves it to a
+//! namespace, today always a mirrored upstream (pull-through policy in `mirror/`); hosted
+//! namespaces will sit beside it. Every read asks `Access` first (one hook, on hits as on
+//! misses), then the namespace's policy. Nothing here knows HTTP requests: answers are typed
+//! values (`answer.rs`) and errors are classified once (`error.rs`).
+
+mod access;
+mod answer;
+mod error;
+mod mirror;
+mod single_flight;
+
+use std::sync::Arc;
+
+pub use access::{Access, AllowAll, Client, Content, Place};
+pub use answer::{Blob, CacheResult, Manifest, Referrers, TagPage};
+pub use error::{ErrorKind, Fault, RegistryError, Subject};
+pub use mirror::{MirrorPolicy, Page};
+
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::oci::{Digest, Reference, RepoName};
+use crate::upstream::{Upstream, Upstreams};
+use mirror::{At, Mirror};
+
+/// A repository as a client named it, resolved to the namespace that serves it.
+pub struct Repo {
+    upstream: Arc<Upstream>,
+    /// The repository name at the upstream (`library/alpine`).
+    name: RepoName,
+}
+
+impl Repo {
+    /// The client-facing host of the upstream (`docker.io`): a bounded label for logs.
+    pub fn namespace(&self) -> &str {
+        self.upstream.host()
+    }
+
+    pub fn name(&self) -> &RepoName {
+        &self.name
+    }
+
+    fn at(&self) -> At<'_> {
+        At {
+            upstream: &self.upstream,
+            repo: &self.name,
+        }
+    }
+
+    fn place(&self) -> Place<'_> {
+        Place {
+            upstream: self.upstream.host(),
+            repo: &self.name,
+        }
+    }
+}
+
+pub struct Registry {
+    upstreams: Arc<Upstreams>,
+    mirror: Mirror,
+    access: Arc<dyn Access>,
+}
+
+impl Registry {
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        cache: Arc<Cache>,
+        policy: MirrorPolicy,
+        access: Arc<dyn Access>,
+        metrics: Arc<Metrics>,
+    ) -> Registry {
+        Registry {
+            upstreams,
+            mirror: Mirror::new(cache, policy, metrics),
+            access,
+        }
+    }
+
+    /// Resolves a client's repository name: `ns` (containerd) names the upstream, else a first
+    /// component naming a configured upstream (CRI-O/podman mirrors, direct pulls) is stripped,
+    /// else the default upstream; on Docker Hub a one-component name gets `library/`.
+    pub fn locate(&self, name: &RepoName, ns: Option<&str>) -> Result<Repo, RegistryError> {
+        let (upstream, repo) = if let Some(ns) = ns {
+            let up = self.upstreams.by_host(ns).ok_or_else(|| {
+                RegistryError::NameUnknown(format!("no upstream is configured for ns={ns}"))
+            })?;
+            (up.clone(), name.clone())
+        } else if let Some(found) = name
+            .strip_first()
+            .and_then(|(first, rest)| self.upstreams.by_host(&first).map(|u| (u.clone(), rest)))
+        {
+            found
+        } else {
+            (self.upstreams.default_upstream().clone(), name.clone())
+        };
+        let name = if upstream.adds_library_prefix() {
+            repo.with_library_prefix()
+        } else {
+            repo
+        };
+        Ok(Repo { upstream, name })
+    }
+
+    fn authorize(&self, client: &Client, repo: &Repo, content: Content<'_>) -> Result<(), RegistryError> {
+        self.access
+            .may_read(client, &repo.place(), content)
+            .map_err(RegistryError::Denied)
+    }
+
+    /// A manifest by tag or digest; `head` answers may lack the bytes.
+    pub async fn manifest(
+        &self,
+        client: &Client,
+        repo: &Repo,
+        reference: &Reference,
+        head: bool,
+    ) -> Result<Manifest, RegistryError> {
+        self.authorize(client, repo, Content::Manifest(reference))?;
+        match reference {
+            Reference::Digest(d) => self.mirror.by_digest(&repo.at(), d, head).await,
+            Reference::Tag(t) => self.mirror.by_tag(&repo.at(), t, head).await,
+        }
+    }
+
+    /// A blob to stream, from the cache or its single download.
+    pub async fn blob(&self, client: &Client, repo: &Repo, digest: &Digest) -> Result<Blob, RegistryError> {
+        self.authorize(client, repo, Content::Blob(digest))?;
+        self.mirror.blob(&repo.at(), digest).await
+    }
+
+    /// A blob's size, without downloading it.
+    pub async fn blob_size(
+        &self,
+        client: &Client,
+        repo: &Repo,
+        digest: &Digest,
+    ) -> Result<(u64, CacheResult), RegistryError> {
+        self.authorize(client, repo, Content::Blob(digest))?;
+        self.mirror.blob_size(&repo.at(), digest).await
+    }
+
+    pub async fn tags(&self, client: &Client, repo: &Repo, page: &Page) -> Result<TagPage, RegistryError> {
+        self.authorize(client, repo, Content::Tags)?;
+        self.mirror.tags(&repo.at(), page).await
+    }
+
+    pub async fn referrers(
+        &self,
+        client: &Client,
+        repo: &Repo,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Referrers, RegistryError> {
+        self.authorize(client, repo, Content::Referrers(digest))?;
+        self.mirror.referrers(&repo.at(), digest, artifact_type).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn registry() -> Registry {
+        let c = Config::from_toml_str(
+            r#"
+            builtin_upstreams = false
+            [[upstreams]]
+            host = "docker.io"
+            url = "http://127.0.0.1:1"
+            default = true
+            [[upstreams]]
+            host = "ghcr.io"
+            url = "http://127.0.0.1:2"
+            "#,
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let upstreams = Arc::new(Upstreams::from_config(&c, &metrics).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::cache::CacheSettings {
+            dir: dir.path().to_path_buf(),
+            budget: crate::cache::Budget::unlimited(),
+            read_timeout: c.fetch.read_timeout,
+            finish_abandoned: true,
+        };
+        let cache = Arc::new(Cache::open(&settings, metrics.clone()).unwrap());
+        let policy = MirrorPolicy {
+            tag_ttl: c.cache.tag_ttl,
+            revalidate_timeout: c.cache.revalidate_timeout,
+            negative_ttl: c.cache.negative_ttl,
+            max_manifest_size: c.fetch.max_manifest_size,
+        };
+        Registry::new(upstreams, cache, policy, Arc::new(AllowAll), metrics)
+    }
+
+    fn locate(r: &Registry, name: &str, ns: Option<&str>) -> (String, String) {
+        let repo = r.locate(&name.parse().unwrap(), ns).unwrap();
+        (repo.namespace().to_string(), repo.name().to_string())
+    }
+
+    #[test]
+    fn three_conventions() {
+        let r = registry();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(locate(&r, "alpine", None), pair("docker.io", "library/alpine"));
+        assert_eq!(
+            locate(&r, "library/alpine", Some("docker.io")),
+            pair("docker.io", "library/alpine")
+        );
+        assert_eq!(locate(&r, "ghcr.io/org/app", None), pair("ghcr.io", "org/app"));
+        assert_eq!(locate(&r, "org/app", Some("ghcr.io")), pair("ghcr.io", "org/app"));
+        assert_eq!(
+            locate(&r, "docker.io/alpine", None),
+            pair("docker.io", "library/alpine")
+        );
+        let unknown = r.locate(&"alpine".parse().unwrap(), Some("quay.io"));
+        assert!(matches!(unknown, Err(RegistryError::NameUnknown(_))));
+    }
+}

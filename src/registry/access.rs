@@ -1,0 +1,50 @@
+//! The one hook where the registry asks whether a client may read something. Every read (a
+//! cache hit as much as a miss) passes through `Registry::authorize` before any content or
+//! upstream request is touched, so cached private content can never reach a client that may not
+//! read it. Today every client is anonymous and every read is allowed; client authentication
+//! plugs its rules in here.
+
+use crate::oci::{Digest, Reference};
+
+/// Who is asking. Anonymous until client authentication identifies clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The authenticated identity (user, robot token, certificate subject), if any.
+    pub identity: Option<String>,
+}
+
+impl Client {
+    pub fn anonymous() -> Client {
+        Client::default()
+    }
+}
+
+/// What a read is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    Manifest(&'a Reference),
+    Blob(&'a Digest),
+    Tags,
+    Referrers(&'a Digest),
+}
+
+/// The repository a read is in: the upstream's client-facing host and the name there.
+pub struct Place<'a> {
+    pub upstream: &'a str,
+    pub repo: &'a crate::oci::RepoName,
+}
+
+/// Decides reads. Implementations must be cheap: this runs on every request.
+pub trait Access: Send + Sync + 'static {
+    /// `Err(reason)` refuses the read; the client gets `DENIED`.
+    fn may_read(&self, client: &Client, place: &Place<'_>, content: Content<'_>) -> Result<(), String>;
+}
+
+/// Everyone may read everything (no client authentication configured).
+pub struct AllowAll;
+
+impl Access for AllowAll {
+    fn may_read(&self, _: &Client, _: &Place<'_>, _: Content<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! The pull-through policy for mirrored namespaces: content by digest is immutable, so a cached
+//! copy is served with no upstream request; a tag is trusted for `tag_ttl`, then revalidated with
+//! a `HEAD`, and served from the cache when the upstream fails (stale-if-error); upstream "does
+//! not exist" answers are remembered for `negative_ttl`; concurrent upstream manifest requests are
+//! coalesced into one; tag lists and referrers are kept for outages. Blobs go through the cache's
+//! single download per digest, with the upstream as the fill's origin.
+
+mod blobs;
+mod fetch;
+mod listing;
+pub use listing::Page;
+mod manifests;
+mod remembered;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{Cache, StoredManifest};
+use crate::metrics::Metrics;
+use crate::oci::RepoName;
+use crate::upstream::Upstream;
+
+use super::single_flight::SingleFlight;
+use super::RegistryError;
+use fetch::Head;
+
+/// The knobs of the pull-through policy (from `[cache]` and `[fetch]`).
+#[derive(Debug, Clone)]
+pub struct MirrorPolicy {
+    /// How long a tag is trusted before a `HEAD` revalidation.
+    pub tag_ttl: Duration,
+    /// A stale tag whose revalidation takes longer is served from the cache.
+    pub revalidate_timeout: Duration,
+    /// How long an upstream "manifest unknown" is remembered (zero: off).
+    pub negative_ttl: Duration,
+    /// The largest manifest accepted from an upstream.
+    pub max_manifest_size: u64,
+}
+
+/// Key of a coalesced upstream manifest request: (upstream, repository, reference).
+type FetchKey = (String, RepoName, String);
+type Shared<T> = Result<T, Arc<RegistryError>>;
+
+pub(super) struct Mirror {
+    cache: Arc<Cache>,
+    policy: MirrorPolicy,
+    metrics: Arc<Metrics>,
+    manifest_gets: SingleFlight<FetchKey, Shared<StoredManifest>>,
+    manifest_heads: SingleFlight<FetchKey, Shared<Head>>,
+    fresh: remembered::Remembered,
+    missing: remembered::Remembered,
+}
+
+/// A repository of one upstream, as the mirror sees it.
+pub(super) struct At<'a> {
+    pub upstream: &'a Arc<Upstream>,
+    pub repo: &'a RepoName,
+}
+
+impl At<'_> {
+    fn key(&self, reference: &str) -> FetchKey {
+        (
+            self.upstream.host().to_string(),
+            self.repo.clone(),
+            reference.to_string(),
+        )
+    }
+}
+
+impl Mirror {
+    pub(super) fn new(cache: Arc<Cache>, policy: MirrorPolicy, metrics: Arc<Metrics>) -> Mirror {
+        Mirror {
+            fresh: remembered::freshness(policy.tag_ttl),
+            missing: remembered::missing(policy.negative_ttl),
+            cache,
+            policy,
+            metrics,
+            manifest_gets: SingleFlight::default(),
+            manifest_heads: SingleFlight::default(),
+        }
+    }
+
+    fn coalesced(&self, kind: &str, joined: bool) {
+        if joined {
+            self.metrics.coalesced.with_label_values(&[kind]).inc();
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Manifests through the pull-through policy. By digest: a cached manifest is served with no
+//! upstream request; a miss is fetched, verified against the digest and kept. By tag: the tag
+//! record is trusted for `tag_ttl`, then revalidated with an upstream `HEAD` (free on Docker Hub),
+//! and a `GET` only happens when the digest changed. When revalidation fails for any reason other
+//! than the upstream saying the tag is gone, the cached manifest is served (stale-if-error).
+
+use std::future::Future;
+
+use super::{At, Mirror};
+use crate::cache::{StoredManifest, TagRecord};
+use crate::oci::{Digest, MediaType, Tag};
+use crate::registry::{CacheResult, Manifest, RegistryError};
+
+impl Mirror {
+    pub(crate) async fn by_digest(
+        &self,
+        at: &At<'_>,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<Manifest, RegistryError> {
+        if let Some(m) = self.cache.manifest(digest).await? {
+            return Ok(m.into());
+        }
+        let reference = digest.to_string();
+        self.unless_missing(at, &reference, async {
+            if head {
+                self.head_upstream(at, &reference, None).await
+            } else {
+                self.fetch(at, &reference, Some(digest)).await
+            }
+        })
+        .await
+    }
+
+    /// Answers at once when the upstream recently said `reference` does not exist, and remembers
+    /// it when it says so now.
+    async fn unless_missing(
+        &self,
+        at: &At<'_>,
+        reference: &str,
+        ask: impl Future<Output = Result<Manifest, RegistryError>>,
+    ) -> Result<Manifest, RegistryError> {
+        let key = at.key(reference);
+        if self.missing.holds(&key) {
+            return Err(RegistryError::ManifestUnknown(format!(
+                "{reference} (the upstream said so moments ago)"
+            )));
+        }
+        let answer = ask.await;
+        if answer.as_ref().is_err_and(RegistryError::is_gone) {
+            self.missing.remember(key);
+        }
+        answer
+    }
+
+    pub(crate) async fn by_tag(&self, at: &At<'_>, tag: &Tag, head: bool) -> Result<Manifest, RegistryError> {
+        let host = at.upstream.host();
+        let record = self.cache.tag(host, at.repo, tag).await?;
+        if let Some((rec, digest)) = record.as_ref().and_then(|r| r.digest().map(|d| (r, d))) {
+            if let Some(answer) = self.revalidate(at, tag, head, rec, digest).await? {
+                return Ok(answer);
+            }
+        }
+        self.unless_missing(at, tag.as_str(), async {
+            let answer = if head {
+                self.head_upstream(at, tag.as_str(), None).await?
+            } else {
+                self.fetch(at, tag.as_str(), None).await?
+            };
+            self.remember(at, tag, &answer).await?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    /// A known tag: served while fresh, else checked with the upstream. None when it must be
+    /// asked upstream from scratch (the cached manifest is gone and the upstream failed).
+    async fn revalidate(
+        &self,
+        at: &At<'_>,
+        tag: &Tag,
+        head: bool,
+        rec: &TagRecord,
+        digest: Digest,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let key = at.key(tag.as_str());
+        let cached = self.cache.manifest(&digest).await?;
+        let usable = head || cached.is_some();
+        if usable && (at.upstream.is_offline() || self.fresh.holds(&key)) {
+            return Ok(Some(answer_from(rec, digest, cached)));
+        }
+        let deadline = usable.then_some(self.policy.revalidate_timeout);
+        match self.head_upstream(at, tag.as_str(), deadline).await {
+            Ok(now) if now.digest == digest => {
+                self.fresh.remember(key);
+                Ok(usable.then(|| answer_from(rec, digest, cached)))
+            }
+            Ok(now) => {
+                tracing::info!(repo = %at.repo, %tag, old = %digest, new = %now.digest, "tag moved upstream");
+                let answer = if head {
+                    now
+                } else {
+                    match self.cache.manifest(&now.digest).await? {
+                        Some(m) => Manifest::from(m).with(CacheResult::Miss),
+                        None => self.fetch(at, &now.digest.to_string(), Some(&now.digest)).await?,
+                    }
+                };
+                self.remember(at, tag, &answer).await?;
+                Ok(Some(answer))
+            }
+            Err(e) if e.is_gone() => Err(e),
+            Err(e) if usable => {
+                if e.not_attempted() {
+                    tracing::debug!(repo = %at.repo, %tag, error = %e, "serving the cached tag");
+                } else {
+                    tracing::warn!(repo = %at.repo, %tag, error = %e, "upstream revalidation failed; serving the cached tag");
+                }
+                Ok(Some(answer_from(rec, digest, cached).with(CacheResult::Stale)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The bytes of the referrers tag-schema index `tag` (`sha256-<hex>`), through the cache like
+    /// any tag; `None` when the upstream has no such tag.
+    pub(super) async fn tag_schema_index(
+        &self,
+        at: &At<'_>,
+        tag: &str,
+    ) -> Result<Option<bytes::Bytes>, RegistryError> {
+        let tag: Tag = tag
+            .parse()
+            .map_err(|e: crate::oci::ReferenceError| RegistryError::Internal(e.to_string()))?;
+        match self.by_tag(at, &tag, false).await {
+            Ok(answer) if answer.media_type == MediaType::OCI_INDEX => Ok(answer.bytes),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_gone() || matches!(e, RegistryError::ManifestUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn remember(&self, at: &At<'_>, tag: &Tag, a: &Manifest) -> Result<(), RegistryError> {
+        let rec = TagRecord {
+            digest: a.digest.to_string(),
+            media_type: a.media_type.clone(),
+            size: a.size,
+        };
+        if self.cache.put_tag(at.upstream.host(), at.repo, tag, &rec).await? {
+            self.fresh.remember(at.key(tag.as_str()));
+        }
+        Ok(())
+    }
+}
+
+fn answer_from(rec: &TagRecord, digest: Digest, cached: Option<StoredManifest>) -> Manifest {
+    match cached {
+        Some(m) => m.into(),
+        None => Manifest {
+            digest,
+            media_type: rec.media_type.clone(),
+            size: rec.size,
+            bytes: None,
+            result: CacheResult::Hit,
+        },
+    }
+}
