@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod oci;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
