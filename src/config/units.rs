@@ -26,38 +26,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Parses a size: a number of bytes, optionally with a fraction, followed by a unit. `B`, `KB`,
-/// `MB`, `GB`, `TB` (also `K`, `M`, `G`, `T`) are powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` (also
-/// `Ki`, `Mi`, `Gi`, `Ti`) powers of 1024. Units are case-insensitive.
+/// Parses a size: a number of bytes, optionally with a fraction (rounded to the nearest byte),
+/// followed by a unit. `B`, `KB`, `MB`, `GB`, `TB` (also `K`, `M`, `G`, `T`) are powers of 1000;
+/// `KiB`, `MiB`, `GiB`, `TiB` (also `Ki`, `Mi`, `Gi`, `Ti`) powers of 1024. Units are
+/// case-insensitive. The `parse-size` crate does the parsing, exactly (no floating point), and
+/// also takes `PB`/`EB`, exponents (`1.5e9`) and `_` between digits.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("{s:?} is not a size like \"500MB\", \"50GiB\" or a number of bytes");
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "ki" | "kib" => 1 << 10,
-        "mi" | "mib" => 1 << 20,
-        "gi" | "gib" => 1 << 30,
-        "ti" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
-            ))
-        }
-    };
-    let bytes = (n * mult as f64).round();
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
+    parse_size::parse_size(s.trim()).map_err(|e| match e {
+        parse_size::Error::PosOverflow => format!("{s:?} is more bytes than fit in 64 bits"),
+        _ => format!(
+            "{s:?} is not a size like \"500MB\", \"50GiB\" or a number of bytes \
+             (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -75,6 +56,26 @@ mod tests {
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn sizes_are_exact_and_errors_name_the_value() {
+        // 256.23 * 2^40 = 281727864385044.48: floating point would round to ...045.
+        assert_eq!(parse_size("256.23TiB"), Ok(281_727_864_385_044));
+        assert_eq!(parse_size("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_size(" 2.5k "), Ok(2500));
+        assert_eq!(
+            parse_size("5 parsecs"),
+            Err(
+                "\"5 parsecs\" is not a size like \"500MB\", \"50GiB\" or a number of bytes \
+                 (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            parse_size("20EiB"),
+            Err("\"20EiB\" is more bytes than fit in 64 bits".into())
+        );
     }
 
     #[test]
