@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 /// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`; a bare number is seconds.
+// Not humantime: it takes no bare numbers, and it also accepts "5 minutes", "1h30m", "1.5h",
+// months and years, so keeping this short list would mean checking the input here first anyway.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -11,18 +13,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\""))?;
-    let secs = match unit.trim() {
+    let unit_secs = match unit.trim() {
         "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         other => {
             return Err(format!(
                 "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
             ))
         }
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))?;
     Ok(Duration::from_secs(secs))
 }
 
@@ -87,5 +92,13 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn an_overlong_duration_is_an_error_not_an_overflow() {
+        assert_eq!(
+            parse_duration("999999999999999999d"),
+            Err("\"999999999999999999d\" is too long a duration".into())
+        );
     }
 }
