@@ -9,6 +9,7 @@ pub mod config;
 pub mod metrics;
 pub mod oci;
 pub mod registry;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

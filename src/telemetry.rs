@@ -1,35 +1,7 @@
-//! Logging setup (tracing) and the `Secret` wrapper that keeps credentials out of every log line,
-//! error message and debug dump.
-
-use std::fmt;
+//! Logging setup (tracing): the global subscriber on stderr (text or JSON lines) and the handle that
+//! changes its filter on reload. Keeping credentials out of log lines is `secret::Secret`'s job.
 
 use tracing_subscriber::EnvFilter;
-
-/// A credential. `Debug` and `Display` print `REDACTED`; only `expose` gives the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("REDACTED")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("REDACTED")
-    }
-}
 
 type Reload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -83,17 +55,5 @@ pub fn init(default_filter: &str, json: bool) -> LogControl {
         let handle = builder.reload_handle();
         let _ = builder.try_init();
         control(handle, from_env)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_is_redacted() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?} {s}"), "REDACTED REDACTED");
-        assert_eq!(s.expose(), "hunter2");
     }
 }

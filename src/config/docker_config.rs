@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::Credentials;
-use crate::telemetry::Secret;
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerConfigError {

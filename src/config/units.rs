@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 /// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`; a bare number is seconds.
+// Not humantime: it takes no bare numbers, and it also accepts "5 minutes", "1h30m", "1.5h",
+// months and years, so keeping this short list would mean checking the input here first anyway.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -11,53 +13,37 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\""))?;
-    let secs = match unit.trim() {
+    let unit_secs = match unit.trim() {
         "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         other => {
             return Err(format!(
                 "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
             ))
         }
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))?;
     Ok(Duration::from_secs(secs))
 }
 
-/// Parses a size: a number of bytes, optionally with a fraction, followed by a unit. `B`, `KB`,
-/// `MB`, `GB`, `TB` (also `K`, `M`, `G`, `T`) are powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` (also
-/// `Ki`, `Mi`, `Gi`, `Ti`) powers of 1024. Units are case-insensitive.
+/// Parses a size: a number of bytes, optionally with a fraction (rounded to the nearest byte),
+/// followed by a unit. `B`, `KB`, `MB`, `GB`, `TB` (also `K`, `M`, `G`, `T`) are powers of 1000;
+/// `KiB`, `MiB`, `GiB`, `TiB` (also `Ki`, `Mi`, `Gi`, `Ti`) powers of 1024. Units are
+/// case-insensitive. The `parse-size` crate does the parsing, exactly (no floating point), and
+/// also takes `PB`/`EB`, exponents (`1.5e9`) and `_` between digits.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("{s:?} is not a size like \"500MB\", \"50GiB\" or a number of bytes");
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "ki" | "kib" => 1 << 10,
-        "mi" | "mib" => 1 << 20,
-        "gi" | "gib" => 1 << 30,
-        "ti" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
-            ))
-        }
-    };
-    let bytes = (n * mult as f64).round();
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
+    parse_size::parse_size(s.trim()).map_err(|e| match e {
+        parse_size::Error::PosOverflow => format!("{s:?} is more bytes than fit in 64 bits"),
+        _ => format!(
+            "{s:?} is not a size like \"500MB\", \"50GiB\" or a number of bytes \
+             (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -78,6 +64,26 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_exact_and_errors_name_the_value() {
+        // 256.23 * 2^40 = 281727864385044.48: floating point would round to ...045.
+        assert_eq!(parse_size("256.23TiB"), Ok(281_727_864_385_044));
+        assert_eq!(parse_size("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_size(" 2.5k "), Ok(2500));
+        assert_eq!(
+            parse_size("5 parsecs"),
+            Err(
+                "\"5 parsecs\" is not a size like \"500MB\", \"50GiB\" or a number of bytes \
+                 (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            parse_size("20EiB"),
+            Err("\"20EiB\" is more bytes than fit in 64 bits".into())
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
@@ -86,5 +92,13 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn an_overlong_duration_is_an_error_not_an_overflow() {
+        assert_eq!(
+            parse_duration("999999999999999999d"),
+            Err("\"999999999999999999d\" is too long a duration".into())
+        );
     }
 }

@@ -11,7 +11,7 @@ use http::uri::{Authority, Scheme};
 use super::docker_config::DockerConfig;
 use super::file::FileUpstream;
 use super::{duration, parse_url};
-use crate::telemetry::Secret;
+use crate::secret::Secret;
 
 /// How long credentials from a Docker config.json or a credential helper are used before they
 /// are read again (ECR tokens live 12 h; the ECR helper caches them itself).

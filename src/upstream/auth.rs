@@ -21,7 +21,7 @@ use super::token::{self, TokenRequest};
 use super::token_cache::{TokenCache, TokenKey};
 use super::UpstreamError;
 use crate::config::Credentials;
-use crate::telemetry::Secret;
+use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
 enum Scheme {

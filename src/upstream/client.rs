@@ -12,6 +12,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
 use crate::config::UpstreamConfig;
@@ -34,6 +36,9 @@ pub enum ClientBuildError {
     NoClientCert(String),
     #[error("client key file {0} holds no private key")]
     NoClientKey(String),
+    // The PEM error is left out: it can quote a line of the key file.
+    #[error("client key file {0} is not valid PEM")]
+    BadClientKey(String),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -57,7 +62,9 @@ pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpC
     if let Some(path) = &config.ca_file {
         let pem = read("CA file", path)?;
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+        // Sections that do not decode are skipped, like certificates webpki rejects; only a file
+        // with nothing usable is an error.
+        for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
             if roots.add(cert).is_ok() {
                 added += 1;
             }
@@ -74,15 +81,18 @@ pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpC
         None => builder.with_no_client_auth(),
         Some(c) => {
             let pem = read("client certificate file", &c.cert_file)?;
-            let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).flatten().collect();
+            let chain: Vec<_> = CertificateDer::pem_slice_iter(&pem).flatten().collect();
             if chain.is_empty() {
                 return Err(ClientBuildError::NoClientCert(c.cert_file.display().to_string()));
             }
             let pem = read("client key file", &c.key_file)?;
-            let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                .ok()
-                .flatten()
-                .ok_or_else(|| ClientBuildError::NoClientKey(c.key_file.display().to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                let path = c.key_file.display().to_string();
+                match e {
+                    pem::Error::NoItemsFound => ClientBuildError::NoClientKey(path),
+                    _ => ClientBuildError::BadClientKey(path),
+                }
+            })?;
             builder.with_client_auth_cert(chain, key)?
         }
     };
@@ -103,4 +113,86 @@ pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpC
         client.pool_max_idle_per_host(n);
     }
     Ok(client.build(https))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use http::uri::{Authority, Scheme};
+
+    use super::*;
+    use crate::config::{ClientCert, CredentialSource, DEFAULT_CREDENTIAL_LIFETIME};
+
+    fn config(ca_file: Option<PathBuf>, client_cert: Option<ClientCert>) -> UpstreamConfig {
+        UpstreamConfig {
+            host: "reg.example".into(),
+            scheme: Scheme::HTTPS,
+            authority: Authority::from_static("reg.example"),
+            default: false,
+            credentials: CredentialSource::Anonymous,
+            credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
+            max_connections: None,
+            ca_file,
+            client_cert,
+            offline: false,
+        }
+    }
+
+    fn error(config: &UpstreamConfig) -> String {
+        match build(config, Duration::from_secs(1)) {
+            Ok(_) => panic!("client built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn pem_files_without_what_they_should_hold_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no PEM here\n").unwrap();
+        let e = error(&config(Some(empty.clone()), None));
+        assert_eq!(
+            e,
+            format!("CA file {} holds no usable certificate", empty.display())
+        );
+
+        let cert = rcgen::generate_simple_self_signed(vec!["regcache.test".into()]).unwrap();
+        let cert_file = dir.path().join("client.pem");
+        std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+        let client = |key_file: &Path| {
+            config(
+                None,
+                Some(ClientCert {
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.to_path_buf(),
+                }),
+            )
+        };
+        let e = error(&client(&cert_file));
+        assert_eq!(
+            e,
+            format!("client key file {} holds no private key", cert_file.display())
+        );
+
+        // A damaged key file is reported without quoting any of it.
+        let broken = dir.path().join("broken.key");
+        std::fs::write(
+            &broken,
+            "-----BEGIN PRIVATE KEY-----\nhunter2!\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = error(&client(&broken));
+        assert_eq!(
+            e,
+            format!("client key file {} is not valid PEM", broken.display())
+        );
+
+        let missing = dir.path().join("missing.pem");
+        let e = error(&config(Some(missing.clone()), None));
+        assert!(
+            e.starts_with(&format!("cannot read CA file {}: ", missing.display())),
+            "{e}"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::config::Credentials;
-use crate::telemetry::Secret;
+use crate::secret::Secret;
 
 /// A helper that has not answered in this long is killed.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,7 +15,7 @@ use super::client::HttpClient;
 use super::ratelimit::parse_retry_after;
 use super::UpstreamError;
 use crate::config::Credentials;
-use crate::telemetry::Secret;
+use crate::secret::Secret;
 
 /// Token lifetime assumed when the token service does not say (the Docker token spec's default).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::token::Token;
 use super::UpstreamError;
-use crate::telemetry::Secret;
+use crate::secret::Secret;
 
 /// Past this many keys, entries without a live token are dropped when a new key arrives.
 const PRUNE_ABOVE: usize = 512;
