@@ -121,7 +121,7 @@ impl Reloader {
 }
 
 /// The cache's settings from `[cache]` and `[fetch]`.
-fn cache_settings(config: &Config) -> CacheSettings {
+pub fn cache_settings(config: &Config) -> CacheSettings {
     let c = &config.cache;
     CacheSettings {
         dir: c.dir.clone(),

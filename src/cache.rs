@@ -4,7 +4,6 @@
 //! content being read and pinned content never does).
 
 pub mod blobs;
-pub mod control;
 pub mod dirlock;
 mod download;
 pub mod evict;
@@ -68,6 +67,25 @@ impl Cache {
         let blobs = blobs::BlobStore::open(&layout)?;
         let index = Index::open(layout.clone(), settings.budget, metrics.clone())?;
         index.enforce();
+        Cache::assemble(layout, blobs, index, settings, metrics)
+    }
+
+    /// Opens the directory of a stopped daemon for the operator commands: the index is rebuilt,
+    /// nothing is evicted until asked. Blocking.
+    pub fn inspect(settings: &CacheSettings, metrics: Arc<Metrics>) -> io::Result<Cache> {
+        let layout = Layout::new(&settings.dir);
+        let blobs = blobs::BlobStore::open(&layout)?;
+        let index = Index::open(layout.clone(), settings.budget, metrics.clone())?;
+        Cache::assemble(layout, blobs, index, settings, metrics)
+    }
+
+    fn assemble(
+        layout: Layout,
+        blobs: blobs::BlobStore,
+        index: Arc<Index>,
+        settings: &CacheSettings,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Cache> {
         Ok(Cache {
             fills: Arc::new(Fills::new(
                 blobs,
@@ -80,6 +98,11 @@ impl Cache {
             tags: TagStore::open(&layout, metrics)?,
             index,
         })
+    }
+
+    /// Writes the recency snapshot if anything changed. Blocking.
+    pub fn save_recency(&self) -> io::Result<()> {
+        self.index.save_if_dirty()
     }
 
     /// A cached blob (under a lease), the fill already running for it, or a new fill that

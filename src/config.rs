@@ -5,7 +5,7 @@
 mod cache;
 pub mod docker_config;
 mod file;
-mod units;
+
 mod upstream;
 
 use std::fmt;
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+pub use crate::units::{parse_duration, parse_size};
 use file::FileConfig;
-pub use units::{parse_duration, parse_size};
 pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
 
 /// Where a mirror started with no config file listens.

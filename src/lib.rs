@@ -3,8 +3,10 @@
 //! `main.rs` only parses the command line around it.
 #![forbid(unsafe_code)]
 
+pub mod admin_api;
 pub mod app;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod oci;
@@ -12,4 +14,5 @@ pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod telemetry;
+pub mod units;
 pub mod upstream;

@@ -142,19 +142,19 @@ fn cache_command(command: CacheCommand) -> ExitCode {
     };
     let _ = regcache::telemetry::init("warn", false);
     let run = async {
-        use regcache::cache::control;
+        use regcache::cli::{cache_cmd, render};
         match command {
             CacheCommand::Stats { json, .. } => {
-                let (stats, via) = control::stats(&config).await?;
+                let (stats, via) = cache_cmd::stats(&config).await?;
                 Ok::<_, anyhow::Error>(if json {
                     format!("{}\n", serde_json::to_string_pretty(&stats)?)
                 } else {
-                    control::render_stats(&stats, via)
+                    render::render_stats(&stats, via)
                 })
             }
             CacheCommand::Gc { to, .. } => {
-                let (report, via) = control::gc(&config, to).await?;
-                Ok(control::render_gc(&report, via))
+                let (report, via) = cache_cmd::gc(&config, to).await?;
+                Ok(render::render_gc(&report, via))
             }
         }
     };

@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::State;
-use crate::config::parse_size;
+use crate::admin_api as api;
+use crate::units::parse_size;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -57,16 +58,16 @@ async fn gc(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>
 
 async fn answer(state: &Arc<State>, stopping: bool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/admin/cache" => json(&state.cache.stats()),
-        "/admin/gc" => gc(state, req).await,
-        "/metrics" => reply(
+        api::CACHE_STATS => json(&state.cache.stats()),
+        api::GC => gc(state, req).await,
+        api::METRICS => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             state.metrics.render(),
         ),
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" if !stopping => reply(StatusCode::OK, "text/plain", "ready\n"),
-        "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n"),
+        api::HEALTHZ => reply(StatusCode::OK, "text/plain", "ok\n"),
+        api::READYZ if !stopping => reply(StatusCode::OK, "text/plain", "ready\n"),
+        api::READYZ => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n"),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",

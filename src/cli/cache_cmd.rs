@@ -1,8 +1,8 @@
 //! The operator commands `regcache cache stats` and `regcache cache gc`. They work on the cache
 //! directory whether the daemon runs or not, without racing it: if the directory's lock is free
-//! (`dirlock.rs`) the command takes it and opens the directory itself; if a daemon holds it, the
-//! command asks that daemon through its admin listener (`GET /admin/cache`, `POST /admin/gc`),
-//! found at `[admin] listen` of the same config file.
+//! (`cache::dirlock`) the command takes it and opens the directory itself; if a daemon holds it,
+//! the command asks that daemon through its admin listener (`admin_api` paths), found at
+//! `[admin] listen` of the same config file.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -14,11 +14,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::blobs::BlobStore;
-use super::dirlock::DirLock;
-use super::evict::{Budget, GcReport};
-use super::index::{Index, Stats};
-use super::layout::Layout;
+use crate::admin_api::{self, GcReport, Stats};
+use crate::app::cache_settings;
+use crate::cache::dirlock::DirLock;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -74,14 +73,8 @@ fn admin_addr(listen: SocketAddr) -> SocketAddr {
 }
 
 /// Opens the directory of a stopped daemon (the caller holds its lock). Blocking.
-fn open_here(config: &Config) -> Result<Arc<Index>, ControlError> {
-    let layout = Layout::new(&config.cache.dir);
-    BlobStore::open(&layout)?;
-    Ok(Index::open(
-        layout,
-        Budget::from_config(&config.cache),
-        Arc::new(Metrics::new()),
-    )?)
+fn open_here(config: &Config) -> Result<Cache, ControlError> {
+    Ok(Cache::inspect(&cache_settings(config), Arc::new(Metrics::new()))?)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -130,14 +123,17 @@ pub async fn stats(config: &Config) -> Result<(Stats, Via), ControlError> {
         Owner::Us(lock) => {
             let config = config.clone();
             let stats = blocking(move || {
-                let index = open_here(&config)?;
+                let cache = open_here(&config)?;
                 drop(lock);
-                Ok(index.stats())
+                Ok(cache.stats())
             })
             .await?;
             Ok((stats, Via::Directory))
         }
-        Owner::Daemon(addr) => Ok((ask(addr, Method::GET, "/admin/cache").await?, Via::Daemon(addr))),
+        Owner::Daemon(addr) => Ok((
+            ask(addr, Method::GET, admin_api::CACHE_STATS).await?,
+            Via::Daemon(addr),
+        )),
     }
 }
 
@@ -146,9 +142,9 @@ pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), Con
         Owner::Us(lock) => {
             let config = config.clone();
             let report = blocking(move || {
-                let index = open_here(&config)?;
-                let report = index.gc(to);
-                index.save_if_dirty()?;
+                let cache = open_here(&config)?;
+                let report = cache.gc(to);
+                cache.save_recency()?;
                 drop(lock);
                 Ok(report)
             })
@@ -156,102 +152,10 @@ pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), Con
             Ok((report, Via::Directory))
         }
         Owner::Daemon(addr) => {
-            let path = match to {
-                Some(n) => format!("/admin/gc?to={n}"),
-                None => "/admin/gc".to_string(),
-            };
+            let path = admin_api::gc_path(to);
             Ok((ask(addr, Method::POST, &path).await?, Via::Daemon(addr)))
         }
     }
-}
-
-/// `1.5 GiB (1610612736 bytes)`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {} ({n} bytes)", UNITS[u])
-    }
-}
-
-/// A UTC timestamp (`2024-05-01T12:00:00Z`) for milliseconds since the Unix epoch.
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-pub fn render_stats(s: &Stats, via: Via) -> String {
-    let budget = match s.max_size {
-        Some(m) => format!(
-            "{} (evicts from {:.0}% down to {:.0}%)",
-            human_bytes(m),
-            s.high_watermark * 100.0,
-            s.low_watermark * 100.0
-        ),
-        None => "unlimited".to_string(),
-    };
-    let source = match via {
-        Via::Directory => "read from the directory (no daemon running)".to_string(),
-        Via::Daemon(a) => format!("answered by the running daemon at {a}"),
-    };
-    format!(
-        "entries:       {} ({} blobs, {} manifests)\n\
-         bytes:         {}\n\
-         reserved:      {} (downloads in progress)\n\
-         max_size:      {budget}\n\
-         oldest access: {}\n\
-         pinned:        {} ({})\n\
-         in use:        {}\n\
-         source:        {source}\n",
-        s.blobs + s.manifests,
-        s.blobs,
-        s.manifests,
-        human_bytes(s.bytes),
-        human_bytes(s.reserved_bytes),
-        s.oldest_access_ms.map_or_else(|| "-".to_string(), utc),
-        s.pinned,
-        human_bytes(s.pinned_bytes),
-        s.in_use,
-    )
-}
-
-pub fn render_gc(r: &GcReport, via: Via) -> String {
-    let target = r
-        .target
-        .map_or_else(|| "nothing (unlimited cache, no --to)".to_string(), human_bytes);
-    let by = match via {
-        Via::Directory => "on the directory (no daemon running)".to_string(),
-        Via::Daemon(a) => format!("by the running daemon at {a}"),
-    };
-    format!(
-        "evicted {} entries, {} freed, {} now in use; target {target}; done {by}\n",
-        r.evicted,
-        human_bytes(r.freed_bytes),
-        human_bytes(r.bytes),
-    )
 }
 
 #[cfg(test)]
@@ -259,11 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(1_709_210_096_000), "2024-02-29T12:34:56Z");
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 29), "1.5 GiB (1610612736 bytes)");
+    fn a_wildcard_admin_listener_is_reached_on_loopback() {
         let wild: SocketAddr = "0.0.0.0:5001".parse().unwrap();
         assert_eq!(admin_addr(wild).to_string(), "127.0.0.1:5001");
         let v6: SocketAddr = "[::]:5001".parse().unwrap();

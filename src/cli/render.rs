@@ -1,0 +1,107 @@
+//! Text for people: sizes, times and the reports of `regcache cache stats|gc`.
+
+use crate::admin_api::{GcReport, Stats};
+
+use super::cache_cmd::Via;
+
+/// `1.5 GiB (1610612736 bytes)`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {} ({n} bytes)", UNITS[u])
+    }
+}
+
+/// A UTC timestamp (`2024-05-01T12:00:00Z`) for milliseconds since the Unix epoch.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+pub fn render_stats(s: &Stats, via: Via) -> String {
+    let budget = match s.max_size {
+        Some(m) => format!(
+            "{} (evicts from {:.0}% down to {:.0}%)",
+            human_bytes(m),
+            s.high_watermark * 100.0,
+            s.low_watermark * 100.0
+        ),
+        None => "unlimited".to_string(),
+    };
+    let source = match via {
+        Via::Directory => "read from the directory (no daemon running)".to_string(),
+        Via::Daemon(a) => format!("answered by the running daemon at {a}"),
+    };
+    format!(
+        "entries:       {} ({} blobs, {} manifests)\n\
+         bytes:         {}\n\
+         reserved:      {} (downloads in progress)\n\
+         max_size:      {budget}\n\
+         oldest access: {}\n\
+         pinned:        {} ({})\n\
+         in use:        {}\n\
+         source:        {source}\n",
+        s.blobs + s.manifests,
+        s.blobs,
+        s.manifests,
+        human_bytes(s.bytes),
+        human_bytes(s.reserved_bytes),
+        s.oldest_access_ms.map_or_else(|| "-".to_string(), utc),
+        s.pinned,
+        human_bytes(s.pinned_bytes),
+        s.in_use,
+    )
+}
+
+pub fn render_gc(r: &GcReport, via: Via) -> String {
+    let target = r
+        .target
+        .map_or_else(|| "nothing (unlimited cache, no --to)".to_string(), human_bytes);
+    let by = match via {
+        Via::Directory => "on the directory (no daemon running)".to_string(),
+        Via::Daemon(a) => format!("by the running daemon at {a}"),
+    };
+    format!(
+        "evicted {} entries, {} freed, {} now in use; target {target}; done {by}\n",
+        r.evicted,
+        human_bytes(r.freed_bytes),
+        human_bytes(r.bytes),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_709_210_096_000), "2024-02-29T12:34:56Z");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB (1610612736 bytes)");
+    }
+}
