@@ -174,29 +174,15 @@ fn duration(errors: &mut Vec<String>, key: &str, value: Option<&str>, default: D
     }
 }
 
-fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
-    let mut errors = Vec::new();
-    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen = listen_text.parse().unwrap_or_else(|_| {
-        errors.push(format!(
-            "listen: {listen_text:?} is not an address like \"0.0.0.0:5000\""
-        ));
-        SocketAddr::from(([0, 0, 0, 0], 5000))
-    });
-    let admin_text = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
-    let admin_listen = admin_text.parse().unwrap_or_else(|_| {
-        errors.push(format!(
-            "admin.listen: {admin_text:?} is not an address like \"127.0.0.1:5001\""
-        ));
-        SocketAddr::from(([127, 0, 0, 1], 5001))
-    });
-    let shutdown_grace = duration(
-        &mut errors,
-        "shutdown_grace",
-        raw.shutdown_grace.as_deref(),
-        Duration::from_secs(30),
-    );
-    let format = match raw.log.format.as_deref() {
+fn address(errors: &mut Vec<String>, key: &str, text: &str, example: &str, fallback: SocketAddr) -> SocketAddr {
+    text.parse().unwrap_or_else(|_| {
+        errors.push(format!("{key}: {text:?} is not an address like \"{example}\""));
+        fallback
+    })
+}
+
+fn validate_log(errors: &mut Vec<String>, raw: file::FileLog) -> LogConfig {
+    let format = match raw.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
@@ -204,47 +190,57 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
             LogFormat::Text
         }
     };
-    let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+    let level = raw.level.unwrap_or_else(|| "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         errors.push(format!(
             "log.level: {level:?} is not a log filter like \"info\" or \"regcache=debug\""
         ));
     }
-    let log = LogConfig { format, level };
-    let cache = cache::validate(&mut errors, raw.cache);
-    let fetch = FetchConfig {
+    LogConfig { format, level }
+}
+
+fn validate_fetch(errors: &mut Vec<String>, raw: file::FileFetch) -> FetchConfig {
+    FetchConfig {
         connect_timeout: duration(
-            &mut errors,
+            errors,
             "fetch.connect_timeout",
-            raw.fetch.connect_timeout.as_deref(),
+            raw.connect_timeout.as_deref(),
             Duration::from_secs(10),
         ),
         read_timeout: duration(
-            &mut errors,
+            errors,
             "fetch.read_timeout",
-            raw.fetch.read_timeout.as_deref(),
+            raw.read_timeout.as_deref(),
             Duration::from_secs(60),
         ),
-        max_manifest_size: raw.fetch.max_manifest_size.unwrap_or(4 * 1024 * 1024),
-        finish_abandoned: raw.fetch.finish_abandoned.unwrap_or(true),
-        breaker_threshold: raw.fetch.breaker_threshold.unwrap_or(5).max(1),
+        max_manifest_size: raw.max_manifest_size.unwrap_or(4 * 1024 * 1024),
+        finish_abandoned: raw.finish_abandoned.unwrap_or(true),
+        breaker_threshold: raw.breaker_threshold.unwrap_or(5).max(1),
         breaker_probe_interval: duration(
-            &mut errors,
+            errors,
             "fetch.breaker_probe_interval",
-            raw.fetch.breaker_probe_interval.as_deref(),
+            raw.breaker_probe_interval.as_deref(),
             Duration::from_secs(5),
         ),
-    };
-    let all_offline = raw.offline.unwrap_or(false);
+    }
+}
 
+/// The built-in upstreams (unless turned off) overlaid with the configured ones; exactly one
+/// default.
+fn validate_upstreams(
+    errors: &mut Vec<String>,
+    builtin: bool,
+    all_offline: bool,
+    raw: Vec<file::FileUpstream>,
+) -> Vec<UpstreamConfig> {
     let mut upstreams: Vec<UpstreamConfig> = Vec::new();
-    if raw.builtin_upstreams.unwrap_or(true) {
+    if builtin {
         for (i, (host, url)) in BUILTIN_UPSTREAMS.iter().enumerate() {
             upstreams.push(UpstreamConfig::builtin(host, url, i == 0));
         }
     }
-    for (i, u) in raw.upstreams.into_iter().enumerate() {
-        if let Some(u) = upstream::validate(&mut errors, i, u) {
+    for (i, u) in raw.into_iter().enumerate() {
+        if let Some(u) = upstream::validate(errors, i, u) {
             if u.default {
                 upstreams.iter_mut().for_each(|x| x.default = false);
             }
@@ -265,19 +261,52 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     } else if defaults == 0 {
         upstreams[0].default = true;
     }
-    if errors.is_empty() {
-        Ok(Config {
-            listen,
-            admin_listen,
-            shutdown_grace,
-            log,
-            cache,
-            fetch,
-            upstreams,
-        })
-    } else {
-        Err(ConfigErrors(errors))
+    upstreams
+}
+
+fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let listen = address(
+        &mut errors,
+        "listen",
+        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        "0.0.0.0:5000",
+        SocketAddr::from(([0, 0, 0, 0], 5000)),
+    );
+    let admin_listen = address(
+        &mut errors,
+        "admin.listen",
+        raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+        "127.0.0.1:5001",
+        SocketAddr::from(([127, 0, 0, 1], 5001)),
+    );
+    let shutdown_grace = duration(
+        &mut errors,
+        "shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        Duration::from_secs(30),
+    );
+    let log = validate_log(&mut errors, raw.log);
+    let cache = cache::validate(&mut errors, raw.cache);
+    let fetch = validate_fetch(&mut errors, raw.fetch);
+    let upstreams = validate_upstreams(
+        &mut errors,
+        raw.builtin_upstreams.unwrap_or(true),
+        raw.offline.unwrap_or(false),
+        raw.upstreams,
+    );
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
     }
+    Ok(Config {
+        listen,
+        admin_listen,
+        shutdown_grace,
+        log,
+        cache,
+        fetch,
+        upstreams,
+    })
 }
 
 fn parse_url(url: &str) -> Result<(Scheme, Authority), String> {
