@@ -174,7 +174,13 @@ fn duration(errors: &mut Vec<String>, key: &str, value: Option<&str>, default: D
     }
 }
 
-fn address(errors: &mut Vec<String>, key: &str, text: &str, example: &str, fallback: SocketAddr) -> SocketAddr {
+fn address(
+    errors: &mut Vec<String>,
+    key: &str,
+    text: &str,
+    example: &str,
+    fallback: SocketAddr,
+) -> SocketAddr {
     text.parse().unwrap_or_else(|_| {
         errors.push(format!("{key}: {text:?} is not an address like \"{example}\""));
         fallback

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::file::{FileCache, FileSize};
 use super::{duration, parse_size, CacheConfig, DEFAULT_CACHE_DIR};
 
-pub fn validate(errors: &mut Vec<String>, raw: FileCache) -> CacheConfig {
+pub(super) fn validate(errors: &mut Vec<String>, raw: FileCache) -> CacheConfig {
     let max_size = match raw.max_size {
         None => None,
         Some(FileSize::Bytes(n)) => Some(n),

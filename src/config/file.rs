@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(super) struct FileConfig {
     pub listen: Option<String>,
     pub builtin_upstreams: Option<bool>,
     pub offline: Option<bool>,
@@ -25,7 +25,7 @@ pub struct FileConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileCache {
+pub(super) struct FileCache {
     pub dir: Option<String>,
     pub tag_ttl: Option<String>,
     pub negative_ttl: Option<String>,
@@ -38,14 +38,14 @@ pub struct FileCache {
 /// A size as a number of bytes or a string with a unit (`"50GiB"`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum FileSize {
+pub(super) enum FileSize {
     Bytes(u64),
     Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileFetch {
+pub(super) struct FileFetch {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub max_manifest_size: Option<u64>,
@@ -56,7 +56,7 @@ pub struct FileFetch {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileUpstream {
+pub(super) struct FileUpstream {
     pub host: Option<String>,
     pub url: Option<String>,
     pub default: Option<bool>,
@@ -76,13 +76,13 @@ pub struct FileUpstream {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileAdmin {
+pub(super) struct FileAdmin {
     pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileLog {
+pub(super) struct FileLog {
     pub format: Option<String>,
     pub level: Option<String>,
 }

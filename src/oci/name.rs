@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Longest name accepted, as Docker's reference library limits `host/name`.
-pub const MAX_NAME_LEN: usize = 255;
+pub(super) const MAX_NAME_LEN: usize = 255;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 type Running<K, V> = Mutex<HashMap<K, watch::Receiver<Option<V>>>>;
 
-pub struct SingleFlight<K, V> {
+pub(super) struct SingleFlight<K, V> {
     running: Arc<Running<K, V>>,
 }
 
@@ -49,7 +49,7 @@ where
 {
     /// Runs `op()` unless a run for `key` is already under way, and returns that run's result
     /// with whether this caller joined someone else's run. `None` if the run's task died.
-    pub async fn run<F, Fut>(&self, key: K, op: F) -> (Option<V>, bool)
+    pub(super) async fn run<F, Fut>(&self, key: K, op: F) -> (Option<V>, bool)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,

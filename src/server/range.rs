@@ -3,10 +3,10 @@
 //! allows; a well-formed but unsatisfiable range is an error (416).
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct Unsatisfiable;
+pub(super) struct Unsatisfiable;
 
 /// `Ok(None)`: serve everything. `Ok(Some((start, end)))`: serve `start..end` (end exclusive).
-pub fn parse(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+pub(super) fn parse(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };

@@ -8,21 +8,21 @@ use super::response::ServeError;
 use crate::oci::{Digest, Reference, RepoName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(super) enum Endpoint {
     Manifest(Reference),
     Blob(Digest),
     Tags,
     Referrers(Digest),
 }
 
-pub enum Parsed {
+pub(super) enum Parsed {
     Base,
     Catalog,
     Repo(RepoRequest),
 }
 
 /// A request about one repository, as the client named it.
-pub struct RepoRequest {
+pub(super) struct RepoRequest {
     /// The name as the client sent it (`docker.io/library/alpine`, `alpine`).
     pub name: RepoName,
     /// The same, verbatim, for `Link` headers.
@@ -33,13 +33,13 @@ pub struct RepoRequest {
 }
 
 /// The value of one query parameter.
-pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+pub(super) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
 }
 
-pub fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeError> {
+pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeError> {
     let rest = match path.strip_prefix("/v2") {
         Some("") | Some("/") => return Ok(Parsed::Base),
         Some(r) if r.starts_with('/') => &r[1..],

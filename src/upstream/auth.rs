@@ -35,7 +35,7 @@ enum Scheme {
 }
 
 /// An `Authorization` value that was sent, and what it came from, so a 401 can retire it.
-pub struct Sent {
+pub(super) struct Sent {
     pub value: HeaderValue,
     from: SentFrom,
 }
@@ -45,7 +45,7 @@ enum SentFrom {
     Bearer { key: TokenKey, token: Secret },
 }
 
-pub struct Auth {
+pub(super) struct Auth {
     upstream: String,
     /// The upstream's own authority: the only host that gets credentials.
     origin: String,
@@ -57,7 +57,7 @@ pub struct Auth {
     timeout: Duration,
 }
 
-pub fn basic_header(username: &str, password: &Secret) -> HeaderValue {
+pub(super) fn basic_header(username: &str, password: &Secret) -> HeaderValue {
     let raw = format!("{username}:{}", password.expose());
     let mut v = HeaderValue::from_str(&format!(
         "Basic {}",
@@ -70,11 +70,11 @@ pub fn basic_header(username: &str, password: &Secret) -> HeaderValue {
 
 impl Auth {
     /// Applies reloaded credentials (SIGHUP).
-    pub fn reload_credentials(&self, config: &crate::config::UpstreamConfig) -> Reloaded {
+    pub(super) fn reload_credentials(&self, config: &crate::config::UpstreamConfig) -> Reloaded {
         self.credentials.reload(config)
     }
 
-    pub fn new(
+    pub(super) fn new(
         upstream: String,
         origin: &http::uri::Authority,
         plain_http_origin: bool,
@@ -108,7 +108,7 @@ impl Auth {
 
     /// The header for a request to `host` (an authority) about `scope`, fetching a token first
     /// when that host uses Bearer auth and no live token is cached. `None`: send nothing.
-    pub async fn header_for(
+    pub(super) async fn header_for(
         &self,
         client: &HttpClient,
         host: &str,
@@ -222,7 +222,7 @@ impl Auth {
     }
 
     /// Learns from a 401 of `host`, retiring what was sent. True when a retry may succeed.
-    pub fn on_unauthorized(&self, host: &str, challenges: &[Challenge], sent: Option<&Sent>) -> bool {
+    pub(super) fn on_unauthorized(&self, host: &str, challenges: &[Challenge], sent: Option<&Sent>) -> bool {
         match sent.map(|s| &s.from) {
             Some(SentFrom::Basic { generation }) => self.credentials.rejected(*generation),
             Some(SentFrom::Bearer { key, token }) => self.tokens.invalidate(key, token),

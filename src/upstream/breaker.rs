@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prometheus::IntGauge;
 
-pub struct Breaker {
+pub(super) struct Breaker {
     threshold: u32,
     probe_interval: Duration,
     failures: AtomicU32,
@@ -19,7 +19,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, probe_interval: Duration, gauge: IntGauge) -> Breaker {
+    pub(super) fn new(threshold: u32, probe_interval: Duration, gauge: IntGauge) -> Breaker {
         Breaker {
             threshold: threshold.max(1),
             probe_interval,
@@ -29,15 +29,15 @@ impl Breaker {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(super) fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
 
-    pub fn probe_interval(&self) -> Duration {
+    pub(super) fn probe_interval(&self) -> Duration {
         self.probe_interval
     }
 
-    pub fn success(&self) {
+    pub(super) fn success(&self) {
         self.failures.store(0, Ordering::Relaxed);
         if self.open.swap(false, Ordering::AcqRel) {
             self.gauge.set(0);
@@ -45,7 +45,7 @@ impl Breaker {
     }
 
     /// Records a failure; true when this one marked the upstream down (start probing).
-    pub fn failure(self: &Arc<Self>) -> bool {
+    pub(super) fn failure(self: &Arc<Self>) -> bool {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.threshold && !self.open.swap(true, Ordering::AcqRel) {
             self.gauge.set(1);

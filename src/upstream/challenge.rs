@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub(super) struct Challenge {
     /// Lowercased scheme: `bearer`, `basic`, ...
     pub scheme: String,
     /// Parameter names lowercased.
@@ -12,13 +12,13 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)
     }
 }
 
 /// Parses every challenge in one header value. Malformed trailing input is ignored.
-pub fn parse(header: &str) -> Vec<Challenge> {
+pub(super) fn parse(header: &str) -> Vec<Challenge> {
     let mut out: Vec<Challenge> = Vec::new();
     let mut p = Parser {
         s: header.as_bytes(),

@@ -19,7 +19,7 @@ use rustls::RootCertStore;
 use crate::config::UpstreamConfig;
 
 /// Request bodies are empty except for OAuth2 token POSTs.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
@@ -53,7 +53,10 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientBuildError> {
 
 /// Builds a client that trusts the public web PKI and the system store, plus `ca_file` if given,
 /// and presents the upstream's client certificate if one is configured.
-pub fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<HttpClient, ClientBuildError> {
+pub(super) fn build(
+    config: &UpstreamConfig,
+    connect_timeout: Duration,
+) -> Result<HttpClient, ClientBuildError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in rustls_native_certs::load_native_certs().certs {

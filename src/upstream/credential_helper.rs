@@ -16,7 +16,7 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_STDERR_SHOWN: usize = 300;
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum HelperError {
+pub(super) enum HelperError {
     #[error("cannot run credential helper {program}: {reason}")]
     Spawn { program: String, reason: String },
     #[error("credential helper {program} did not answer within {HELPER_TIMEOUT:?}")]
@@ -32,7 +32,7 @@ pub enum HelperError {
 }
 
 /// `ecr-login` → `docker-credential-ecr-login`; a path is used as it is.
-pub fn program(helper: &str) -> String {
+pub(super) fn program(helper: &str) -> String {
     if helper.contains('/') {
         helper.to_string()
     } else {
@@ -70,7 +70,7 @@ struct Output {
 }
 
 /// Asks `helper` for the credentials of `server`. `Ok(None)`: the helper has none.
-pub async fn get(helper: &str, server: &str) -> Result<Option<Credentials>, HelperError> {
+pub(super) async fn get(helper: &str, server: &str) -> Result<Option<Credentials>, HelperError> {
     let program = program(helper);
     let mut child = spawn(&program).await.map_err(|e| HelperError::Spawn {
         program: program.clone(),

@@ -23,7 +23,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// Credentials with the generation they belong to.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub(super) struct Resolved {
     pub credentials: Credentials,
     pub generation: u64,
 }
@@ -50,12 +50,12 @@ struct State {
 }
 
 /// Counters for resolutions (`ok`, `error`).
-pub struct ResolutionCounters {
+pub(super) struct ResolutionCounters {
     pub ok: IntCounter,
     pub error: IntCounter,
 }
 
-pub struct CredentialProvider {
+pub(super) struct CredentialProvider {
     upstream: String,
     source: Source,
     /// What a Docker config.json may file the registry under; the first goes to helpers.
@@ -80,7 +80,7 @@ pub enum Reloaded {
 }
 
 impl CredentialProvider {
-    pub fn new(config: &UpstreamConfig, counters: ResolutionCounters) -> CredentialProvider {
+    pub(super) fn new(config: &UpstreamConfig, counters: ResolutionCounters) -> CredentialProvider {
         let mut fixed = (None, 1);
         let source = match &config.credentials {
             CredentialSource::Anonymous => Source::Anonymous,
@@ -104,7 +104,7 @@ impl CredentialProvider {
     }
 
     /// Applies the credentials of a reloaded configuration for this upstream.
-    pub fn reload(&self, config: &UpstreamConfig) -> Reloaded {
+    pub(super) fn reload(&self, config: &UpstreamConfig) -> Reloaded {
         match (&self.source, &config.credentials) {
             (Source::Anonymous, CredentialSource::Anonymous) => Reloaded::Unchanged,
             (Source::Static, CredentialSource::Static(c)) => {
@@ -129,7 +129,7 @@ impl CredentialProvider {
     }
 
     /// True when credentials may exist (a source is configured).
-    pub fn configured(&self) -> bool {
+    pub(super) fn configured(&self) -> bool {
         !matches!(self.source, Source::Anonymous)
     }
 
@@ -149,7 +149,7 @@ impl CredentialProvider {
     }
 
     /// The credentials to use now; `None` means anonymous.
-    pub async fn get(&self) -> Result<Option<Resolved>, UpstreamError> {
+    pub(super) async fn get(&self) -> Result<Option<Resolved>, UpstreamError> {
         let dynamic = match &self.source {
             Source::Anonymous => return Ok(None),
             Source::Static => {
@@ -201,7 +201,7 @@ impl CredentialProvider {
     }
 
     /// The upstream refused the credentials of `generation`: resolve again on the next `get`.
-    pub fn rejected(&self, generation: u64) {
+    pub(super) fn rejected(&self, generation: u64) {
         if matches!(self.source, Source::Dynamic(_)) {
             let mut s = self.state();
             if s.generation == generation {

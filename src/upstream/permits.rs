@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub struct Permits {
+pub(super) struct Permits {
     semaphore: Option<Arc<Semaphore>>,
     active: IntGauge,
 }
@@ -32,7 +32,7 @@ impl Drop for Permit {
 }
 
 impl Permits {
-    pub fn new(max: Option<usize>, active: IntGauge) -> Permits {
+    pub(super) fn new(max: Option<usize>, active: IntGauge) -> Permits {
         Permits {
             semaphore: max.map(|n| Arc::new(Semaphore::new(n))),
             active,
@@ -40,7 +40,7 @@ impl Permits {
     }
 
     /// Waits for a place (in arrival order) when the upstream is at its cap.
-    pub async fn acquire(&self) -> Permit {
+    pub(super) async fn acquire(&self) -> Permit {
         let permit = match &self.semaphore {
             // The semaphore is never closed, so acquiring only fails in theory.
             Some(s) => s.clone().acquire_owned().await.ok(),

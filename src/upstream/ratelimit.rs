@@ -10,24 +10,24 @@ use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 /// Assumed when a 429 says nothing about when to come back.
-pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
 /// Longest honoured backoff (Docker Hub's window is 6 h); protects against absurd values.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Default)]
-pub struct RateLimit {
+pub(super) struct RateLimit {
     until: Mutex<Option<Instant>>,
 }
 
 impl RateLimit {
     /// How long the upstream is still off limits, if it is.
-    pub fn remaining(&self) -> Option<Duration> {
+    pub(super) fn remaining(&self) -> Option<Duration> {
         let until = *self.until.lock().unwrap_or_else(|e| e.into_inner());
         until.and_then(|t| t.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()))
     }
 
     /// Records a 429; returns how long requests are held back.
-    pub fn limited(&self, retry_after: Option<Duration>) -> Duration {
+    pub(super) fn limited(&self, retry_after: Option<Duration>) -> Duration {
         let wait = retry_after.unwrap_or(DEFAULT_BACKOFF).min(MAX_BACKOFF);
         let until = Instant::now() + wait;
         let mut cur = self.until.lock().unwrap_or_else(|e| e.into_inner());
@@ -37,7 +37,7 @@ impl RateLimit {
 }
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
-pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+pub(super) fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -47,7 +47,7 @@ pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
 }
 
 /// The leading number of a `RateLimit-*` header (`100;w=21600` → 100).
-pub fn header_number(headers: &HeaderMap, name: &str) -> Option<i64> {
+pub(super) fn header_number(headers: &HeaderMap, name: &str) -> Option<i64> {
     headers
         .get(name)?
         .to_str()

@@ -6,7 +6,7 @@ use http::uri::Scheme;
 use http::Uri;
 
 /// Resolves a `Location` against the URL that answered with it.
-pub fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+pub(super) fn resolve(base: &Uri, location: &str) -> Option<Uri> {
     let loc: Uri = location.parse().ok()?;
     if loc.scheme().is_some() {
         return Some(loc);
@@ -24,7 +24,7 @@ pub fn resolve(base: &Uri, location: &str) -> Option<Uri> {
 }
 
 /// May a request for an upstream reached over `upstream_scheme` follow a redirect to `next`?
-pub fn allowed(upstream_scheme: &Scheme, next: &Uri) -> bool {
+pub(super) fn allowed(upstream_scheme: &Scheme, next: &Uri) -> bool {
     match next.scheme_str() {
         Some("https") => true,
         Some("http") => *upstream_scheme == Scheme::HTTP,
@@ -34,7 +34,7 @@ pub fn allowed(upstream_scheme: &Scheme, next: &Uri) -> bool {
 
 /// `repository:<name>:pull` for a registry API path (`/v2/<name>/manifests/<ref>`, `/blobs/`,
 /// `/tags/list`, `/referrers/`), `None` for anything else (storage and CDN URLs).
-pub fn scope_of(path: &str) -> Option<String> {
+pub(super) fn scope_of(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/v2/")?;
     let segments: Vec<&str> = rest.split('/').collect();
     if segments.len() < 3 {

@@ -18,17 +18,17 @@ use crate::config::Credentials;
 use crate::secret::Secret;
 
 /// Token lifetime assumed when the token service does not say (the Docker token spec's default).
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// Sent as `client_id` in OAuth2 requests.
 const CLIENT_ID: &str = "regcache";
 
-pub struct Token {
+pub(super) struct Token {
     pub value: Secret,
     pub lifetime: Duration,
 }
 
-pub struct TokenRequest<'a> {
+pub(super) struct TokenRequest<'a> {
     pub realm: &'a str,
     pub service: Option<&'a str>,
     pub scope: Option<&'a str>,
@@ -82,7 +82,7 @@ fn build(t: &TokenRequest<'_>) -> Result<Request<Full<Bytes>>, String> {
     .map_err(|_| "cannot build the token request".to_string())
 }
 
-pub async fn fetch(
+pub(super) async fn fetch(
     client: &HttpClient,
     upstream: &str,
     timeout: Duration,

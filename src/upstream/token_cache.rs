@@ -19,7 +19,7 @@ use crate::secret::Secret;
 const PRUNE_ABOVE: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenKey {
+pub(super) struct TokenKey {
     /// The authority that challenged (`registry-1.docker.io`, a redirect target).
     pub host: String,
     pub realm: String,
@@ -59,12 +59,12 @@ impl Slot {
 }
 
 #[derive(Default)]
-pub struct TokenCache {
+pub(super) struct TokenCache {
     slots: Mutex<HashMap<TokenKey, Arc<Slot>>>,
 }
 
 /// Renew a little early so a token never expires between our check and the upstream's.
-pub fn usable_for(lifetime: Duration) -> Duration {
+pub(super) fn usable_for(lifetime: Duration) -> Duration {
     let skew = (lifetime / 10).min(Duration::from_secs(30));
     lifetime - skew
 }
@@ -82,7 +82,7 @@ impl TokenCache {
     }
 
     /// The live token for `key`, or the outcome of one `fetch` shared with concurrent callers.
-    pub async fn get_or_fetch<F, Fut>(&self, key: &TokenKey, fetch: F) -> Result<Secret, UpstreamError>
+    pub(super) async fn get_or_fetch<F, Fut>(&self, key: &TokenKey, fetch: F) -> Result<Secret, UpstreamError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Token, UpstreamError>>,
@@ -122,7 +122,7 @@ impl TokenCache {
     }
 
     /// Forgets `token` for `key` (the upstream refused it), unless a newer one replaced it.
-    pub fn invalidate(&self, key: &TokenKey, token: &Secret) {
+    pub(super) fn invalidate(&self, key: &TokenKey, token: &Secret) {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = slots.get(key) {
             let mut s = slot.state();

@@ -15,16 +15,16 @@ use crate::oci::RepoName;
 const MAX_ENTRIES: u64 = 100_000;
 
 /// (upstream host, repository, reference)
-pub type RefKey = (String, RepoName, String);
+pub(super) type RefKey = (String, RepoName, String);
 
 /// When each key was last seen, for at most `ttl`.
-pub struct Remembered {
+pub(super) struct Remembered {
     ttl: Duration,
     seen: Cache<RefKey, Instant>,
 }
 
 impl Remembered {
-    pub fn new(ttl: Duration, max_entries: u64) -> Remembered {
+    pub(super) fn new(ttl: Duration, max_entries: u64) -> Remembered {
         // Real-time expiry only prunes: twice the TTL, so it never decides before the tokio
         // clock does in a running daemon.
         let keep = ttl.saturating_mul(2).max(Duration::from_secs(1));
@@ -38,11 +38,11 @@ impl Remembered {
     }
 
     /// Whether `key` was remembered less than the TTL ago.
-    pub fn holds(&self, key: &RefKey) -> bool {
+    pub(super) fn holds(&self, key: &RefKey) -> bool {
         !self.ttl.is_zero() && self.seen.get(key).is_some_and(|t| t.elapsed() < self.ttl)
     }
 
-    pub fn remember(&self, key: RefKey) {
+    pub(super) fn remember(&self, key: RefKey) {
         if !self.ttl.is_zero() {
             self.seen.insert(key, Instant::now());
         }
@@ -50,12 +50,12 @@ impl Remembered {
 }
 
 /// Tags confirmed with the upstream (trusted for `tag_ttl`).
-pub fn freshness(tag_ttl: Duration) -> Remembered {
+pub(super) fn freshness(tag_ttl: Duration) -> Remembered {
     Remembered::new(tag_ttl, MAX_ENTRIES)
 }
 
 /// Upstream "manifest unknown" answers (remembered for `negative_ttl`).
-pub fn missing(negative_ttl: Duration) -> Remembered {
+pub(super) fn missing(negative_ttl: Duration) -> Remembered {
     Remembered::new(negative_ttl, 10_000)
 }
 
