@@ -60,7 +60,7 @@ fn main() {
             .block_on(regcache::app::start(config.clone()))
             .expect("daemon starts");
         let ready = started.elapsed();
-        let cached = running.metrics().cache_blobs.get();
+        let cached = running.metrics().cache.blobs.get();
         assert_eq!(cached as usize, n, "every blob was indexed");
         println!("{label}: ready in {ready:.2?} with {cached} blobs indexed");
         times.push((label, ready));

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::cache::Cache;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestKind};
 use crate::registry::{CacheResult, Client, Registry};
 use access_log::{AccessLog, LoggedBody};
 use response::{full, ServeBody, ServeError};
@@ -78,18 +78,18 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
     resp.map(|body| LoggedBody::new(body, log))
 }
 
-type Outcome = (Result<Response<ServeBody>, ServeError>, &'static str, String);
+type Outcome = (Result<Response<ServeBody>, ServeError>, RequestKind, String);
 
 async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         let e = ServeError::Unsupported(format!("{method} is not supported: this mirror is read-only"));
-        return (Err(e), "other", String::new());
+        return (Err(e), RequestKind::Other, String::new());
     }
     let uri = req.uri();
     let parsed = match route::parse(uri.path(), uri.query()) {
         Ok(p) => p,
-        Err(e) => return (Err(e), "other", String::new()),
+        Err(e) => return (Err(e), RequestKind::Other, String::new()),
     };
     match parsed {
         Parsed::Base => {
@@ -97,13 +97,13 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(full("{}"))
                 .map_err(|e| ServeError::Internal(e.to_string()));
-            (r, "base", String::new())
+            (r, RequestKind::Base, String::new())
         }
         Parsed::Catalog => (
             Err(ServeError::Unsupported(
                 "a mirror does not list upstream repositories".into(),
             )),
-            "other",
+            RequestKind::Other,
             String::new(),
         ),
         Parsed::Repo(request) => repo_request(state, req, &request).await,
@@ -112,14 +112,14 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
 
 async fn repo_request(state: &Arc<State>, req: &Request<Incoming>, request: &RepoRequest) -> Outcome {
     let kind = match &request.endpoint {
-        Endpoint::Manifest(_) => "manifest",
-        Endpoint::Blob(_) => "blob",
-        Endpoint::Tags => "tags",
-        Endpoint::Referrers(_) => "referrers",
+        Endpoint::Manifest(_) => RequestKind::Manifest,
+        Endpoint::Blob(_) => RequestKind::Blob,
+        Endpoint::Tags => RequestKind::Tags,
+        Endpoint::Referrers(_) => RequestKind::Referrers,
     };
     let repo = match state.registry.locate(&request.name, request.ns.as_deref()) {
         Ok(r) => r,
-        Err(e) => return (Err(e.into()), "other", String::new()),
+        Err(e) => return (Err(e.into()), RequestKind::Other, String::new()),
     };
     let upstream = repo.namespace().to_string();
     let client = Client::anonymous();

@@ -28,7 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::config::{FetchConfig, UpstreamConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StatusClass, UpstreamCounters};
 use crate::oci::RepoName;
 use breaker::Breaker;
 pub use client::ClientBuildError;
@@ -99,7 +99,7 @@ pub struct Upstream {
     rate_limit: ratelimit::RateLimit,
     breaker: Arc<Breaker>,
     read_timeout: Duration,
-    metrics: Arc<Metrics>,
+    counters: UpstreamCounters,
 }
 
 impl Upstream {
@@ -109,16 +109,12 @@ impl Upstream {
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
         let client = client::build(&config, fetch.connect_timeout)?;
-        let host = config.host.as_str();
+        let counters = metrics.upstream.for_upstream(&config.host);
         let credentials = credentials::CredentialProvider::new(
             &config,
             credentials::ResolutionCounters {
-                ok: metrics
-                    .upstream_credential_resolutions
-                    .with_label_values(&[host, "ok"]),
-                error: metrics
-                    .upstream_credential_resolutions
-                    .with_label_values(&[host, "error"]),
+                ok: counters.credentials_resolved.clone(),
+                error: counters.credentials_failed.clone(),
             },
         );
         let auth = auth::Auth::new(
@@ -126,14 +122,11 @@ impl Upstream {
             &config.authority,
             config.scheme == http::uri::Scheme::HTTP,
             credentials,
-            metrics.upstream_token_fetches.with_label_values(&[host]),
+            counters.token_fetches.clone(),
             fetch.read_timeout,
         );
-        let permits = permits::Permits::new(
-            config.max_connections,
-            metrics.upstream_active_requests.with_label_values(&[host]),
-        );
-        let down = metrics.upstream_down.with_label_values(&[host]);
+        let permits = permits::Permits::new(config.max_connections, counters.active_requests.clone());
+        let down = counters.down.clone();
         down.set(0);
         let breaker = Arc::new(Breaker::new(
             fetch.breaker_threshold,
@@ -148,28 +141,24 @@ impl Upstream {
             config,
             client,
             read_timeout: fetch.read_timeout,
-            metrics,
+            counters,
         })
     }
 
-    fn observe(&self, method: &Method, class: &str, headers: Option<&HeaderMap>) {
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[self.host(), method.as_str(), class])
-            .inc();
+    fn observe(&self, method: &Method, class: StatusClass, headers: Option<&HeaderMap>) {
+        self.counters.response(method, class);
         let Some(h) = headers else { return };
         if let Some(r) = ratelimit::header_number(h, "ratelimit-remaining") {
-            self.metrics
-                .upstream_ratelimit_remaining
-                .with_label_values(&[self.host()])
-                .set(r);
+            self.counters.ratelimit_remaining.set(r);
         }
         if let Some(l) = ratelimit::header_number(h, "ratelimit-limit") {
-            self.metrics
-                .upstream_ratelimit_limit
-                .with_label_values(&[self.host()])
-                .set(l);
+            self.counters.ratelimit_limit.set(l);
         }
+    }
+
+    /// Counts bytes fetched from this upstream.
+    pub fn fetched_bytes(&self) -> &prometheus::IntCounter {
+        &self.counters.bytes
     }
 
     /// The name clients use for this registry (`docker.io`).
@@ -326,10 +315,7 @@ impl Upstream {
         match self.rate_limit.remaining() {
             None => Ok(()),
             Some(retry_after) => {
-                self.metrics
-                    .upstream_throttled
-                    .with_label_values(&[self.host()])
-                    .inc();
+                self.counters.throttled.inc();
                 Err(UpstreamError::RateLimited {
                     upstream: self.host().to_string(),
                     retry_after,

@@ -538,10 +538,18 @@ fn kustomize_renders_when_kubectl_is_present() {
 
 // ---- Grafana dashboard ----------------------------------------------------------------------
 
-/// Every series name `src/metrics.rs` exports, with its labels (histograms as their `_bucket`,
-/// `_sum` and `_count` series).
+/// Every series name `src/metrics.rs` and `src/metrics/*.rs` export, with their labels
+/// (histograms as their `_bucket`, `_sum` and `_count` series).
 fn exported_series() -> BTreeMap<String, BTreeSet<String>> {
-    let src = read("src/metrics.rs");
+    let mut src = read("src/metrics.rs");
+    let mut parts: Vec<_> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    parts.sort();
+    for p in parts {
+        src.push_str(&std::fs::read_to_string(p).unwrap());
+    }
     let starts: Vec<usize> = src.match_indices("\"regcache_").map(|(i, _)| i).collect();
     let mut series = BTreeMap::new();
     for (n, &start) in starts.iter().enumerate() {
@@ -560,7 +568,8 @@ fn exported_series() -> BTreeMap<String, BTreeSet<String>> {
             }
             None => BTreeSet::new(),
         };
-        let histogram = src[start.saturating_sub(120)..start].contains("HistogramOpts::new(");
+        let before = &src[start.saturating_sub(120)..start];
+        let histogram = before.contains("HistogramOpts::new(") || before.contains("histogram_vec(");
         if histogram {
             let mut with_le = labels.clone();
             with_le.insert("le".to_string());

@@ -126,8 +126,8 @@ impl Index {
             }
         }
         if count > 0 {
-            self.metrics.evictions.inc_by(count);
-            self.metrics.evicted_bytes.inc_by(bytes);
+            self.metrics.cache.evictions.inc_by(count);
+            self.metrics.cache.evicted_bytes.inc_by(bytes);
             tracing::info!(
                 entries = count,
                 bytes,
@@ -254,7 +254,7 @@ mod tests {
         // 16 + 4 > 18: evict until 4 + usage <= 10, i.e. keep one blob: the touched one.
         assert_eq!(present(&index, &keys), [true, false, false, false]);
         assert_eq!(index.stats().reserved_bytes, 4 * BLOCK);
-        assert_eq!(index.metrics.evictions.get(), 3);
+        assert_eq!(index.metrics.cache.evictions.get(), 3);
         drop(r);
         assert_eq!(index.stats().reserved_bytes, 0);
         let tmp_left = std::fs::read_dir(index.layout.tmp()).unwrap().count();

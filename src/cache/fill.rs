@@ -25,7 +25,7 @@ use super::download::Done;
 use super::index::{on_disk, Admission, Index, Key, Lease};
 use super::origin::{Fetched, Fetching, Origin, OriginError};
 use super::reader::CachedBlob;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestKind};
 use crate::oci::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,21 +47,7 @@ pub enum FillError {
     Abandoned,
 }
 
-/// Why a blob streams through without being kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Uncached {
-    NoRoom,
-    WriteError,
-}
-
-impl Uncached {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Uncached::NoRoom => "no_room",
-            Uncached::WriteError => "write_error",
-        }
-    }
-}
+pub use crate::metrics::Uncached;
 
 #[derive(Debug, Clone)]
 pub enum FillState {
@@ -229,7 +215,7 @@ impl Fills {
         }
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fill) = active.get(digest) {
-            self.metrics.coalesced.with_label_values(&["blob"]).inc();
+            self.metrics.request.coalesced(RequestKind::Blob);
             return Ok(Lookup::Filling {
                 fill: fill.clone(),
                 joined: true,
@@ -252,7 +238,7 @@ impl Fills {
             written: 0,
             state: FillState::Running,
         });
-        let fetched = self.metrics.upstream_bytes.with_label_values(&[origin.name()]);
+        let fetched = self.metrics.upstream.bytes(origin.name());
         let (temp, file) = match temp {
             Some((t, w, r)) => (Some((t, w)), Some(Arc::new(r))),
             None => (None, None),
@@ -278,7 +264,7 @@ impl Fills {
     }
 
     pub(super) fn write_failed(&self, digest: &Digest, e: &io::Error) {
-        self.metrics.cache_write_errors.inc();
+        self.metrics.cache.write_errors.inc();
         tracing::warn!(%digest, error = %e, "cannot write to the cache; the blob streams from upstream without being kept");
     }
 
@@ -290,9 +276,9 @@ impl Fills {
         source: Fetching,
     ) {
         let digest = fill.digest.clone();
-        self.metrics.inflight_downloads.inc();
+        self.metrics.cache.inflight_downloads.inc();
         let outcome = self.download(&fill, temp, &tx, source).await;
-        self.metrics.inflight_downloads.dec();
+        self.metrics.cache.inflight_downloads.dec();
         match outcome {
             Ok(Done::Verified {
                 temp,
@@ -330,7 +316,7 @@ impl Fills {
                 self.remove(&digest);
             }
             Ok(Done::Uncached(why)) => {
-                self.metrics.uncached.with_label_values(&[why.as_str()]).inc();
+                self.metrics.cache.uncached(why);
                 tracing::info!(%digest, reason = why.as_str(), "blob not kept; readers stream it from upstream");
                 self.remove(&digest);
                 tx.send_modify(|p| {
@@ -340,9 +326,9 @@ impl Fills {
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "blob download failed; nothing kept");
-                self.metrics.failed_downloads.inc();
+                self.metrics.cache.failed_downloads.inc();
                 if matches!(e, FillError::DigestMismatch { .. }) {
-                    self.metrics.digest_mismatches.inc();
+                    self.metrics.cache.digest_mismatches.inc();
                 }
                 self.remove(&digest);
                 tx.send_modify(|p| {

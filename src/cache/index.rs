@@ -235,10 +235,10 @@ impl Index {
     /// Updates the cache gauges; called with the lock held after every change.
     pub(super) fn report(&self, inner: &Inner) {
         let m = &self.metrics;
-        m.cache_bytes.set(inner.used as i64);
-        m.cache_blobs.set(inner.blobs as i64);
-        m.cache_reserved_bytes.set(inner.reserved as i64);
-        m.cache_max_bytes.set(self.budget.max.unwrap_or(0) as i64);
+        m.cache.bytes.set(inner.used as i64);
+        m.cache.blobs.set(inner.blobs as i64);
+        m.cache.reserved_bytes.set(inner.reserved as i64);
+        m.cache.max_bytes.set(self.budget.max.unwrap_or(0) as i64);
     }
 
     /// Takes a lease on a cached entry (refreshing its recency) and returns its size, or None

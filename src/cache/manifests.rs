@@ -101,7 +101,7 @@ impl ManifestStore {
     /// first and renamed into place together under the index lock.
     pub async fn put(&self, m: &StoredManifest) -> io::Result<()> {
         if let Err(e) = self.try_put(m).await {
-            self.metrics.cache_write_errors.inc();
+            self.metrics.cache.write_errors.inc();
             tracing::warn!(digest = %m.digest, error = %e, "cannot write a manifest to the cache; served without keeping it");
         }
         Ok(())
@@ -203,7 +203,7 @@ impl TagStore {
         match write_atomic(&self.tmp, &self.path(upstream, repo, tag), &bytes).await {
             Ok(()) => Ok(true),
             Err(e) => {
-                self.metrics.cache_write_errors.inc();
+                self.metrics.cache.write_errors.inc();
                 tracing::warn!(%repo, %tag, error = %e, "cannot write a tag record to the cache");
                 Ok(false)
             }

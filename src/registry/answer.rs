@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::cache::{BlobBody, Source, StoredManifest};
+use crate::metrics::Served;
 use crate::oci::Digest;
 
 /// How a request was answered, for metrics and logs.
@@ -35,10 +36,10 @@ impl CacheResult {
     }
 
     /// Bytes of a hit come from disk; everything else streamed through a fill or upstream.
-    pub fn source(self) -> &'static str {
+    pub fn source(self) -> Served {
         match self {
-            CacheResult::Hit | CacheResult::Stale => "cache",
-            _ => "upstream",
+            CacheResult::Hit | CacheResult::Stale => Served::Cache,
+            _ => Served::Upstream,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{Cache, StoredManifest};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestKind};
 use crate::oci::RepoName;
 use crate::upstream::Upstream;
 
@@ -80,9 +80,9 @@ impl Mirror {
         }
     }
 
-    fn coalesced(&self, kind: &str, joined: bool) {
+    fn coalesced(&self, joined: bool) {
         if joined {
-            self.metrics.coalesced.with_label_values(&[kind]).inc();
+            self.metrics.request.coalesced(RequestKind::Manifest);
         }
     }
 }

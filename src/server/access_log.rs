@@ -11,13 +11,13 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::response::ServeBody;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestKind};
 use crate::registry::CacheResult;
 
 pub struct AccessLog {
     pub method: http::Method,
     pub target: String,
-    pub kind: &'static str,
+    pub kind: RequestKind,
     pub upstream: String,
     pub status: u16,
     pub result: CacheResult,
@@ -32,7 +32,7 @@ impl AccessLog {
     pub fn new(
         method: http::Method,
         target: String,
-        kind: &'static str,
+        kind: RequestKind,
         upstream: String,
         status: u16,
         result: CacheResult,
@@ -57,16 +57,13 @@ impl AccessLog {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         let secs = self.started.elapsed().as_secs_f64();
-        let m = &self.metrics;
-        m.requests
-            .with_label_values(&[self.kind, self.result.as_str(), &self.upstream])
-            .inc();
-        m.request_seconds.with_label_values(&[self.kind]).observe(secs);
-        if self.bytes > 0 {
-            m.served_bytes
-                .with_label_values(&[self.kind, self.result.source()])
-                .inc_by(self.bytes);
-        }
+        self.metrics.request.finished(
+            self.kind,
+            self.result.as_str(),
+            &self.upstream,
+            secs,
+            (self.bytes, self.result.source()),
+        );
         tracing::info!(
             method = %self.method,
             path = %self.target,

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::{challenge, ratelimit, redirect, Upstream, UpstreamError, USER_AGENT};
-use crate::metrics::Metrics;
+use crate::metrics::StatusClass;
 
 const MAX_REDIRECTS: usize = 5;
 
@@ -127,20 +127,20 @@ impl Upstream {
             .map_err(|e| self.protocol(e.to_string()))?;
         match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
             Err(_) => {
-                self.observe(method, "error", None);
+                self.observe(method, StatusClass::Failed, None);
                 Err(UpstreamError::Timeout {
                     upstream: self.host().to_string(),
                 })
             }
             Ok(Err(e)) => {
-                self.observe(method, "error", None);
+                self.observe(method, StatusClass::Failed, None);
                 Err(UpstreamError::Connect {
                     upstream: self.host().to_string(),
                     reason: error_chain(&e),
                 })
             }
             Ok(Ok(r)) => {
-                self.observe(method, Metrics::class(r.status()), Some(r.headers()));
+                self.observe(method, StatusClass::of(r.status()), Some(r.headers()));
                 Ok(r)
             }
         }

@@ -87,7 +87,7 @@ impl Mirror {
                 .map_err(Arc::new)
             })
             .await;
-        self.coalesced("manifest", joined);
+        self.coalesced(joined);
         let head = v.unwrap_or_else(|| Err(ended())).map_err(RegistryError::Shared)?;
         Ok(if joined {
             head.with(CacheResult::Coalesced)
@@ -106,11 +106,7 @@ impl Mirror {
     ) -> Result<Manifest, RegistryError> {
         let (upstream, repo, r) = (at.upstream.clone(), at.repo.clone(), reference.to_string());
         let expected = expected.cloned();
-        let (cache, metrics, limit) = (
-            self.cache.clone(),
-            self.metrics.clone(),
-            self.policy.max_manifest_size as usize,
-        );
+        let (cache, limit) = (self.cache.clone(), self.policy.max_manifest_size as usize);
         let (v, joined) = self
             .manifest_gets
             .run(at.key(reference), move || async move {
@@ -119,10 +115,7 @@ impl Mirror {
                     repo: &repo,
                 };
                 let m = fetch_now(&at, &r, expected.as_ref(), limit).await?;
-                metrics
-                    .upstream_bytes
-                    .with_label_values(&[upstream.host()])
-                    .inc_by(m.bytes.len() as u64);
+                upstream.fetched_bytes().inc_by(m.bytes.len() as u64);
                 cache
                     .put_manifest(&m)
                     .await
@@ -131,7 +124,7 @@ impl Mirror {
                 Ok(m)
             })
             .await;
-        self.coalesced("manifest", joined);
+        self.coalesced(joined);
         let m = v.unwrap_or_else(|| Err(ended())).map_err(RegistryError::Shared)?;
         Ok(Manifest::from(m).with(if joined {
             CacheResult::Coalesced
