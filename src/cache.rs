@@ -4,6 +4,7 @@
 //! content being read and pinned content never does).
 
 pub mod blobs;
+mod budget;
 pub mod coalesce;
 pub mod control;
 pub mod dirlock;
@@ -11,8 +12,10 @@ mod download;
 pub mod evict;
 pub mod fill;
 pub mod index;
+mod key;
 pub mod layout;
 mod lease;
+mod ledger;
 pub mod manifests;
 pub mod negative;
 pub mod origin;
@@ -20,6 +23,7 @@ mod passthrough;
 pub mod reader;
 mod scan;
 mod snapshot;
+mod trash;
 
 use std::io;
 use std::sync::Arc;

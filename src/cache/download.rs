@@ -68,7 +68,7 @@ impl Fills {
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || match reservation {
             None => index.reserve(bytes).ok(),
-            Some(mut r) => r.grow_to(bytes).ok().map(|()| r),
+            Some(mut r) => index.grow(&mut r, bytes).ok().map(|()| r),
         })
         .await
         .ok()

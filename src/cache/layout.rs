@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::index::{Key, Kind};
+use super::key::{Key, Kind};
 use crate::oci::Digest;
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use std::io;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use super::index::{on_disk, Key};
+use super::key::{on_disk, Key};
 use super::layout::Layout;
 use super::snapshot::Recorded;
 use crate::oci::Digest;

@@ -11,7 +11,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::index::{Key, Kind};
+use super::key::{Key, Kind};
 use super::layout::Layout;
 
 const RECENCY_HEADER: &str = "# regcache recency v1: kind digest length last-access-ms";
