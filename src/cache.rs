@@ -20,6 +20,7 @@ pub mod manifests;
 pub mod negative;
 pub mod origin;
 mod passthrough;
+mod progress;
 pub mod reader;
 mod scan;
 mod snapshot;
@@ -34,12 +35,14 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+pub use blobs::CachedBlob;
 pub use evict::{Budget, GcReport};
-pub use fill::{Fill, FillError, FillState, Fills, Lookup, Uncached};
+pub use fill::{Fills, Lookup};
 pub use index::{Index, Key, Kind, Stats};
 pub use layout::Layout;
 pub use manifests::{ManifestStore, StoredManifest, TagRecord, TagStore};
-pub use reader::{BlobBody, CachedBlob, Source};
+pub use progress::{Fill, FillError, FillState, Uncached};
+pub use reader::{BlobBody, Source};
 
 /// How often the recency snapshot is rewritten when something was accessed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);

@@ -1,5 +1,5 @@
-//! The blob files on disk: `blobs/<algorithm>/<hex>`, each complete and verified, and `tmp/` for
-//! downloads in progress. A `TempFile` deletes itself when dropped unless it was placed, so an
+//! The blob files on disk: `blobs/<algorithm>/<hex>`, each complete and verified (opened for
+//! reading as a `CachedBlob`, which holds its lease), and `tmp/` for downloads in progress. A `TempFile` deletes itself when dropped unless it was placed, so an
 //! interrupted or failed download never leaves anything under a real name. What is cached is
 //! the index's business (`index.rs`): this module only moves bytes and files.
 
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::layout::Layout;
+use super::lease::Lease;
 use crate::oci::Digest;
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -105,6 +106,23 @@ impl BlobStore {
                 "no space left on device (injected)",
             )),
             Err(_) => Ok(()),
+        }
+    }
+}
+
+/// A complete cached blob opened for reading, held from eviction while this lives.
+pub struct CachedBlob {
+    pub file: Arc<File>,
+    pub size: u64,
+    _lease: Lease,
+}
+
+impl CachedBlob {
+    pub fn new(file: File, size: u64, lease: Lease) -> CachedBlob {
+        CachedBlob {
+            file: Arc::new(file),
+            size,
+            _lease: lease,
         }
     }
 }
