@@ -17,7 +17,8 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
-use super::blobs::{BlobStore, TempFile};
+use super::atomic::Staged;
+use super::blobs::BlobStore;
 use super::index::Index;
 use super::lease::Reservation;
 use super::origin::{Fetching, OriginBody};
@@ -33,7 +34,7 @@ pub enum Done {
     /// Size and digest checked; `file` still needs an fsync before it is published (done after
     /// readers got their last bytes, so they never wait for the disk).
     Verified {
-        temp: TempFile,
+        temp: Staged,
         file: File,
         size: u64,
         reservation: Reservation,
@@ -72,7 +73,7 @@ impl Downloader {
     pub async fn run(
         &self,
         fill: &Arc<Fill>,
-        temp: Option<(TempFile, File)>,
+        temp: Option<(Staged, File)>,
         tx: &watch::Sender<Progress>,
         source: Fetching,
     ) -> Result<Done, FillError> {

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::blobs::{BlobStore, CachedBlob, TempFile};
+use super::atomic::Staged;
+use super::blobs::{BlobStore, CachedBlob};
 use super::download::{Done, Downloader};
 use super::index::{Admission, Index};
 use super::key::{on_disk, Key};
@@ -162,7 +163,7 @@ impl Fills {
     async fn lead(
         self: Arc<Self>,
         fill: Arc<Fill>,
-        temp: Option<(TempFile, File)>,
+        temp: Option<(Staged, File)>,
         tx: watch::Sender<Progress>,
         source: Fetching,
     ) {
@@ -211,7 +212,7 @@ impl Fills {
     async fn publish(
         &self,
         digest: &Digest,
-        temp: TempFile,
+        temp: Staged,
         file: File,
         size: u64,
         reservation: Reservation,

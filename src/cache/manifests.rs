@@ -1,8 +1,9 @@
 //! Manifests by digest (`manifests/<alg>/<hex>` holds the exact upstream bytes, `<hex>.type` the
 //! media type), tag records (`tags/<upstream>/<repo>/@tags/<tag>`: digest, media type and
 //! size) and the last tag list and referrers answers (`tags/<upstream>/<repo>/@docs/<name>`).
-//! `@` cannot occur in a repository name, so these never collide with nested repositories. Tag freshness lives in memory on the tokio clock: after a restart every tag is
-//! revalidated once.
+//! `@` cannot occur in a repository name, so these never collide with nested repositories. Tag
+//! freshness lives in memory on the tokio clock: after a restart every tag is revalidated once.
+//! Every file is written through `atomic.rs`: whole or not at all.
 //!
 //! Manifests count against the disk budget like blobs and are evicted the same way; reading one
 //! refreshes the recency of what it references (an image's config and layers, an index's child
@@ -12,8 +13,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,39 +21,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::atomic::{self, Staged};
 use super::index::{on_disk, Admission, Index, Key};
 use super::layout::Layout;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn temp_name() -> String {
-    format!(
-        "meta.{}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let t = tmp.join(temp_name());
-    if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent).await?;
-    }
-    tokio::fs::write(&t, bytes).await?;
-    tokio::fs::rename(&t, dest).await.inspect_err(|_| {
-        let _ = std::fs::remove_file(&t);
-    })
-}
-
-async fn read_opt(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match tokio::fs::read(path).await {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
@@ -85,11 +57,11 @@ impl ManifestStore {
             return Ok(None);
         };
         let path = self.layout.manifest(digest);
-        let Some(bytes) = read_opt(&path).await? else {
+        let Some(bytes) = atomic::read(&path).await? else {
             self.index.forget(&key);
             return Ok(None);
         };
-        let media_type = read_opt(&self.layout.manifest_type(digest))
+        let media_type = atomic::read(&self.layout.manifest_type(digest))
             .await?
             .unwrap_or_default();
         self.index.touch_references(&bytes);
@@ -100,7 +72,7 @@ impl ManifestStore {
         }))
     }
 
-    /// Keeps verified manifest bytes if the budget has room. Both files are written to `tmp/`
+    /// Keeps verified manifest bytes if the budget has room. Both files are staged in `tmp/`
     /// first and renamed into place together under the index lock.
     pub async fn put(&self, m: &StoredManifest) -> io::Result<()> {
         if let Err(e) = self.try_put(m).await {
@@ -111,44 +83,25 @@ impl ManifestStore {
     }
 
     async fn try_put(&self, m: &StoredManifest) -> io::Result<()> {
-        let tmp = self.layout.tmp();
-        let type_tmp = tmp.join(temp_name());
-        let body_tmp = tmp.join(temp_name());
-        let written = async {
-            tokio::fs::write(&type_tmp, m.media_type.as_bytes()).await?;
-            tokio::fs::write(&body_tmp, &m.bytes).await
-        }
-        .await;
-        let cleanup = |paths: [&PathBuf; 2]| {
-            for p in paths {
-                let _ = std::fs::remove_file(p);
-            }
-        };
-        if let Err(e) = written {
-            cleanup([&type_tmp, &body_tmp]);
-            return Err(e);
-        }
-        let (index, layout, digest) = (self.index.clone(), self.layout.clone(), m.digest.clone());
-        let len = m.bytes.len() as u64;
-        let disk = on_disk(len) + on_disk(m.media_type.len() as u64);
-        let (t, b) = (type_tmp.clone(), body_tmp.clone());
+        let (index, layout, m) = (self.index.clone(), self.layout.clone(), m.clone());
         let admitted = tokio::task::spawn_blocking(move || {
-            index.publish(Key::manifest(&digest), len, disk, None, false, || {
-                std::fs::rename(&t, layout.manifest_type(&digest))?;
-                std::fs::rename(&b, layout.manifest(&digest))
-            })
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-        cleanup([&type_tmp, &body_tmp]);
-        match admitted? {
-            Admission::Kept(_) => self.index.touch_references(&m.bytes),
-            Admission::NoRoom => {
-                tracing::info!(digest = %m.digest, "no room for a manifest within the cache budget; not kept");
+            let media_type = Staged::with(&layout.tmp(), m.media_type.as_bytes())?;
+            let body = Staged::with(&layout.tmp(), &m.bytes)?;
+            let len = m.bytes.len() as u64;
+            let disk = on_disk(len) + on_disk(m.media_type.len() as u64);
+            let admitted = index.publish(Key::manifest(&m.digest), len, disk, None, false, || {
+                media_type.persist(&layout.manifest_type(&m.digest))?;
+                body.persist(&layout.manifest(&m.digest))
+            })?;
+            match admitted {
+                Admission::Kept(_) => index.touch_references(&m.bytes),
+                Admission::NoRoom => {
+                    tracing::info!(digest = %m.digest, "no room for a manifest within the cache budget; not kept");
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        });
+        admitted.await.map_err(io::Error::other)?
     }
 }
 
@@ -197,7 +150,7 @@ impl TagStore {
     }
 
     pub async fn get(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> io::Result<Option<TagRecord>> {
-        let Some(bytes) = read_opt(&self.path(upstream, repo, tag)).await? else {
+        let Some(bytes) = atomic::read(&self.path(upstream, repo, tag)).await? else {
             return Ok(None);
         };
         Ok(serde_json::from_slice(&bytes).ok())
@@ -207,7 +160,7 @@ impl TagStore {
     /// tag is then looked up upstream again next time.
     pub async fn put(&self, upstream: &str, repo: &RepoName, tag: &Tag, rec: &TagRecord) -> io::Result<()> {
         let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
-        match write_atomic(&self.tmp, &self.path(upstream, repo, tag), &bytes).await {
+        match self.write(self.path(upstream, repo, tag), bytes).await {
             Ok(()) => self.mark_checked(upstream, repo, tag),
             Err(e) => {
                 self.metrics.cache_write_errors.inc();
@@ -230,13 +183,27 @@ impl TagStore {
     /// The last copy of a per-repository document (tag list, referrers) kept for offline use.
     /// `name` is chosen by regcache, never by a client.
     pub async fn get_doc(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Option<Bytes>> {
-        Ok(read_opt(&self.doc_path(upstream, repo, name))
+        Ok(atomic::read(&self.doc_path(upstream, repo, name))
             .await?
             .map(Bytes::from))
     }
 
     pub async fn put_doc(&self, upstream: &str, repo: &RepoName, name: &str, bytes: &[u8]) -> io::Result<()> {
-        write_atomic(&self.tmp, &self.doc_path(upstream, repo, name), bytes).await
+        self.write(self.doc_path(upstream, repo, name), bytes.to_vec())
+            .await
+    }
+
+    /// Writes a record or document in place of the old one, creating its directory.
+    async fn write(&self, dest: PathBuf, bytes: Vec<u8>) -> io::Result<()> {
+        let tmp = self.tmp.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            atomic::write(&tmp, &dest, &bytes)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Whether the tag was confirmed with the upstream less than `ttl` ago.

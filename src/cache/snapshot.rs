@@ -2,22 +2,21 @@
 //! entry's size and last access, rewritten whole (atomically) when something changed, at most
 //! once a period and at shutdown, never once per request; and `index/pinned`, the digests that
 //! are never evicted, rewritten whenever the set changes. Both are plain text, one entry a line
-//! (`b sha256:<hex> <len> <ms>`; `b`/`m` tell blobs from manifests). Unreadable lines are skipped:
-//! an entry the snapshot misses falls back to its file's modification time.
+//! (`b sha256:<hex> <len> <ms>`; `b`/`m` tell blobs from manifests), written through
+//! `atomic.rs`. Unreadable lines are skipped: an entry the snapshot misses falls back to its
+//! file's modification time.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::atomic;
 use super::key::{Key, Kind};
 use super::layout::Layout;
 
 const RECENCY_HEADER: &str = "# regcache recency v1: kind digest length last-access-ms";
 const PINNED_HEADER: &str = "# regcache pinned v1: kind digest";
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// What the snapshot says about one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,17 +79,9 @@ pub fn render_recency<'a>(entries: impl Iterator<Item = (&'a Key, u64, u64)>) ->
 }
 
 fn write_atomic(layout: &Layout, dest: &Path, text: &str) -> io::Result<()> {
-    let tmp = layout.tmp().join(format!(
-        "index.{}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    // No create_dir_all: `Layout::create` made the directories, and a daemon whose directory was
-    // removed under it must not recreate a stray part of it.
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, dest).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    // `tmp/` is not created here: `Layout::create` made the directories, and a daemon whose
+    // directory was removed under it must not recreate a stray part of it.
+    atomic::write(&layout.tmp(), dest, text.as_bytes())
 }
 
 pub fn write_recency(layout: &Layout, text: &str) -> io::Result<()> {
