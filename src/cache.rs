@@ -14,6 +14,8 @@ pub mod evict;
 pub mod fill;
 pub mod index;
 mod key;
+#[cfg(test)]
+mod layering;
 pub mod layout;
 mod lease;
 mod ledger;
