@@ -25,8 +25,10 @@ pub mod origin;
 mod passthrough;
 mod progress;
 pub mod reader;
+mod records;
 mod scan;
 mod snapshot;
+pub mod tags;
 mod trash;
 
 use std::io;
@@ -43,9 +45,10 @@ pub use evict::{Budget, GcReport};
 pub use fill::{Fills, Lookup};
 pub use index::{Index, Key, Kind, Stats};
 pub use layout::Layout;
-pub use manifests::{ManifestStore, StoredManifest, TagRecord, TagStore};
+pub use manifests::{ManifestStore, StoredManifest};
 pub use progress::{Fill, FillError, FillState, Uncached};
 pub use reader::{BlobBody, Source};
+pub use tags::{TagRecord, TagStore};
 
 /// How often the recency snapshot is rewritten when something was accessed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
@@ -78,7 +81,7 @@ impl Cache {
                 metrics.clone(),
             )),
             manifests: ManifestStore::open(&layout, index.clone(), metrics.clone())?,
-            tags: TagStore::open(&layout, metrics)?,
+            tags: TagStore::open(&layout, index.clone(), metrics)?,
             missing: negative::NegativeCache::new(config.cache.negative_ttl),
             index,
         })

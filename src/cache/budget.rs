@@ -65,8 +65,14 @@ pub struct GcReport {
 pub struct Stats {
     pub blobs: u64,
     pub manifests: u64,
-    /// Bytes of published blobs and manifests.
+    /// Tag records and kept documents (tag lists, referrers answers).
+    #[serde(default)]
+    pub records: u64,
+    /// Bytes counted against the budget: published blobs, manifests and records.
     pub bytes: u64,
+    /// The part of `bytes` that records take.
+    #[serde(default)]
+    pub record_bytes: u64,
     /// Bytes reserved by downloads in progress.
     pub reserved_bytes: u64,
     pub max_size: Option<u64>,

@@ -4,9 +4,12 @@
 //! under the low watermark; the newcomer is admitted only if it then fits under the budget
 //! itself. Entries with readers and pinned entries are never evicted.
 //!
+//! Blobs, manifests and small records (tag records, kept documents) compete in the same order.
 //! These are functions over the ledger, called by the index with its lock held. Victims' files
-//! go to the `Trash` (renamed into `tmp/` now, deleted once the lock is released).
+//! go to the `Trash` (renamed into `tmp/` now, deleted once the lock is released). The eviction
+//! counters, whose names promise blobs and manifests, leave records out; a `GcReport` has all.
 
+use super::key::Kind;
 use super::layout::Layout;
 use super::ledger::Ledger;
 use super::trash::Trash;
@@ -38,19 +41,25 @@ pub fn evict(ledger: &mut Ledger, layout: &Layout, target: u64, trash: &mut Tras
         return (0, 0);
     }
     let (mut count, mut bytes) = (0, 0);
+    let (mut content, mut content_bytes) = (0, 0);
     for key in ledger.victims(need) {
-        if !trash.take(&layout.files(&key)) {
+        let record = ledger.entries.get(&key).and_then(|e| e.record.clone());
+        if !trash.take(&layout.files(&key, record.as_ref())) {
             continue;
         }
         if let Some(e) = ledger.remove(&key) {
             count += 1;
             bytes += e.disk;
+            if key.kind != Kind::Record {
+                content += 1;
+                content_bytes += e.disk;
+            }
             tracing::debug!(digest = %key.digest, bytes = e.disk, "evicted");
         }
     }
     if count > 0 {
-        ledger.metrics().evictions.inc_by(count);
-        ledger.metrics().evicted_bytes.inc_by(bytes);
+        ledger.metrics().evictions.inc_by(content);
+        ledger.metrics().evicted_bytes.inc_by(content_bytes);
         tracing::info!(
             entries = count,
             bytes,
@@ -86,7 +95,7 @@ mod tests {
         let keys: Vec<Key> = (0..3u8).map(|i| Key::blob(&Digest::sha256_of(&[i]))).collect();
         for (i, k) in keys.iter().enumerate() {
             std::fs::write(layout.blob(&k.digest), [0u8; 10]).unwrap();
-            ledger.insert(k.clone(), 10, 3 * BLOCK, Some(i as u64));
+            ledger.insert(k.clone(), None, 10, 3 * BLOCK, Some(i as u64));
         }
         // The oldest entry's file is already gone: the entry goes all the same.
         std::fs::remove_file(layout.blob(&keys[0].digest)).unwrap();

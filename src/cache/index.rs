@@ -1,8 +1,9 @@
-//! The index of what the cache keeps on disk, and the one authority on it. A lookup takes a
-//! `Lease` that keeps the entry from being evicted until it drops; a download takes a
-//! `Reservation` within the budget before it streams; and every rename into or out of the store
-//! happens under the index's lock (a publish runs its renames there, an eviction renames its
-//! victims there), so a publish and an eviction of the same digest never interleave.
+//! The index of what the cache keeps on disk (blobs, manifests, and small records: tag records
+//! and kept documents), and the one authority on it. A lookup takes a `Lease` that keeps the
+//! entry from being evicted until it drops; a download takes a `Reservation` within the budget
+//! before it streams; and every rename into or out of the store happens under the index's lock
+//! (a publish runs its renames there, an eviction renames its victims there), so a publish and
+//! an eviction of the same digest never interleave.
 //!
 //! Built from parts that know nothing of it: the bookkeeping is `ledger.rs`, the policy
 //! `evict.rs`, the two-step deletion `trash.rs`, the rebuild from the files at start `scan.rs`
@@ -21,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::oci::references;
 
 pub use super::budget::Stats;
-pub use super::key::{on_disk, Key, Kind, BLOCK};
+pub use super::key::{on_disk, Key, Kind, RecordPath, BLOCK};
 pub use super::lease::{Lease, Reservation};
 
 /// What a publish did.
@@ -30,6 +31,14 @@ pub enum Admission {
     Kept(Option<Lease>),
     /// No room within the budget: nothing was placed.
     NoRoom,
+}
+
+/// An entry about to be published.
+struct New {
+    key: Key,
+    record: Option<RecordPath>,
+    len: u64,
+    disk: u64,
 }
 
 pub struct Index {
@@ -47,7 +56,7 @@ impl Index {
         let scanned = scan::scan(&layout, &recorded)?;
         let mut ledger = Ledger::new(budget, pinned, metrics);
         for f in scanned.found {
-            ledger.insert(f.key, f.len, f.disk, Some(f.last));
+            ledger.insert(f.key, f.record, f.len, f.disk, Some(f.last));
         }
         ledger.catch_up();
         ledger.dirty = scanned.dropped > 0 || ledger.entries.len() != recorded.len();
@@ -167,7 +176,8 @@ impl Index {
 
     /// Makes `key` cached: runs `place` (the renames that put its files into the store) under
     /// the lock and records the entry. A reservation's bytes become the entry's; without one,
-    /// room is made first and `NoRoom` means nothing was placed.
+    /// room is made first and `NoRoom` means nothing was placed. Records go through
+    /// `publish_record`.
     pub fn publish(
         &self,
         key: Key,
@@ -177,16 +187,57 @@ impl Index {
         lease: bool,
         place: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<Admission> {
+        if key.kind == Kind::Record {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a record without its path",
+            ));
+        }
+        let new = New {
+            key,
+            record: None,
+            len,
+            disk,
+        };
+        self.admit(new, reservation, lease, place)
+    }
+
+    /// Makes the record at `path` cached (in place of an older one): `place` renames its file
+    /// into place under the lock if the budget has room. False when it had none and nothing was
+    /// placed. Blocking.
+    pub fn publish_record(
+        &self,
+        path: &RecordPath,
+        len: u64,
+        place: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<bool> {
+        let new = New {
+            key: path.key(),
+            record: Some(path.clone()),
+            len,
+            disk: on_disk(len),
+        };
+        let admitted = self.admit(new, None, false, place)?;
+        Ok(matches!(admitted, Admission::Kept(_)))
+    }
+
+    fn admit(
+        &self,
+        new: New,
+        reservation: Option<Reservation>,
+        lease: bool,
+        place: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<Admission> {
         let mut trash = self.trash();
         let mut reservation = reservation;
         let result = {
             let mut ledger = self.ledger.lock();
-            let existing = ledger.entries.get(&key).map_or(0, |e| e.disk);
+            let existing = ledger.entries.get(&new.key).map_or(0, |e| e.disk);
             let fits = reservation.is_some()
                 || evict::make_room(
                     &mut ledger,
                     &self.layout,
-                    disk.saturating_sub(existing),
+                    new.disk.saturating_sub(existing),
                     &mut trash,
                 );
             let result = if !fits {
@@ -196,7 +247,8 @@ impl Index {
                     if let Some(r) = reservation.as_mut() {
                         ledger.reserved -= std::mem::take(&mut r.bytes);
                     }
-                    let generation = ledger.insert(key.clone(), len, disk, None);
+                    let key = new.key.clone();
+                    let generation = ledger.insert(new.key, new.record, new.len, new.disk, None);
                     let lease = lease.then(|| {
                         ledger.add_reader(&key);
                         Lease::new(self.ledger.clone(), key, generation)

@@ -1,7 +1,9 @@
 //! The index's bookkeeping, in memory and behind one mutex: every cached entry with its size, last
 //! access, reader count and generation; the entries in least-recently-used order; the pinned set;
 //! and the byte accounting (published content plus the reservations of downloads in progress),
-//! mirrored into the cache gauges after every change. It knows nothing of files: the index
+//! mirrored into the cache gauges after every change. Blobs, manifests and records share one
+//! budget and one LRU order; the gauges, whose names promise blobs and manifests, leave records
+//! out (`Stats` has them). It knows nothing of files: the index
 //! (`index.rs`) does the renames and calls in here with the lock held, and leases (`lease.rs`)
 //! hold a `Shared` handle to give back what they hold.
 //!
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::budget::{Budget, Stats};
-use super::key::{Key, Kind};
+use super::key::{Key, Kind, RecordPath};
 use crate::metrics::Metrics;
 
 pub fn now_ms() -> u64 {
@@ -31,6 +33,8 @@ pub struct Entry {
     pub readers: u32,
     /// Tells a lease on a removed-and-re-added entry from one on the current entry.
     pub generation: u64,
+    /// Where a record's file is (records only).
+    pub record: Option<RecordPath>,
 }
 
 pub struct Ledger {
@@ -41,6 +45,9 @@ pub struct Ledger {
     pub used: u64,
     pub reserved: u64,
     pub blobs: u64,
+    pub records: u64,
+    /// Bytes of `used` that records take.
+    pub record_bytes: u64,
     pub budget: Budget,
     pub dirty: bool,
     clock: u64,
@@ -57,6 +64,8 @@ impl Ledger {
             used: 0,
             reserved: 0,
             blobs: 0,
+            records: 0,
+            record_bytes: 0,
             budget,
             dirty: false,
             clock: 0,
@@ -85,8 +94,16 @@ impl Ledger {
         self.clock = self.clock.max(now_ms());
     }
 
-    /// Adds or replaces an entry; `last` None means now. Returns the entry's generation.
-    pub fn insert(&mut self, key: Key, len: u64, disk: u64, last: Option<u64>) -> u64 {
+    /// Adds or replaces an entry (a record with its path); `last` None means now. Returns the
+    /// entry's generation.
+    pub fn insert(
+        &mut self,
+        key: Key,
+        record: Option<RecordPath>,
+        len: u64,
+        disk: u64,
+        last: Option<u64>,
+    ) -> u64 {
         self.remove(&key);
         let last = match last {
             Some(t) => {
@@ -96,8 +113,7 @@ impl Ledger {
             None => self.tick(),
         };
         self.generation += 1;
-        self.used += disk;
-        self.blobs += u64::from(key.kind == Kind::Blob);
+        self.count(&key, disk, true);
         self.order.insert((last, key.clone()));
         self.entries.insert(
             key,
@@ -107,6 +123,7 @@ impl Ledger {
                 last,
                 readers: 0,
                 generation: self.generation,
+                record,
             },
         );
         self.dirty = true;
@@ -116,10 +133,19 @@ impl Ledger {
     pub fn remove(&mut self, key: &Key) -> Option<Entry> {
         let e = self.entries.remove(key)?;
         self.order.remove(&(e.last, key.clone()));
-        self.used -= e.disk;
-        self.blobs -= u64::from(key.kind == Kind::Blob);
+        self.count(key, e.disk, false);
         self.dirty = true;
         Some(e)
+    }
+
+    /// Adds an entry to the counts, or takes it out.
+    fn count(&mut self, key: &Key, disk: u64, add: bool) {
+        let record = key.kind == Kind::Record;
+        let change = |n: &mut u64, by: u64| *n = if add { *n + by } else { *n - by };
+        change(&mut self.used, disk);
+        change(&mut self.blobs, u64::from(key.kind == Kind::Blob));
+        change(&mut self.records, u64::from(record));
+        change(&mut self.record_bytes, if record { disk } else { 0 });
     }
 
     /// Makes `key` the most recently used entry.
@@ -172,7 +198,7 @@ impl Ledger {
     /// Updates the cache gauges; called with the lock held after every change.
     pub fn report(&self) {
         let m = &self.metrics;
-        m.cache_bytes.set(self.used as i64);
+        m.cache_bytes.set((self.used - self.record_bytes) as i64);
         m.cache_blobs.set(self.blobs as i64);
         m.cache_reserved_bytes.set(self.reserved as i64);
         m.cache_max_bytes.set(self.budget.max.unwrap_or(0) as i64);
@@ -182,8 +208,10 @@ impl Ledger {
         let pinned: Vec<&Entry> = self.pinned.iter().filter_map(|k| self.entries.get(k)).collect();
         Stats {
             blobs: self.blobs,
-            manifests: self.entries.len() as u64 - self.blobs,
+            manifests: self.entries.len() as u64 - self.blobs - self.records,
+            records: self.records,
             bytes: self.used,
+            record_bytes: self.record_bytes,
             reserved_bytes: self.reserved,
             max_size: self.budget.max,
             high_watermark: self.budget.high,
@@ -237,7 +265,7 @@ mod tests {
     fn victims_are_the_oldest_entries_nobody_reads_or_pinned() {
         let mut l = Ledger::new(Budget::unlimited(), HashSet::new(), Arc::new(Metrics::new()));
         for i in 0..4 {
-            l.insert(key(i), 10, 4096, Some(100 + u64::from(i)));
+            l.insert(key(i), None, 10, 4096, Some(100 + u64::from(i)));
         }
         l.add_reader(&key(0));
         l.pinned.insert(key(1));
@@ -248,7 +276,7 @@ mod tests {
         assert_eq!(l.victims(4096), [key(3)]);
         assert_eq!(l.used, 4 * 4096);
         let gen = l.add_reader(&key(3)).unwrap();
-        l.insert(key(3), 10, 4096, None);
+        l.insert(key(3), None, 10, 4096, None);
         l.drop_reader(&key(3), gen);
         assert_eq!(
             l.entries[&key(3)].readers,

@@ -2,7 +2,8 @@
 //! entry's size and last access, rewritten whole (atomically) when something changed, at most
 //! once a period and at shutdown, never once per request; and `index/pinned`, the digests that
 //! are never evicted, rewritten whenever the set changes. Both are plain text, one entry a line
-//! (`b sha256:<hex> <len> <ms>`; `b`/`m` tell blobs from manifests), written through
+//! (`b sha256:<hex> <len> <ms>`; `b`/`m`/`r` tell blobs, manifests and records apart, a record
+//! by the digest of its path; older versions skip `r` lines), written through
 //! `atomic.rs`. Unreadable lines are skipped: an entry the snapshot misses falls back to its
 //! file's modification time.
 
@@ -29,6 +30,7 @@ fn kind_char(k: Kind) -> char {
     match k {
         Kind::Blob => 'b',
         Kind::Manifest => 'm',
+        Kind::Record => 'r',
     }
 }
 
@@ -37,6 +39,10 @@ fn parse_key(kind: &str, digest: &str) -> Option<Key> {
     match kind {
         "b" => Some(Key::blob(&digest)),
         "m" => Some(Key::manifest(&digest)),
+        "r" => Some(Key {
+            kind: Kind::Record,
+            digest,
+        }),
         _ => None,
     }
 }
@@ -128,5 +134,20 @@ mod tests {
         write_pinned(&layout, &pins).unwrap();
         assert_eq!(load_pinned(&layout.pinned()), pins);
         assert!(load_recency(&dir.path().join("absent")).is_empty());
+    }
+
+    #[test]
+    fn records_round_trip_by_the_digest_of_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let r = crate::cache::key::RecordPath::new(["docker.io", "app", "@tags", "v1"]).unwrap();
+        let text = render_recency([(&r.key(), 70, 300)].into_iter());
+        assert!(text.contains(&format!("r {} 70 300", r.key().digest)), "{text}");
+        write_recency(&layout, &text).unwrap();
+        assert_eq!(
+            load_recency(&layout.recency())[&r.key()],
+            Recorded { len: 70, last: 300 }
+        );
     }
 }
