@@ -3,20 +3,30 @@
 //! the blob and manifest store within its disk budget (least recently used content goes first;
 //! content being read and pinned content never does).
 
+mod atomic;
 pub mod blobs;
+mod budget;
 pub mod dirlock;
 mod download;
 pub mod evict;
 pub mod fill;
 pub mod index;
+mod key;
+#[cfg(test)]
+mod layering;
 pub mod layout;
 mod lease;
+mod ledger;
 pub mod manifests;
 pub mod origin;
 mod passthrough;
+mod progress;
 pub mod reader;
+mod records;
 mod scan;
 mod snapshot;
+pub mod tags;
+mod trash;
 
 use std::io;
 use std::sync::Arc;
@@ -27,15 +37,18 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
+pub use blobs::CachedBlob;
 use bytes::Bytes;
 pub use evict::{Budget, GcReport};
-pub use fill::{Fill, FillError, FillState, Fills, Lookup, Uncached};
+pub use fill::{Fills, Lookup};
 pub use index::{Index, Key, Kind, Stats};
 pub use layout::Layout;
-pub use manifests::{ManifestStore, StoredManifest, TagRecord, TagStore};
+pub use manifests::{ManifestStore, StoredManifest};
 use origin::Origin;
-pub use reader::{BlobBody, CachedBlob, Source};
+pub use progress::{Fill, FillError, FillState, Uncached};
+pub use reader::{BlobBody, Source};
 use std::path::PathBuf;
+pub use tags::{TagRecord, TagStore};
 
 /// How often the recency snapshot is rewritten when something was accessed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
@@ -95,7 +108,7 @@ impl Cache {
                 metrics.clone(),
             )),
             manifests: ManifestStore::open(&layout, index.clone(), metrics.clone())?,
-            tags: TagStore::open(&layout, metrics)?,
+            tags: TagStore::open(&layout, index.clone(), metrics)?,
             index,
         })
     }

@@ -1,18 +1,19 @@
-//! The blob files on disk: `blobs/<algorithm>/<hex>`, each complete and verified, and `tmp/` for
-//! downloads in progress. A `TempFile` deletes itself when dropped unless it was placed, so an
-//! interrupted or failed download never leaves anything under a real name. What is cached is
+//! The blob files on disk: `blobs/<algorithm>/<hex>`, each complete and verified (opened for
+//! reading as a `CachedBlob`, which holds its lease), and `tmp/` for downloads in progress. A
+//! download streams into a `Staged` file (`atomic.rs`) that deletes itself when dropped unless it
+//! was placed, so an interrupted or failed download never leaves anything under a real name. What is cached is
 //! the index's business (`index.rs`): this module only moves bytes and files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::atomic::Staged;
 use super::layout::Layout;
+use super::lease::Lease;
 use crate::oci::Digest;
-
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -53,31 +54,18 @@ impl BlobStore {
 
     /// A new temp file for `digest`: the guard that deletes it, the write handle, and a read
     /// handle for followers that stays valid after the rename.
-    pub fn temp_file(&self, digest: &Digest) -> io::Result<(TempFile, File, File)> {
+    pub fn temp_file(&self, digest: &Digest) -> io::Result<(Staged, File, File)> {
         self.injected_failure()?;
-        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self.layout.tmp().join(format!(
-            "{}-{}.{}.{}",
-            digest.algorithm().as_str(),
-            digest.hex(),
-            std::process::id(),
-            seq
-        ));
-        let write = OpenOptions::new().write(true).create_new(true).open(&path)?;
-        let read = File::open(&path)?;
-        Ok((TempFile { path: Some(path) }, write, read))
+        let prefix = format!("{}-{}.", digest.algorithm().as_str(), digest.hex());
+        let (staged, write) = Staged::create(&self.layout.tmp(), &prefix)?;
+        let read = File::open(staged.path())?;
+        Ok((staged, write, read))
     }
 
     /// Moves a verified, synced temp file to its place in the store. Called under the index
     /// lock (see `Index::publish`), so it is only the rename.
-    pub fn place(&self, mut temp: TempFile, digest: &Digest) -> io::Result<()> {
-        let from = temp
-            .path
-            .take()
-            .ok_or_else(|| io::Error::other("temp file already placed"))?;
-        std::fs::rename(&from, self.path(digest)).inspect_err(|_| {
-            let _ = std::fs::remove_file(&from);
-        })
+    pub fn place(&self, temp: Staged, digest: &Digest) -> io::Result<()> {
+        temp.persist(&self.path(digest))
     }
 
     /// Makes a placed blob's directory entry durable.
@@ -109,15 +97,19 @@ impl BlobStore {
     }
 }
 
-/// A download in progress. Removed from disk on drop unless placed.
-pub struct TempFile {
-    path: Option<PathBuf>,
+/// A complete cached blob opened for reading, held from eviction while this lives.
+pub struct CachedBlob {
+    pub file: Arc<File>,
+    pub size: u64,
+    _lease: Lease,
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.path.take() {
-            let _ = std::fs::remove_file(p);
+impl CachedBlob {
+    pub fn new(file: File, size: u64, lease: Lease) -> CachedBlob {
+        CachedBlob {
+            file: Arc::new(file),
+            size,
+            _lease: lease,
         }
     }
 }

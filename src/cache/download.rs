@@ -1,34 +1,40 @@
 //! One blob download, the leader's half of a fill: reserve the announced size within the disk
 //! budget, stream the upstream body into the temp file in batches (written and hashed off the
-//! async threads), publish progress to the fill's readers, and check size and digest at the end
-//! (the fsync comes after, when the fill publishes).
+//! async threads, one batch written while the next is read), publish progress to the fill's
+//! readers, and check size and digest at the end (the fsync comes after, when the fill
+//! publishes). `fill.rs` runs a `Downloader`; this file knows the fill only as `progress.rs`
+//! describes it.
 //! Upstream trouble is an error; the cache's own trouble (no room, a failed write or sync) is not:
 //! it ends the download as `Uncached`, and the fill's readers stream from upstream instead.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
-use super::blobs::TempFile;
-use super::fill::{Fill, FillError, Fills, Progress, Uncached};
-use super::index::Reservation;
-use super::origin::Fetching;
+use super::atomic::Staged;
+use super::blobs::BlobStore;
+use super::index::Index;
+use super::lease::Reservation;
+use super::origin::{Fetching, OriginBody};
+use super::progress::{Fill, FillError, Progress, Uncached};
+use crate::metrics::Metrics;
 use crate::oci::Hasher;
 
 /// Bytes buffered before one write + hash step off the async threads.
 const WRITE_BATCH: usize = 256 * 1024;
 
 /// How a download ended when upstream behaved.
-pub(super) enum Done {
+pub enum Done {
     /// Size and digest checked; `file` still needs an fsync before it is published (done after
     /// readers got their last bytes, so they never wait for the disk).
     Verified {
-        temp: TempFile,
+        temp: Staged,
         file: File,
         size: u64,
         reservation: Reservation,
@@ -36,88 +42,105 @@ pub(super) enum Done {
     Uncached(Uncached),
 }
 
-/// What a write batch hands back: the file and hasher, and how the write went.
-type Written = (File, Hasher, io::Result<()>);
+/// What a download needs of the cache.
+pub struct Downloader {
+    pub store: BlobStore,
+    pub index: Arc<Index>,
+    pub read_timeout: Duration,
+    pub finish_abandoned: bool,
+    pub metrics: Arc<Metrics>,
+}
 
-impl Fills {
-    /// Takes a finished write batch back: the file and hasher return to `writer` and readers
-    /// learn the new length at once. False when the write failed (counted and logged).
-    fn landed(
-        &self,
-        out: Result<Written, tokio::task::JoinError>,
-        upto: u64,
-        writer: &mut Option<(File, Hasher)>,
-        written: &mut u64,
-        fill: &Fill,
-        tx: &watch::Sender<Progress>,
-    ) -> Result<bool, FillError> {
-        let (file, hasher, result) = out.map_err(io::Error::other)?;
-        if let Err(e) = result {
-            self.write_failed(&fill.digest, &e);
-            return Ok(false);
-        }
-        *writer = Some((file, hasher));
-        fill.fetched.inc_by(upto - *written);
-        *written = upto;
-        tx.send_modify(|p| p.written = upto);
-        Ok(true)
+impl Downloader {
+    pub fn write_failed(&self, digest: &crate::oci::Digest, e: &io::Error) {
+        self.metrics.cache.write_errors.inc();
+        tracing::warn!(%digest, error = %e, "cannot write to the cache; the blob streams from upstream without being kept");
     }
 
-    /// Grows `reservation` to `bytes` off the async threads.
+    /// Reserves `bytes`, or grows `reservation` to them, off the async threads.
     async fn reserve(&self, reservation: Option<Reservation>, bytes: u64) -> Option<Reservation> {
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || match reservation {
             None => index.reserve(bytes).ok(),
-            Some(mut r) => r.grow_to(bytes).ok().map(|()| r),
+            Some(mut r) => index.grow(&mut r, bytes).ok().map(|()| r),
         })
         .await
         .ok()
         .flatten()
     }
 
-    pub(super) async fn download(
+    /// Downloads `fill`'s blob from `source` into `temp` (None: no temp file could be made).
+    pub async fn run(
         &self,
         fill: &Arc<Fill>,
-        temp: Option<(TempFile, File)>,
+        temp: Option<(Staged, File)>,
         tx: &watch::Sender<Progress>,
         source: Fetching,
     ) -> Result<Done, FillError> {
-        let digest = &fill.digest;
         let resp = source.await.map_err(FillError::Origin)?;
         let size = resp.size;
-        let handoff = |resp| {
-            *fill.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
+        let uncached = |resp, why| {
+            fill.hand_off(resp);
             tx.send_modify(|p| p.size = size);
+            Ok(Done::Uncached(why))
         };
         let Some((temp, file)) = temp else {
-            handoff(resp);
-            return Ok(Done::Uncached(Uncached::WriteError));
+            return uncached(resp, Uncached::WriteError);
         };
-        let Some(mut reservation) = self.reserve(None, size.unwrap_or(0)).await else {
-            handoff(resp);
-            return Ok(Done::Uncached(Uncached::NoRoom));
+        let Some(reservation) = self.reserve(None, size.unwrap_or(0)).await else {
+            return uncached(resp, Uncached::NoRoom);
         };
         tx.send_modify(|p| {
             p.started = true;
             p.size = size;
         });
-        let mut body = resp.body;
-        // The file and hasher travel to the writer thread and back; one batch is written while
-        // the next one is read from upstream.
-        let mut writer = Some((file, Hasher::new(digest.algorithm())));
-        let mut in_flight: Option<(JoinHandle<Written>, u64)> = None;
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_len = 0usize;
-        let mut submitted = 0u64;
-        let mut written = 0u64;
+        let mut batches = Batches::new(self, fill, tx, file);
+        let reservation = match self.stream(&mut batches, reservation, resp.body, size).await? {
+            Ok(r) => r,
+            Err(why) => return Ok(Done::Uncached(why)),
+        };
+        let Some((file, hasher, written)) = batches.finish().await? else {
+            return Ok(Done::Uncached(Uncached::WriteError));
+        };
+        if let Some(want) = size.filter(|want| *want != written) {
+            return Err(FillError::SizeMismatch { want, got: written });
+        }
+        let actual = hasher.finish();
+        if actual != fill.digest {
+            return Err(FillError::DigestMismatch {
+                expected: fill.digest.clone(),
+                actual,
+            });
+        }
+        Ok(Done::Verified {
+            temp,
+            file,
+            size: written,
+            reservation,
+        })
+    }
+
+    /// Reads the body into write batches until it ends. The inner `Err` says why the cache gave
+    /// up keeping the blob; otherwise the reservation comes back, grown to the body's size.
+    async fn stream(
+        &self,
+        batches: &mut Batches<'_>,
+        mut reservation: Reservation,
+        mut body: OriginBody,
+        size: Option<u64>,
+    ) -> Result<Result<Reservation, Uncached>, FillError> {
         loop {
             let next = tokio::select! {
                 biased;
                 // A finished write is published at once, so readers never wait on the next batch.
-                back = async { (&mut in_flight.as_mut().expect("guarded by the if").0).await }, if in_flight.is_some() => {
-                    let upto = in_flight.take().map_or(written, |(_, upto)| upto);
-                    if !self.landed(back, upto, &mut writer, &mut written, fill, tx)? {
-                        return Ok(Done::Uncached(Uncached::WriteError));
+                back = async {
+                    match batches.in_flight.as_mut() {
+                        Some((handle, _)) => handle.await,
+                        None => std::future::pending().await,
+                    }
+                }, if batches.in_flight.is_some() => {
+                    if !batches.landed(back)? {
+                        return Ok(Err(Uncached::WriteError));
                     }
                     continue;
                 }
@@ -131,84 +154,149 @@ impl Fills {
             };
             let done = frame.is_none();
             if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
-                let got = submitted + (pending_len + data.len()) as u64;
-                if size.is_some_and(|want| got > want) {
-                    return Err(FillError::SizeMismatch {
-                        want: size.unwrap_or(0),
-                        got,
-                    });
+                let got = batches.buffered() + data.len() as u64;
+                if let Some(want) = size.filter(|want| got > *want) {
+                    return Err(FillError::SizeMismatch { want, got });
                 }
-                pending_len += data.len();
-                pending.push(data);
+                batches.push(data);
             }
-            if pending_len >= WRITE_BATCH || (done && pending_len > 0) {
-                let total = submitted + pending_len as u64;
+            if batches.ready(done) {
                 if size.is_none() {
                     // No Content-Length: the reservation grows with the download.
-                    match self.reserve(Some(reservation), total).await {
+                    match self.reserve(Some(reservation), batches.buffered()).await {
                         Some(r) => reservation = r,
-                        None => return Ok(Done::Uncached(Uncached::NoRoom)),
+                        None => return Ok(Err(Uncached::NoRoom)),
                     }
                 }
-                if let Some((handle, upto)) = in_flight.take() {
-                    if !self.landed(handle.await, upto, &mut writer, &mut written, fill, tx)? {
-                        return Ok(Done::Uncached(Uncached::WriteError));
-                    }
+                if !batches.submit().await? {
+                    return Ok(Err(Uncached::WriteError));
                 }
-                let batch = std::mem::take(&mut pending);
-                let store = self.store.clone();
-                let Some((mut file, mut hasher)) = writer.take() else {
-                    return Err(FillError::Io(io::Error::other("writer lost")));
-                };
-                in_flight = Some((
-                    tokio::task::spawn_blocking(move || {
-                        let result = store.injected_failure().and_then(|()| {
-                            for b in &batch {
-                                file.write_all(b)?;
-                                hasher.update(b);
-                            }
-                            Ok(())
-                        });
-                        (file, hasher, result)
-                    }),
-                    total,
-                ));
-                submitted = total;
-                pending_len = 0;
             }
             if done {
-                break;
+                return Ok(Ok(reservation));
             }
             // The map and this task hold the fill; anyone else is a reader.
-            if !self.finish_abandoned && Arc::strong_count(fill) <= 2 {
+            if !self.finish_abandoned && Arc::strong_count(batches.fill) <= 2 {
                 return Err(FillError::Abandoned);
             }
         }
-        if let Some((handle, upto)) = in_flight.take() {
-            if !self.landed(handle.await, upto, &mut writer, &mut written, fill, tx)? {
-                return Ok(Done::Uncached(Uncached::WriteError));
-            }
+    }
+}
+
+/// What a write batch hands back: the file and hasher, and how the write went.
+type Written = (File, Hasher, io::Result<()>);
+
+/// The write side of a download. The file and hasher travel to a blocking thread with each
+/// batch and come back with it; at most one batch is in flight.
+struct Batches<'a> {
+    dl: &'a Downloader,
+    fill: &'a Arc<Fill>,
+    tx: &'a watch::Sender<Progress>,
+    /// Home unless a batch is in flight.
+    writer: Option<(File, Hasher)>,
+    /// The batch being written, and the length the file has once it is.
+    in_flight: Option<(JoinHandle<Written>, u64)>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// Bytes handed to writes so far, and bytes written (and shown to readers).
+    submitted: u64,
+    written: u64,
+}
+
+impl<'a> Batches<'a> {
+    fn new(dl: &'a Downloader, fill: &'a Arc<Fill>, tx: &'a watch::Sender<Progress>, file: File) -> Self {
+        Batches {
+            dl,
+            fill,
+            tx,
+            writer: Some((file, Hasher::new(fill.digest.algorithm()))),
+            in_flight: None,
+            pending: Vec::new(),
+            pending_len: 0,
+            submitted: 0,
+            written: 0,
         }
-        let Some((file, hasher)) = writer else {
+    }
+
+    /// Bytes received so far, written or not.
+    fn buffered(&self) -> u64 {
+        self.submitted + self.pending_len as u64
+    }
+
+    fn push(&mut self, data: Bytes) {
+        self.pending_len += data.len();
+        self.pending.push(data);
+    }
+
+    /// Whether a batch is due: a full one, or the rest at the end of the body.
+    fn ready(&self, done: bool) -> bool {
+        self.pending_len >= WRITE_BATCH || (done && self.pending_len > 0)
+    }
+
+    /// Takes the batch in flight back: the file and hasher come home and readers learn the new
+    /// length at once. False when the write failed (counted and logged).
+    fn landed(&mut self, out: Result<Written, JoinError>) -> Result<bool, FillError> {
+        let upto = self.in_flight.take().map_or(self.written, |(_, upto)| upto);
+        let (file, hasher, result) = out.map_err(io::Error::other)?;
+        if let Err(e) = result {
+            self.dl.write_failed(&self.fill.digest, &e);
+            return Ok(false);
+        }
+        self.writer = Some((file, hasher));
+        self.fill.fetched.inc_by(upto - self.written);
+        self.written = upto;
+        self.tx.send_modify(|p| p.written = upto);
+        Ok(true)
+    }
+
+    /// Waits for the batch in flight, if any; false when its write failed.
+    async fn settle(&mut self) -> Result<bool, FillError> {
+        match self.in_flight.as_mut() {
+            Some((handle, _)) => {
+                let out = handle.await;
+                self.landed(out)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Sends the pending bytes to be written (after the previous batch landed); false when a
+    /// write failed.
+    async fn submit(&mut self) -> Result<bool, FillError> {
+        if !self.settle().await? {
+            return Ok(false);
+        }
+        let total = self.buffered();
+        let batch = std::mem::take(&mut self.pending);
+        let store = self.dl.store.clone();
+        let Some((mut file, mut hasher)) = self.writer.take() else {
             return Err(FillError::Io(io::Error::other("writer lost")));
         };
-        if let Some(want) = size {
-            if want != written {
-                return Err(FillError::SizeMismatch { want, got: written });
-            }
-        }
-        let actual = hasher.finish();
-        if &actual != digest {
-            return Err(FillError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
+        let write = tokio::task::spawn_blocking(move || {
+            let result = store.injected_failure().and_then(|()| {
+                for b in &batch {
+                    file.write_all(b)?;
+                    hasher.update(b);
+                }
+                Ok(())
             });
+            (file, hasher, result)
+        });
+        self.in_flight = Some((write, total));
+        self.submitted = total;
+        self.pending_len = 0;
+        Ok(true)
+    }
+
+    /// Waits for the last batch; the file, its hasher and its length, or None when a write
+    /// failed.
+    async fn finish(mut self) -> Result<Option<(File, Hasher, u64)>, FillError> {
+        if !self.settle().await? {
+            return Ok(None);
         }
-        Ok(Done::Verified {
-            temp,
-            file,
-            size: written,
-            reservation,
-        })
+        match self.writer.take() {
+            Some((file, hasher)) => Ok(Some((file, hasher, self.written))),
+            None => Err(FillError::Io(io::Error::other("writer lost"))),
+        }
     }
 }

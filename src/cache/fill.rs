@@ -10,6 +10,9 @@
 //! When the cache cannot keep the blob (no room within the budget, or the disk refuses a
 //! write) that is not the clients' problem: the fill turns `PassThrough`, the temp file is
 //! dropped, and each reader streams the blob from upstream itself (`passthrough.rs`).
+//!
+//! This file owns the map of running fills and the leader task; the fill and its states are
+//! `progress.rs`, the download itself `download.rs`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,116 +20,20 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::IntCounter;
 use tokio::sync::watch;
 
-use super::blobs::{BlobStore, TempFile};
-use super::download::Done;
-use super::index::{on_disk, Admission, Index, Key, Lease};
-use super::origin::{Fetched, Fetching, Origin, OriginError};
-use super::reader::CachedBlob;
+use super::atomic::Staged;
+use super::blobs::{BlobStore, CachedBlob};
+use super::download::{Done, Downloader};
+use super::index::{Admission, Index};
+use super::key::{on_disk, Key};
+use super::lease::{Lease, Reservation};
+use super::origin::{Fetching, Origin};
+use super::progress::FillState;
 use crate::metrics::{Metrics, RequestKind};
 use crate::oci::Digest;
 
-#[derive(Debug, thiserror::Error)]
-pub enum FillError {
-    /// The origin failed (classified by whoever made the origin).
-    #[error("{0}")]
-    Origin(OriginError),
-    #[error("upstream sent content with digest {actual}, not {expected}")]
-    DigestMismatch { expected: Digest, actual: Digest },
-    #[error("upstream sent {got} bytes where it announced {want}")]
-    SizeMismatch { want: u64, got: u64 },
-    #[error("upstream sent nothing for {0:?}")]
-    Stalled(Duration),
-    #[error("upstream body broke off: {0}")]
-    Body(String),
-    #[error("cache I/O: {0}")]
-    Io(#[from] io::Error),
-    #[error("every client left and fetch.finish_abandoned is off")]
-    Abandoned,
-}
-
-pub use crate::metrics::Uncached;
-
-#[derive(Debug, Clone)]
-pub enum FillState {
-    Running,
-    /// Size and digest checked: the bytes may be handed out in full.
-    Verified,
-    /// Not kept: readers continue from upstream directly.
-    PassThrough(Uncached),
-    Failed(Arc<FillError>),
-}
-
-#[derive(Debug, Clone)]
-pub struct Progress {
-    /// Upstream answered; `size` is its Content-Length if it sent one.
-    pub started: bool,
-    pub size: Option<u64>,
-    pub written: u64,
-    pub state: FillState,
-}
-
-impl Progress {
-    pub fn is_terminal(&self) -> bool {
-        !matches!(self.state, FillState::Running)
-    }
-}
-
-/// A download in progress that readers can follow.
-pub struct Fill {
-    pub digest: Digest,
-    /// Read handle of the temp file; None when none could be created.
-    file: Option<Arc<File>>,
-    progress: watch::Receiver<Progress>,
-    origin: Arc<dyn Origin>,
-    /// The leader's upstream response when it gave up before reading any of it, for the first
-    /// pass-through reader.
-    pub(super) handoff: Mutex<Option<Fetched>>,
-    /// Taken when the blob is published: keeps it from eviction while readers follow the fill.
-    lease: Mutex<Option<Lease>>,
-    pub(super) read_timeout: Duration,
-    pub(super) fetched: IntCounter,
-}
-
-impl Fill {
-    pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
-    }
-
-    pub(super) fn file(&self) -> Option<Arc<File>> {
-        self.file.clone()
-    }
-
-    /// An upstream response for a pass-through reader: the leader's unread one, else a new one.
-    pub(super) async fn upstream(&self) -> Result<Fetched, OriginError> {
-        let handed = self.handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match handed {
-            Some(r) => Ok(r),
-            None => self.origin.fetch().await,
-        }
-    }
-
-    /// Waits until upstream answered (or the fill failed) and returns that moment's progress.
-    pub async fn started(&self) -> Progress {
-        let mut rx = self.progress.clone();
-        let p = rx
-            .wait_for(|p| p.started || p.is_terminal())
-            .await
-            .map(|p| p.clone());
-        p.unwrap_or_else(|_| lost())
-    }
-}
-
-fn lost() -> Progress {
-    Progress {
-        started: true,
-        size: None,
-        written: 0,
-        state: FillState::Failed(Arc::new(FillError::Io(io::Error::other("download task ended")))),
-    }
-}
+pub use super::progress::{Fill, FillError, Progress, Uncached};
 
 pub enum Lookup {
     Hit(CachedBlob),
@@ -138,11 +45,7 @@ pub enum Lookup {
 }
 
 pub struct Fills {
-    pub(super) store: BlobStore,
-    pub(super) index: Arc<Index>,
-    pub(super) read_timeout: Duration,
-    pub(super) finish_abandoned: bool,
-    pub(super) metrics: Arc<Metrics>,
+    download: Downloader,
     active: Mutex<HashMap<Digest, Arc<Fill>>>,
     /// Number of running fills, for shutdown to wait on.
     running: watch::Sender<usize>,
@@ -163,18 +66,24 @@ impl Fills {
         metrics: Arc<Metrics>,
     ) -> Fills {
         Fills {
-            store,
-            index,
-            read_timeout,
-            finish_abandoned,
-            metrics,
+            download: Downloader {
+                store,
+                index,
+                read_timeout,
+                finish_abandoned,
+                metrics,
+            },
             active: Mutex::new(HashMap::new()),
             running: watch::Sender::new(0),
         }
     }
 
     pub fn store(&self) -> &BlobStore {
-        &self.store
+        &self.download.store
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.download.metrics
     }
 
     /// The fill in progress for `digest`, if any.
@@ -188,20 +97,21 @@ impl Fills {
 
     /// The size of a cached blob, without counting as an access.
     pub fn cached_size(&self, digest: &Digest) -> Option<u64> {
-        self.index.len_of(&Key::blob(digest))
+        self.download.index.len_of(&Key::blob(digest))
     }
 
     /// A cached blob opened for reading under a lease, if the index has it and its file is there.
     fn open_cached(&self, digest: &Digest) -> io::Result<Option<CachedBlob>> {
         let key = Key::blob(digest);
-        let Some((lease, _)) = self.index.lease(&key) else {
+        let index = &self.download.index;
+        let Some((lease, _)) = index.lease(&key) else {
             return Ok(None);
         };
-        match self.store.open_blob(digest)? {
+        match self.store().open_blob(digest)? {
             Some((file, size)) => Ok(Some(CachedBlob::new(file, size, lease))),
             None => {
                 drop(lease);
-                self.index.forget(&key);
+                index.forget(&key);
                 Ok(None)
             }
         }
@@ -215,7 +125,7 @@ impl Fills {
         }
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fill) = active.get(digest) {
-            self.metrics.request.coalesced(RequestKind::Blob);
+            self.metrics().request.coalesced(RequestKind::Blob);
             return Ok(Lookup::Filling {
                 fill: fill.clone(),
                 joined: true,
@@ -225,34 +135,21 @@ impl Fills {
         if let Some(hit) = self.open_cached(digest)? {
             return Ok(Lookup::Hit(hit));
         }
-        let temp = match self.store.temp_file(digest) {
-            Ok((temp, write, read)) => Some((temp, write, read)),
+        let (temp, read) = match self.store().temp_file(digest) {
+            Ok((temp, write, read)) => (Some((temp, write)), Some(read)),
             Err(e) => {
-                self.write_failed(digest, &e);
-                None
+                self.download.write_failed(digest, &e);
+                (None, None)
             }
         };
-        let (tx, rx) = watch::channel(Progress {
-            started: false,
-            size: None,
-            written: 0,
-            state: FillState::Running,
-        });
-        let fetched = self.metrics.upstream.bytes(origin.name());
-        let (temp, file) = match temp {
-            Some((t, w, r)) => (Some((t, w)), Some(Arc::new(r))),
-            None => (None, None),
-        };
-        let fill = Arc::new(Fill {
-            digest: digest.clone(),
-            file,
-            progress: rx,
-            origin: origin.clone(),
-            handoff: Mutex::new(None),
-            lease: Mutex::new(None),
-            read_timeout: self.read_timeout,
+        let fetched = self.metrics().upstream.bytes(origin.name());
+        let (fill, tx) = Fill::new(
+            digest.clone(),
+            read,
+            origin.clone(),
+            self.download.read_timeout,
             fetched,
-        });
+        );
         active.insert(digest.clone(), fill.clone());
         self.running.send_replace(active.len());
         drop(active);
@@ -263,22 +160,18 @@ impl Fills {
         Ok(Lookup::Filling { fill, joined: false })
     }
 
-    pub(super) fn write_failed(&self, digest: &Digest, e: &io::Error) {
-        self.metrics.cache.write_errors.inc();
-        tracing::warn!(%digest, error = %e, "cannot write to the cache; the blob streams from upstream without being kept");
-    }
-
     async fn lead(
         self: Arc<Self>,
         fill: Arc<Fill>,
-        temp: Option<(TempFile, File)>,
+        temp: Option<(Staged, File)>,
         tx: watch::Sender<Progress>,
         source: Fetching,
     ) {
         let digest = fill.digest.clone();
-        self.metrics.cache.inflight_downloads.inc();
-        let outcome = self.download(&fill, temp, &tx, source).await;
-        self.metrics.cache.inflight_downloads.dec();
+        let metrics = self.metrics();
+        metrics.cache.inflight_downloads.inc();
+        let outcome = self.download.run(&fill, temp, &tx, source).await;
+        metrics.cache.inflight_downloads.dec();
         match outcome {
             Ok(Done::Verified {
                 temp,
@@ -287,36 +180,11 @@ impl Fills {
                 reservation,
             }) => {
                 tx.send_modify(|p| p.state = FillState::Verified);
-                let (store, index, d) = (self.store.clone(), self.index.clone(), digest.clone());
-                let published = tokio::task::spawn_blocking(move || -> io::Result<Option<Lease>> {
-                    // Durable before it gets a real name; readers already have their bytes.
-                    file.sync_all()?;
-                    drop(file);
-                    let key = Key::blob(&d);
-                    let placed = index.publish(key, size, on_disk(size), Some(reservation), true, || {
-                        store.place(temp, &d)
-                    })?;
-                    if let Err(e) = store.sync_dir(&d) {
-                        tracing::warn!(digest = %d, error = %e, "cannot sync the blob directory");
-                    }
-                    Ok(match placed {
-                        Admission::Kept(lease) => lease,
-                        Admission::NoRoom => None,
-                    })
-                })
-                .await;
-                match published {
-                    Ok(Ok(lease)) => {
-                        *fill.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
-                        tracing::info!(%digest, size, "blob cached");
-                    }
-                    Ok(Err(e)) => tracing::warn!(%digest, error = %e, "could not publish verified blob"),
-                    Err(e) => tracing::warn!(%digest, error = %e, "publish task failed"),
-                }
+                fill.keep(self.publish(&digest, temp, file, size, reservation).await);
                 self.remove(&digest);
             }
             Ok(Done::Uncached(why)) => {
-                self.metrics.cache.uncached(why);
+                metrics.cache.uncached(why);
                 tracing::info!(%digest, reason = why.as_str(), "blob not kept; readers stream it from upstream");
                 self.remove(&digest);
                 tx.send_modify(|p| {
@@ -326,15 +194,59 @@ impl Fills {
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "blob download failed; nothing kept");
-                self.metrics.cache.failed_downloads.inc();
+                metrics.cache.failed_downloads.inc();
                 if matches!(e, FillError::DigestMismatch { .. }) {
-                    self.metrics.cache.digest_mismatches.inc();
+                    metrics.cache.digest_mismatches.inc();
                 }
                 self.remove(&digest);
                 tx.send_modify(|p| {
                     p.started = true;
                     p.state = FillState::Failed(Arc::new(e));
                 });
+            }
+        }
+    }
+
+    /// Syncs a verified download and places it in the store; the lease that keeps it for the
+    /// fill's readers, or None when it was not kept.
+    async fn publish(
+        &self,
+        digest: &Digest,
+        temp: Staged,
+        file: File,
+        size: u64,
+        reservation: Reservation,
+    ) -> Option<Lease> {
+        let (store, index, d) = (self.store().clone(), self.download.index.clone(), digest.clone());
+        let published = tokio::task::spawn_blocking(move || -> io::Result<Option<Lease>> {
+            // Durable before it gets a real name; readers already have their bytes.
+            file.sync_all()?;
+            drop(file);
+            let key = Key::blob(&d);
+            let placed = index.publish(key, size, on_disk(size), Some(reservation), true, || {
+                store.place(temp, &d)
+            })?;
+            if let Err(e) = store.sync_dir(&d) {
+                tracing::warn!(digest = %d, error = %e, "cannot sync the blob directory");
+            }
+            Ok(match placed {
+                Admission::Kept(lease) => lease,
+                Admission::NoRoom => None,
+            })
+        })
+        .await;
+        match published {
+            Ok(Ok(lease)) => {
+                tracing::info!(%digest, size, "blob cached");
+                lease
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%digest, error = %e, "could not publish verified blob");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "publish task failed");
+                None
             }
         }
     }

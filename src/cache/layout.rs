@@ -1,10 +1,12 @@
 //! Where everything lives under the cache directory. Paths of content are built only from a
-//! `Digest`, so no name from the network ever reaches the file system.
+//! `Digest`, and paths of records only from a `RecordPath` (checked components of parsed names),
+//! so no unchecked name from the network ever reaches the file system.
 //!
 //! ```text
 //! blobs/<alg>/<hex>            verified blobs
 //! manifests/<alg>/<hex>        verified manifest bytes; <hex>.type holds the media type
-//! tags/<upstream>/<repo>/@tags/<tag>
+//! tags/<upstream>/<repo>/@tags/<tag>     tag records
+//! tags/<upstream>/<repo>/@docs/<name>    the last tag list and referrers answers
 //! tmp/                         downloads in progress, atomic writes, evicted files being deleted
 //! index/recency                snapshot of last access times (rewritten periodically)
 //! index/pinned                 digests that are never evicted
@@ -13,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::index::{Key, Kind};
+use super::key::{Key, Kind, RecordPath};
 use crate::oci::Digest;
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,10 @@ impl Layout {
         self.dir.join("manifests")
     }
 
+    pub fn tags(&self) -> PathBuf {
+        self.dir.join("tags")
+    }
+
     pub fn tmp(&self) -> PathBuf {
         self.dir.join("tmp")
     }
@@ -58,11 +64,19 @@ impl Layout {
         self.manifest(digest).with_extension("type")
     }
 
-    /// Every file that makes up a cached entry.
-    pub fn files(&self, key: &Key) -> Vec<PathBuf> {
+    pub fn record(&self, path: &RecordPath) -> PathBuf {
+        let mut p = self.tags();
+        p.extend(path.components());
+        p
+    }
+
+    /// Every file that makes up a cached entry. A record's path cannot be told from its key, so
+    /// the caller passes it (without one a record has no files here).
+    pub fn files(&self, key: &Key, record: Option<&RecordPath>) -> Vec<PathBuf> {
         match key.kind {
             Kind::Blob => vec![self.blob(&key.digest)],
             Kind::Manifest => vec![self.manifest(&key.digest), self.manifest_type(&key.digest)],
+            Kind::Record => record.map(|r| self.record(r)).into_iter().collect(),
         }
     }
 
@@ -86,6 +100,6 @@ impl Layout {
         }
         std::fs::create_dir_all(self.tmp())?;
         std::fs::create_dir_all(self.dir.join("index"))?;
-        std::fs::create_dir_all(self.dir.join("tags"))
+        std::fs::create_dir_all(self.tags())
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use super::fill::Fill;
+use super::progress::Fill;
 use crate::oci::Hasher;
 
 fn fail(e: impl ToString) -> io::Error {

@@ -1,9 +1,9 @@
-//! Response bodies that stream a byte range of a blob from disk: from a complete cached file, or
-//! from a fill's growing temp file, waiting for bytes that have not arrived yet. A reader of a
+//! Response bodies that stream a byte range of a blob from disk: from a complete cached file
+//! (`CachedBlob`, held by its lease), or from a fill's growing temp file, waiting for bytes that
+//! have not arrived yet. A reader of a
 //! fill never hands out a blob's last byte before the fill is verified, and a failed fill ends
 //! the body with an error, so a client can never take a short or corrupt body for a whole one.
 
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -14,30 +14,13 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
-use super::fill::{Fill, FillState, Progress};
-use super::index::Lease;
+use super::blobs::CachedBlob;
 use super::passthrough;
+use super::progress::{Fill, FillState, Progress};
 
 const READ_CHUNK: usize = 128 * 1024;
 /// Chunk size when streaming a complete file from a blocking thread.
 const COMPLETE_CHUNK: usize = 128 * 1024;
-
-/// A complete cached blob opened for reading, held from eviction while this lives.
-pub struct CachedBlob {
-    pub file: Arc<File>,
-    pub size: u64,
-    _lease: Lease,
-}
-
-impl CachedBlob {
-    pub fn new(file: File, size: u64, lease: Lease) -> CachedBlob {
-        CachedBlob {
-            file: Arc::new(file),
-            size,
-            _lease: lease,
-        }
-    }
-}
 
 /// Where the bytes come from.
 pub enum Source {

@@ -5,6 +5,11 @@
 //! from the size the recency snapshot recorded (a torn write), manifests without their
 //! media-type file and media-type files without their manifest. Last access comes from the
 //! snapshot, else from the file's mtime.
+//!
+//! Small records are the files under `tags/` whose directory is `@tags` or `@docs` (anything else
+//! there is left alone and not counted). They are replaced in place, atomically, so a size that
+//! differs from the snapshot's is no torn write, and their last access is the later of the
+//! snapshot's and the file's mtime (a replacement after the last snapshot is an access too).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
@@ -12,7 +17,7 @@ use std::io;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use super::index::{on_disk, Key};
+use super::key::{on_disk, Key, RecordPath};
 use super::layout::Layout;
 use super::snapshot::Recorded;
 use crate::oci::Digest;
@@ -20,6 +25,8 @@ use crate::oci::Digest;
 /// One entry found on disk.
 pub struct Found {
     pub key: Key,
+    /// Where a record is (records only).
+    pub record: Option<RecordPath>,
     pub len: u64,
     pub disk: u64,
     pub last: u64,
@@ -92,12 +99,14 @@ pub fn scan(layout: &Layout, recorded: &HashMap<Key, Recorded>) -> io::Result<Sc
             found.push(Found {
                 last: rec.map_or_else(|| mtime_ms(&md), |r| r.last),
                 key,
+                record: None,
                 len,
                 disk: on_disk(len),
             });
         }
         scan_manifests(layout, alg, recorded, &mut found, &mut dropped)?;
     }
+    scan_records(layout, recorded, &mut found)?;
     Ok(Scanned { found, dropped })
 }
 
@@ -141,12 +150,64 @@ fn scan_manifests(
             last: rec.map_or_else(|| mtime_ms(&md), |r| r.last),
             disk: on_disk(len) + on_disk(*type_len),
             key,
+            record: None,
             len,
         });
     }
     for (hex, (path, _)) in types {
         if !used_types.contains(&hex) {
             drop_file(&path, "media type without its manifest", dropped);
+        }
+    }
+    Ok(())
+}
+
+/// The records under `tags/`, found by walking it.
+fn scan_records(
+    layout: &Layout,
+    recorded: &HashMap<Key, Recorded>,
+    found: &mut Vec<Found>,
+) -> io::Result<()> {
+    let root = layout.tags();
+    let mut todo = vec![(root.clone(), Vec::<String>::new())];
+    while let Some((dir, parts)) = todo.pop() {
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if dir == root => return Err(e),
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot list; its records are not counted");
+                continue;
+            }
+        };
+        let in_records = matches!(parts.last().map(String::as_str), Some("@tags" | "@docs"));
+        for entry in listing {
+            let entry = entry?;
+            let (Ok(name), Ok(kind)) = (entry.file_name().into_string(), entry.file_type()) else {
+                continue;
+            };
+            let mut here = parts.clone();
+            here.push(name);
+            if kind.is_dir() {
+                todo.push((entry.path(), here));
+                continue;
+            }
+            if !(in_records && kind.is_file()) {
+                continue;
+            }
+            let (Some(path), Ok(md)) = (RecordPath::new(here.iter().map(String::as_str)), entry.metadata())
+            else {
+                continue;
+            };
+            let key = path.key();
+            let snapshot = recorded.get(&key).map_or(0, |r| r.last);
+            found.push(Found {
+                last: snapshot.max(mtime_ms(&md)),
+                key,
+                record: Some(path),
+                len: md.len(),
+                disk: on_disk(md.len()),
+            });
         }
     }
     Ok(())

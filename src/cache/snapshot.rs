@@ -2,22 +2,22 @@
 //! entry's size and last access, rewritten whole (atomically) when something changed, at most
 //! once a period and at shutdown, never once per request; and `index/pinned`, the digests that
 //! are never evicted, rewritten whenever the set changes. Both are plain text, one entry a line
-//! (`b sha256:<hex> <len> <ms>`; `b`/`m` tell blobs from manifests). Unreadable lines are skipped:
-//! an entry the snapshot misses falls back to its file's modification time.
+//! (`b sha256:<hex> <len> <ms>`; `b`/`m`/`r` tell blobs, manifests and records apart, a record
+//! by the digest of its path; older versions skip `r` lines), written through
+//! `atomic.rs`. Unreadable lines are skipped: an entry the snapshot misses falls back to its
+//! file's modification time.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::index::{Key, Kind};
+use super::atomic;
+use super::key::{Key, Kind};
 use super::layout::Layout;
 
 const RECENCY_HEADER: &str = "# regcache recency v1: kind digest length last-access-ms";
 const PINNED_HEADER: &str = "# regcache pinned v1: kind digest";
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// What the snapshot says about one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,7 @@ fn kind_char(k: Kind) -> char {
     match k {
         Kind::Blob => 'b',
         Kind::Manifest => 'm',
+        Kind::Record => 'r',
     }
 }
 
@@ -38,6 +39,10 @@ fn parse_key(kind: &str, digest: &str) -> Option<Key> {
     match kind {
         "b" => Some(Key::blob(&digest)),
         "m" => Some(Key::manifest(&digest)),
+        "r" => Some(Key {
+            kind: Kind::Record,
+            digest,
+        }),
         _ => None,
     }
 }
@@ -80,17 +85,9 @@ pub fn render_recency<'a>(entries: impl Iterator<Item = (&'a Key, u64, u64)>) ->
 }
 
 fn write_atomic(layout: &Layout, dest: &Path, text: &str) -> io::Result<()> {
-    let tmp = layout.tmp().join(format!(
-        "index.{}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    // No create_dir_all: `Layout::create` made the directories, and a daemon whose directory was
-    // removed under it must not recreate a stray part of it.
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, dest).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    // `tmp/` is not created here: `Layout::create` made the directories, and a daemon whose
+    // directory was removed under it must not recreate a stray part of it.
+    atomic::write(&layout.tmp(), dest, text.as_bytes())
 }
 
 pub fn write_recency(layout: &Layout, text: &str) -> io::Result<()> {
@@ -137,5 +134,20 @@ mod tests {
         write_pinned(&layout, &pins).unwrap();
         assert_eq!(load_pinned(&layout.pinned()), pins);
         assert!(load_recency(&dir.path().join("absent")).is_empty());
+    }
+
+    #[test]
+    fn records_round_trip_by_the_digest_of_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let r = crate::cache::key::RecordPath::new(["docker.io", "app", "@tags", "v1"]).unwrap();
+        let text = render_recency([(&r.key(), 70, 300)].into_iter());
+        assert!(text.contains(&format!("r {} 70 300", r.key().digest)), "{text}");
+        write_recency(&layout, &text).unwrap();
+        assert_eq!(
+            load_recency(&layout.recency())[&r.key()],
+            Recorded { len: 70, last: 300 }
+        );
     }
 }

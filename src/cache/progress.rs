@@ -1,0 +1,157 @@
+//! A fill as its readers see it: the `Fill` (the digest, a read handle of the growing temp file,
+//! the origin to ask again, and a `watch` of its `Progress`) and the states it goes through:
+//! `Running`, then `Verified` (size and digest checked, the last bytes may go out),
+//! `PassThrough` (the cache cannot keep the blob, readers continue from upstream) or `Failed`.
+//! The single-flight map that makes fills is `fill.rs`; the leader's download `download.rs`; the
+//! readers `reader.rs` and `passthrough.rs`. All of them build on this file, which imports none
+//! of them.
+
+use std::fs::File;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use tokio::sync::watch;
+
+use super::lease::Lease;
+use super::origin::{Fetched, Origin, OriginError};
+use crate::oci::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// The origin failed (classified by whoever made the origin).
+    #[error("{0}")]
+    Origin(OriginError),
+    #[error("upstream sent content with digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("upstream sent {got} bytes where it announced {want}")]
+    SizeMismatch { want: u64, got: u64 },
+    #[error("upstream sent nothing for {0:?}")]
+    Stalled(Duration),
+    #[error("upstream body broke off: {0}")]
+    Body(String),
+    #[error("cache I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("every client left and fetch.finish_abandoned is off")]
+    Abandoned,
+}
+
+pub use crate::metrics::Uncached;
+
+#[derive(Debug, Clone)]
+pub enum FillState {
+    Running,
+    /// Size and digest checked: the bytes may be handed out in full.
+    Verified,
+    /// Not kept: readers continue from upstream directly.
+    PassThrough(Uncached),
+    Failed(Arc<FillError>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Upstream answered; `size` is its Content-Length if it sent one.
+    pub started: bool,
+    pub size: Option<u64>,
+    pub written: u64,
+    pub state: FillState,
+}
+
+impl Progress {
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self.state, FillState::Running)
+    }
+}
+
+/// A download in progress that readers can follow.
+pub struct Fill {
+    pub digest: Digest,
+    /// Read handle of the temp file; None when none could be created.
+    file: Option<Arc<File>>,
+    progress: watch::Receiver<Progress>,
+    origin: Arc<dyn Origin>,
+    /// The leader's upstream response when it gave up before reading any of it, for the first
+    /// pass-through reader.
+    handoff: Mutex<Option<Fetched>>,
+    /// Taken when the blob is published: keeps it from eviction while readers follow the fill.
+    lease: Mutex<Option<Lease>>,
+    pub(super) read_timeout: Duration,
+    /// Bytes fetched from the origin, by its name.
+    pub(super) fetched: IntCounter,
+}
+
+impl Fill {
+    /// A fill that has not heard from its origin yet, and the sender of its progress.
+    pub(super) fn new(
+        digest: Digest,
+        file: Option<File>,
+        origin: Arc<dyn Origin>,
+        read_timeout: Duration,
+        fetched: IntCounter,
+    ) -> (Arc<Fill>, watch::Sender<Progress>) {
+        let (tx, rx) = watch::channel(Progress {
+            started: false,
+            size: None,
+            written: 0,
+            state: FillState::Running,
+        });
+        let fill = Fill {
+            digest,
+            file: file.map(Arc::new),
+            progress: rx,
+            origin,
+            handoff: Mutex::new(None),
+            lease: Mutex::new(None),
+            read_timeout,
+            fetched,
+        };
+        (Arc::new(fill), tx)
+    }
+
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    pub(super) fn file(&self) -> Option<Arc<File>> {
+        self.file.clone()
+    }
+
+    /// Leaves the leader's unread upstream response for the first pass-through reader.
+    pub(super) fn hand_off(&self, resp: Fetched) {
+        *self.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
+    }
+
+    /// Keeps the published blob's lease for as long as the fill lives.
+    pub(super) fn keep(&self, lease: Option<Lease>) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+
+    /// An upstream response for a pass-through reader: the leader's unread one, else a new one.
+    pub(super) async fn upstream(&self) -> Result<Fetched, OriginError> {
+        let handed = self.handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match handed {
+            Some(r) => Ok(r),
+            None => self.origin.fetch().await,
+        }
+    }
+
+    /// Waits until upstream answered (or the fill failed) and returns that moment's progress.
+    pub async fn started(&self) -> Progress {
+        let mut rx = self.progress.clone();
+        let p = rx
+            .wait_for(|p| p.started || p.is_terminal())
+            .await
+            .map(|p| p.clone());
+        p.unwrap_or_else(|_| lost())
+    }
+}
+
+fn lost() -> Progress {
+    Progress {
+        started: true,
+        size: None,
+        written: 0,
+        state: FillState::Failed(Arc::new(FillError::Io(io::Error::other("download task ended")))),
+    }
+}

@@ -1,0 +1,152 @@
+//! Tag records (`tags/<upstream>/<repo>/@tags/<tag>`: digest, media type and size) and the last
+//! tag list and referrers answers (`tags/<upstream>/<repo>/@docs/<name>`), kept as budgeted,
+//! evictable records (`records.rs`). `@` cannot occur in a repository name, so these never
+//! collide with nested repositories. A record or document that was evicted is simply looked up
+//! upstream again.
+//!
+//! How fresh a tag is, is the pull-through policy's business (`registry/mirror`), not the store's.
+//! A tag record that cannot be written (no room, disk full) is logged and counted, not turned
+//! into a client error: the answer is served from memory all the same.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::index::Index;
+use super::key::RecordPath;
+use super::layout::Layout;
+use super::records::Records;
+use crate::metrics::Metrics;
+use crate::oci::{Digest, RepoName, Tag};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+impl TagRecord {
+    pub fn digest(&self) -> Option<Digest> {
+        self.digest.parse().ok()
+    }
+}
+
+/// Where a repository's record `name` of `section` (`@tags`, `@docs`) lives.
+fn record_path(upstream: &str, repo: &RepoName, section: &str, name: &str) -> io::Result<RecordPath> {
+    let parts = std::iter::once(upstream)
+        .chain(repo.components())
+        .chain([section, name]);
+    RecordPath::new(parts).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{upstream:?}/{repo}/{section}/{name:?} is no record path"),
+        )
+    })
+}
+
+pub struct TagStore {
+    records: Records,
+    metrics: Arc<Metrics>,
+}
+
+impl TagStore {
+    pub fn open(layout: &Layout, index: Arc<Index>, metrics: Arc<Metrics>) -> io::Result<TagStore> {
+        std::fs::create_dir_all(layout.tags())?;
+        Ok(TagStore {
+            records: Records::new(layout, index),
+            metrics,
+        })
+    }
+
+    pub async fn get(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> io::Result<Option<TagRecord>> {
+        let path = record_path(upstream, repo, "@tags", tag.as_str())?;
+        let Some(bytes) = self.records.get(&path).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Records where a tag points; false when it was not kept. A record that cannot be written
+    /// is logged, not an error: the tag is then looked up upstream again next time.
+    pub async fn put(&self, upstream: &str, repo: &RepoName, tag: &Tag, rec: &TagRecord) -> io::Result<bool> {
+        let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
+        let path = record_path(upstream, repo, "@tags", tag.as_str())?;
+        match self.records.put(path, bytes).await {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                tracing::info!(%repo, %tag, "no room for a tag record within the cache budget; not kept");
+                Ok(false)
+            }
+            Err(e) => {
+                self.metrics.cache.write_errors.inc();
+                tracing::warn!(%repo, %tag, error = %e, "cannot write a tag record to the cache");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The last copy of a per-repository document (tag list, referrers) kept for offline use.
+    /// `name` is chosen by regcache, never by a client.
+    pub async fn get_doc(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Option<Bytes>> {
+        let path = record_path(upstream, repo, "@docs", name)?;
+        Ok(self.records.get(&path).await?.map(Bytes::from))
+    }
+
+    /// Keeps a document if the budget has room (without room it is served, not kept).
+    pub async fn put_doc(&self, upstream: &str, repo: &RepoName, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = record_path(upstream, repo, "@docs", name)?;
+        if !self.records.put(path, bytes.to_vec()).await? {
+            tracing::info!(%repo, name, "no room for a kept document within the cache budget; not kept");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::budget::Budget;
+    use crate::cache::key::BLOCK;
+
+    #[tokio::test]
+    async fn referrers_of_made_up_digests_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let budget = Budget {
+            max: Some(20 * BLOCK),
+            high: 0.9,
+            low: 0.5,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let index = Index::open(layout.clone(), budget, metrics.clone()).unwrap();
+        let tags = TagStore::open(&layout, index.clone(), metrics).unwrap();
+        let repo: RepoName = "library/app".parse().unwrap();
+        let tag: Tag = "v1".parse().unwrap();
+        let rec = TagRecord {
+            digest: Digest::sha256_of(b"m").to_string(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 1,
+        };
+        assert!(tags.put("docker.io", &repo, &tag, &rec).await.unwrap());
+        for i in 0..100 {
+            let name = format!("referrers-sha256-{}", Digest::sha256_of(&[i]).hex());
+            tags.put_doc("docker.io", &repo, &name, b"{}").await.unwrap();
+            // The tag is read as often as clients pull it: it stays.
+            assert_eq!(
+                tags.get("docker.io", &repo, &tag).await.unwrap(),
+                Some(rec.clone())
+            );
+            assert!(index.stats().bytes <= 20 * BLOCK);
+        }
+        let docs = std::fs::read_dir(dir.path().join("tags/docker.io/library/app/@docs")).unwrap();
+        assert!(docs.count() <= 19, "what was evicted is gone from disk too");
+        let name = format!("referrers-sha256-{}", Digest::sha256_of(&[99]).hex());
+        assert!(tags.get_doc("docker.io", &repo, &name).await.unwrap().is_some());
+        let first = format!("referrers-sha256-{}", Digest::sha256_of(&[0]).hex());
+        assert!(tags.get_doc("docker.io", &repo, &first).await.unwrap().is_none());
+    }
+}
