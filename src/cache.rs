@@ -4,28 +4,28 @@
 //! content being read and pinned content never does).
 
 mod atomic;
-pub mod blobs;
+mod blobs;
 mod budget;
 pub mod dirlock;
 mod download;
-pub mod evict;
-pub mod fill;
-pub mod index;
+mod evict;
+mod fill;
+mod index;
 mod key;
 #[cfg(test)]
 mod layering;
-pub mod layout;
+mod layout;
 mod lease;
 mod ledger;
-pub mod manifests;
+mod manifests;
 pub mod origin;
 mod passthrough;
 mod progress;
-pub mod reader;
+mod reader;
 mod records;
 mod scan;
 mod snapshot;
-pub mod tags;
+mod tags;
 mod trash;
 
 use std::io;
@@ -38,10 +38,12 @@ use tokio::task::JoinHandle;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
 pub use blobs::CachedBlob;
+pub use budget::{Budget, GcReport, Stats};
 use bytes::Bytes;
-pub use evict::{Budget, GcReport};
-pub use fill::{Fills, Lookup};
-pub use index::{Index, Key, Kind, Stats};
+use fill::Fills;
+pub use fill::Lookup;
+use index::Index;
+pub use key::{Key, Kind};
 pub use layout::Layout;
 pub use manifests::{ManifestStore, StoredManifest};
 use origin::Origin;

@@ -2,6 +2,7 @@
 //! `app::start` runs the whole daemon from a validated `config::Config`; the binary in
 //! `main.rs` only parses the command line around it.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod admin_api;
 pub mod app;

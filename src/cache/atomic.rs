@@ -17,11 +17,11 @@ use tempfile::TempPath;
 
 /// A temp file in `tmp/` waiting for its name; deleted on drop unless persisted.
 #[derive(Debug)]
-pub struct Staged(TempPath);
+pub(super) struct Staged(TempPath);
 
 impl Staged {
     /// A new empty temp file in `tmp` whose name starts with `prefix`, and its write handle.
-    pub fn create(tmp: &Path, prefix: &str) -> io::Result<(Staged, File)> {
+    pub(super) fn create(tmp: &Path, prefix: &str) -> io::Result<(Staged, File)> {
         let (file, path) = tempfile::Builder::new()
             .prefix(prefix)
             // As `File::create` would: the umask decides, as for every other file of the cache.
@@ -32,29 +32,29 @@ impl Staged {
     }
 
     /// A temp file in `tmp` holding `bytes`. Blocking.
-    pub fn with(tmp: &Path, bytes: &[u8]) -> io::Result<Staged> {
+    pub(super) fn with(tmp: &Path, bytes: &[u8]) -> io::Result<Staged> {
         let (staged, mut file) = Staged::create(tmp, "staged.")?;
         file.write_all(bytes)?;
         Ok(staged)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 
     /// Renames the file to `dest`, replacing what is there. On failure the temp file is deleted.
-    pub fn persist(self, dest: &Path) -> io::Result<()> {
+    pub(super) fn persist(self, dest: &Path) -> io::Result<()> {
         self.0.persist(dest).map_err(|e| e.error)
     }
 }
 
 /// Writes `bytes` to `dest` through a temp file in `tmp`. Blocking.
-pub fn write(tmp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(super) fn write(tmp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
     Staged::with(tmp, bytes)?.persist(dest)
 }
 
 /// A whole small file, or None when there is none.
-pub async fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub(super) async fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match tokio::fs::read(path).await {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

@@ -16,7 +16,7 @@ use super::lease::Lease;
 use crate::oci::Digest;
 
 #[derive(Debug, Clone)]
-pub struct BlobStore {
+pub(super) struct BlobStore {
     layout: Layout,
     /// Writes still to fail on purpose (tests of the disk-full path).
     failing_writes: Arc<AtomicUsize>,
@@ -25,7 +25,7 @@ pub struct BlobStore {
 impl BlobStore {
     /// Opens the store, deleting leftovers of a crash in `tmp/`: never published, never to be
     /// read again.
-    pub fn open(layout: &Layout) -> io::Result<BlobStore> {
+    pub(super) fn open(layout: &Layout) -> io::Result<BlobStore> {
         layout.create()?;
         for entry in std::fs::read_dir(layout.tmp())?.flatten() {
             let _ = std::fs::remove_file(entry.path());
@@ -36,12 +36,12 @@ impl BlobStore {
         })
     }
 
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    pub(super) fn path(&self, digest: &Digest) -> PathBuf {
         self.layout.blob(digest)
     }
 
     /// Opens a cached blob for reading, with its size; None if the file is not there.
-    pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, u64)>> {
+    pub(super) fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, u64)>> {
         match File::open(self.path(digest)) {
             Ok(f) => {
                 let len = f.metadata()?.len();
@@ -54,7 +54,7 @@ impl BlobStore {
 
     /// A new temp file for `digest`: the guard that deletes it, the write handle, and a read
     /// handle for followers that stays valid after the rename.
-    pub fn temp_file(&self, digest: &Digest) -> io::Result<(Staged, File, File)> {
+    pub(super) fn temp_file(&self, digest: &Digest) -> io::Result<(Staged, File, File)> {
         self.injected_failure()?;
         let prefix = format!("{}-{}.", digest.algorithm().as_str(), digest.hex());
         let (staged, write) = Staged::create(&self.layout.tmp(), &prefix)?;
@@ -64,12 +64,12 @@ impl BlobStore {
 
     /// Moves a verified, synced temp file to its place in the store. Called under the index
     /// lock (see `Index::publish`), so it is only the rename.
-    pub fn place(&self, temp: Staged, digest: &Digest) -> io::Result<()> {
+    pub(super) fn place(&self, temp: Staged, digest: &Digest) -> io::Result<()> {
         temp.persist(&self.path(digest))
     }
 
     /// Makes a placed blob's directory entry durable.
-    pub fn sync_dir(&self, digest: &Digest) -> io::Result<()> {
+    pub(super) fn sync_dir(&self, digest: &Digest) -> io::Result<()> {
         match self.path(digest).parent() {
             Some(dir) => File::open(dir)?.sync_all(),
             None => Ok(()),
@@ -78,12 +78,12 @@ impl BlobStore {
 
     /// Makes the next `n` temp-file creations or blob writes fail as if the disk were full.
     #[doc(hidden)]
-    pub fn fail_next_writes(&self, n: usize) {
+    pub(super) fn fail_next_writes(&self, n: usize) {
         self.failing_writes.store(n, Ordering::SeqCst);
     }
 
     /// An injected "disk full", if one is pending.
-    pub fn injected_failure(&self) -> io::Result<()> {
+    pub(super) fn injected_failure(&self) -> io::Result<()> {
         let pending = self
             .failing_writes
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));

@@ -5,8 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CacheConfig;
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
     /// None: unlimited.
@@ -16,14 +14,6 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn from_config(c: &CacheConfig) -> Budget {
-        Budget {
-            max: c.max_size,
-            high: c.high_watermark,
-            low: c.low_watermark,
-        }
-    }
-
     pub fn unlimited() -> Budget {
         Budget {
             max: None,

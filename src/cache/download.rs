@@ -30,7 +30,7 @@ use crate::oci::Hasher;
 const WRITE_BATCH: usize = 256 * 1024;
 
 /// How a download ended when upstream behaved.
-pub enum Done {
+pub(super) enum Done {
     /// Size and digest checked; `file` still needs an fsync before it is published (done after
     /// readers got their last bytes, so they never wait for the disk).
     Verified {
@@ -43,7 +43,7 @@ pub enum Done {
 }
 
 /// What a download needs of the cache.
-pub struct Downloader {
+pub(super) struct Downloader {
     pub store: BlobStore,
     pub index: Arc<Index>,
     pub read_timeout: Duration,
@@ -52,7 +52,7 @@ pub struct Downloader {
 }
 
 impl Downloader {
-    pub fn write_failed(&self, digest: &crate::oci::Digest, e: &io::Error) {
+    pub(super) fn write_failed(&self, digest: &crate::oci::Digest, e: &io::Error) {
         self.metrics.cache.write_errors.inc();
         tracing::warn!(%digest, error = %e, "cannot write to the cache; the blob streams from upstream without being kept");
     }
@@ -70,7 +70,7 @@ impl Downloader {
     }
 
     /// Downloads `fill`'s blob from `source` into `temp` (None: no temp file could be made).
-    pub async fn run(
+    pub(super) async fn run(
         &self,
         fill: &Arc<Fill>,
         temp: Option<(Staged, File)>,

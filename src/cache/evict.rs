@@ -14,11 +14,9 @@ use super::layout::Layout;
 use super::ledger::Ledger;
 use super::trash::Trash;
 
-pub use super::budget::{Budget, GcReport, NoRoom};
-
 /// With the lock held: evicts if `incoming` more bytes would pass the high watermark, and says
 /// whether they then fit under the budget.
-pub fn make_room(ledger: &mut Ledger, layout: &Layout, incoming: u64, trash: &mut Trash) -> bool {
+pub(super) fn make_room(ledger: &mut Ledger, layout: &Layout, incoming: u64, trash: &mut Trash) -> bool {
     let budget = ledger.budget;
     let Some(max) = budget.max else {
         return true;
@@ -35,7 +33,7 @@ pub fn make_room(ledger: &mut Ledger, layout: &Layout, incoming: u64, trash: &mu
 
 /// With the lock held: evicts least-recently-used entries that nobody reads and nobody pinned
 /// until usage is at most `target`. Returns (entries, bytes) evicted.
-pub fn evict(ledger: &mut Ledger, layout: &Layout, target: u64, trash: &mut Trash) -> (u64, u64) {
+pub(super) fn evict(ledger: &mut Ledger, layout: &Layout, target: u64, trash: &mut Trash) -> (u64, u64) {
     let need = ledger.usage().saturating_sub(target);
     if need == 0 {
         return (0, 0);
@@ -77,6 +75,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::cache::budget::Budget;
     use crate::cache::key::{Key, BLOCK};
     use crate::metrics::Metrics;
     use crate::oci::Digest;

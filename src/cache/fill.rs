@@ -33,7 +33,7 @@ use super::progress::FillState;
 use crate::metrics::{Metrics, RequestKind};
 use crate::oci::Digest;
 
-pub use super::progress::{Fill, FillError, Progress, Uncached};
+use super::progress::{Fill, FillError, Progress};
 
 pub enum Lookup {
     Hit(CachedBlob),
@@ -44,7 +44,7 @@ pub enum Lookup {
     },
 }
 
-pub struct Fills {
+pub(super) struct Fills {
     download: Downloader,
     active: Mutex<HashMap<Digest, Arc<Fill>>>,
     /// Number of running fills, for shutdown to wait on.
@@ -53,12 +53,12 @@ pub struct Fills {
 
 impl Fills {
     /// Returns when no download is running.
-    pub async fn wait_idle(&self) {
+    pub(super) async fn wait_idle(&self) {
         let mut rx = self.running.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    pub fn new(
+    pub(super) fn new(
         store: BlobStore,
         index: Arc<Index>,
         read_timeout: Duration,
@@ -78,7 +78,7 @@ impl Fills {
         }
     }
 
-    pub fn store(&self) -> &BlobStore {
+    pub(super) fn store(&self) -> &BlobStore {
         &self.download.store
     }
 
@@ -87,7 +87,7 @@ impl Fills {
     }
 
     /// The fill in progress for `digest`, if any.
-    pub fn active(&self, digest: &Digest) -> Option<Arc<Fill>> {
+    pub(super) fn active(&self, digest: &Digest) -> Option<Arc<Fill>> {
         self.active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -96,7 +96,7 @@ impl Fills {
     }
 
     /// The size of a cached blob, without counting as an access.
-    pub fn cached_size(&self, digest: &Digest) -> Option<u64> {
+    pub(super) fn cached_size(&self, digest: &Digest) -> Option<u64> {
         self.download.index.len_of(&Key::blob(digest))
     }
 
@@ -119,7 +119,11 @@ impl Fills {
 
     /// A cached blob, the fill already running for it, or a new fill fetching from `origin`
     /// (asked again by pass-through readers).
-    pub fn get_or_start(self: &Arc<Self>, digest: &Digest, origin: Arc<dyn Origin>) -> io::Result<Lookup> {
+    pub(super) fn get_or_start(
+        self: &Arc<Self>,
+        digest: &Digest,
+        origin: Arc<dyn Origin>,
+    ) -> io::Result<Lookup> {
         if let Some(hit) = self.open_cached(digest)? {
             return Ok(Lookup::Hit(hit));
         }

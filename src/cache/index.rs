@@ -13,7 +13,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::evict::{self, Budget, GcReport, NoRoom};
+use super::budget::{Budget, GcReport, NoRoom, Stats};
+use super::evict;
 use super::layout::Layout;
 use super::ledger::{Ledger, Shared};
 use super::trash::Trash;
@@ -21,9 +22,8 @@ use super::{scan, snapshot};
 use crate::metrics::Metrics;
 use crate::oci::references;
 
-pub use super::budget::Stats;
-pub use super::key::{on_disk, Key, Kind, RecordPath, BLOCK};
-pub use super::lease::{Lease, Reservation};
+use super::key::{on_disk, Key, Kind, RecordPath};
+use super::lease::{Lease, Reservation};
 
 /// What a publish did.
 pub enum Admission {

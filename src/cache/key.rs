@@ -8,10 +8,10 @@ use std::sync::Arc;
 use crate::oci::Digest;
 
 /// Allocation unit the accounting rounds sizes up to.
-pub const BLOCK: u64 = 4096;
+pub(super) const BLOCK: u64 = 4096;
 
 /// Bytes a file of `len` bytes is counted as.
-pub fn on_disk(len: u64) -> u64 {
+pub(super) fn on_disk(len: u64) -> u64 {
     len.div_ceil(BLOCK).max(1) * BLOCK
 }
 

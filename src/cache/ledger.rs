@@ -18,13 +18,13 @@ use super::budget::{Budget, Stats};
 use super::key::{Key, Kind, RecordPath};
 use crate::metrics::Metrics;
 
-pub fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub struct Entry {
+pub(super) struct Entry {
     /// Content bytes (a manifest's bytes, without its media-type file).
     pub len: u64,
     /// Bytes counted against the budget.
@@ -37,7 +37,7 @@ pub struct Entry {
     pub record: Option<RecordPath>,
 }
 
-pub struct Ledger {
+pub(super) struct Ledger {
     pub entries: HashMap<Key, Entry>,
     /// Entries by last access, oldest first.
     pub order: BTreeSet<(u64, Key)>,
@@ -56,7 +56,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(budget: Budget, pinned: HashSet<Key>, metrics: Arc<Metrics>) -> Ledger {
+    pub(super) fn new(budget: Budget, pinned: HashSet<Key>, metrics: Arc<Metrics>) -> Ledger {
         Ledger {
             entries: HashMap::new(),
             order: BTreeSet::new(),
@@ -74,12 +74,12 @@ impl Ledger {
         }
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub(super) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// Published plus reserved bytes.
-    pub fn usage(&self) -> u64 {
+    pub(super) fn usage(&self) -> u64 {
         self.used + self.reserved
     }
 
@@ -90,13 +90,13 @@ impl Ledger {
 
     /// Moves the clock to at least now, so entries inserted with recorded times never run ahead
     /// of the ones accessed from here on.
-    pub fn catch_up(&mut self) {
+    pub(super) fn catch_up(&mut self) {
         self.clock = self.clock.max(now_ms());
     }
 
     /// Adds or replaces an entry (a record with its path); `last` None means now. Returns the
     /// entry's generation.
-    pub fn insert(
+    pub(super) fn insert(
         &mut self,
         key: Key,
         record: Option<RecordPath>,
@@ -130,7 +130,7 @@ impl Ledger {
         self.generation
     }
 
-    pub fn remove(&mut self, key: &Key) -> Option<Entry> {
+    pub(super) fn remove(&mut self, key: &Key) -> Option<Entry> {
         let e = self.entries.remove(key)?;
         self.order.remove(&(e.last, key.clone()));
         self.count(key, e.disk, false);
@@ -149,7 +149,7 @@ impl Ledger {
     }
 
     /// Makes `key` the most recently used entry.
-    pub fn touch(&mut self, key: &Key) -> Option<&mut Entry> {
+    pub(super) fn touch(&mut self, key: &Key) -> Option<&mut Entry> {
         let now = self.tick();
         let e = self.entries.get_mut(key)?;
         self.order.remove(&(e.last, key.clone()));
@@ -160,14 +160,14 @@ impl Ledger {
     }
 
     /// Counts one more reader of `key`; returns its generation.
-    pub fn add_reader(&mut self, key: &Key) -> Option<u64> {
+    pub(super) fn add_reader(&mut self, key: &Key) -> Option<u64> {
         let e = self.entries.get_mut(key)?;
         e.readers += 1;
         Some(e.generation)
     }
 
     /// One reader fewer, unless the entry was replaced since the reader came.
-    pub fn drop_reader(&mut self, key: &Key, generation: u64) {
+    pub(super) fn drop_reader(&mut self, key: &Key, generation: u64) {
         if let Some(e) = self.entries.get_mut(key) {
             if e.generation == generation {
                 e.readers = e.readers.saturating_sub(1);
@@ -177,7 +177,7 @@ impl Ledger {
 
     /// The least recently used entries that nobody reads and nobody pinned, oldest first, until
     /// they add up to `need` bytes (or there are no more).
-    pub fn victims(&self, mut need: u64) -> Vec<Key> {
+    pub(super) fn victims(&self, mut need: u64) -> Vec<Key> {
         let mut victims = Vec::new();
         for (_, key) in &self.order {
             if need == 0 {
@@ -196,7 +196,7 @@ impl Ledger {
     }
 
     /// Updates the cache gauges; called with the lock held after every change.
-    pub fn report(&self) {
+    pub(super) fn report(&self) {
         let m = &self.metrics;
         m.cache.bytes.set((self.used - self.record_bytes) as i64);
         m.cache.blobs.set(self.blobs as i64);
@@ -204,7 +204,7 @@ impl Ledger {
         m.cache.max_bytes.set(self.budget.max.unwrap_or(0) as i64);
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(super) fn stats(&self) -> Stats {
         let pinned: Vec<&Entry> = self.pinned.iter().filter_map(|k| self.entries.get(k)).collect();
         Stats {
             blobs: self.blobs,
@@ -224,7 +224,7 @@ impl Ledger {
     }
 
     /// Every entry as (key, length, last access), oldest first, for the recency snapshot.
-    pub fn rows(&self) -> Vec<(Key, u64, u64)> {
+    pub(super) fn rows(&self) -> Vec<(Key, u64, u64)> {
         self.order
             .iter()
             .filter_map(|(t, k)| self.entries.get(k).map(|e| (k.clone(), e.len, *t)))
@@ -234,20 +234,20 @@ impl Ledger {
 
 /// The ledger as the index, its leases and its reservations share it.
 #[derive(Clone)]
-pub struct Shared(Arc<Mutex<Ledger>>);
+pub(super) struct Shared(Arc<Mutex<Ledger>>);
 
 impl Shared {
-    pub fn new(ledger: Ledger) -> Shared {
+    pub(super) fn new(ledger: Ledger) -> Shared {
         Shared(Arc::new(Mutex::new(ledger)))
     }
 
     /// The ledger, also after a panic elsewhere: its invariants hold between statements, never
     /// across a call that could panic halfway.
-    pub fn lock(&self) -> MutexGuard<'_, Ledger> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn same(&self, other: &Shared) -> bool {
+    pub(super) fn same(&self, other: &Shared) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }

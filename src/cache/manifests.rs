@@ -14,7 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::atomic::{self, Staged};
-use super::index::{on_disk, Admission, Index, Key};
+use super::index::{Admission, Index};
+use super::key::{on_disk, Key};
 use super::layout::Layout;
 use crate::metrics::Metrics;
 use crate::oci::Digest;

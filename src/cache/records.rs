@@ -13,13 +13,13 @@ use super::index::Index;
 use super::key::RecordPath;
 use super::layout::Layout;
 
-pub struct Records {
+pub(super) struct Records {
     layout: Layout,
     index: Arc<Index>,
 }
 
 impl Records {
-    pub fn new(layout: &Layout, index: Arc<Index>) -> Records {
+    pub(super) fn new(layout: &Layout, index: Arc<Index>) -> Records {
         Records {
             layout: layout.clone(),
             index,
@@ -27,7 +27,7 @@ impl Records {
     }
 
     /// A record's bytes, counting as an access to it; None when it is not cached.
-    pub async fn get(&self, path: &RecordPath) -> io::Result<Option<Vec<u8>>> {
+    pub(super) async fn get(&self, path: &RecordPath) -> io::Result<Option<Vec<u8>>> {
         let key = path.key();
         let Some((_lease, _)) = self.index.lease(&key) else {
             return Ok(None);
@@ -41,7 +41,7 @@ impl Records {
 
     /// Keeps `bytes` as the record at `path`, in place of an older one. False when the budget
     /// has no room for it (nothing was written then; an older record stays).
-    pub async fn put(&self, path: RecordPath, bytes: Vec<u8>) -> io::Result<bool> {
+    pub(super) async fn put(&self, path: RecordPath, bytes: Vec<u8>) -> io::Result<bool> {
         let (index, layout) = (self.index.clone(), self.layout.clone());
         let kept = tokio::task::spawn_blocking(move || {
             let dest = layout.record(&path);

@@ -23,7 +23,7 @@ use super::snapshot::Recorded;
 use crate::oci::Digest;
 
 /// One entry found on disk.
-pub struct Found {
+pub(super) struct Found {
     pub key: Key,
     /// Where a record is (records only).
     pub record: Option<RecordPath>,
@@ -32,7 +32,7 @@ pub struct Found {
     pub last: u64,
 }
 
-pub struct Scanned {
+pub(super) struct Scanned {
     pub found: Vec<Found>,
     /// Files deleted as untrustworthy.
     pub dropped: u64,
@@ -75,7 +75,7 @@ fn files(dir: &Path) -> io::Result<Vec<(String, std::path::PathBuf, Metadata)>> 
     Ok(out)
 }
 
-pub fn scan(layout: &Layout, recorded: &HashMap<Key, Recorded>) -> io::Result<Scanned> {
+pub(super) fn scan(layout: &Layout, recorded: &HashMap<Key, Recorded>) -> io::Result<Scanned> {
     let mut found = Vec::new();
     let mut dropped = 0;
     let empty = Digest::sha256_of(b"");

@@ -21,7 +21,7 @@ const PINNED_HEADER: &str = "# regcache pinned v1: kind digest";
 
 /// What the snapshot says about one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recorded {
+pub(super) struct Recorded {
     pub len: u64,
     pub last: u64,
 }
@@ -58,7 +58,7 @@ fn read_lines(path: &Path) -> String {
     }
 }
 
-pub fn load_recency(path: &Path) -> HashMap<Key, Recorded> {
+pub(super) fn load_recency(path: &Path) -> HashMap<Key, Recorded> {
     let text = read_lines(path);
     let mut out = HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -74,7 +74,7 @@ pub fn load_recency(path: &Path) -> HashMap<Key, Recorded> {
     out
 }
 
-pub fn render_recency<'a>(entries: impl Iterator<Item = (&'a Key, u64, u64)>) -> String {
+pub(super) fn render_recency<'a>(entries: impl Iterator<Item = (&'a Key, u64, u64)>) -> String {
     let mut s = String::with_capacity(1 << 16);
     s.push_str(RECENCY_HEADER);
     s.push('\n');
@@ -90,11 +90,11 @@ fn write_atomic(layout: &Layout, dest: &Path, text: &str) -> io::Result<()> {
     atomic::write(&layout.tmp(), dest, text.as_bytes())
 }
 
-pub fn write_recency(layout: &Layout, text: &str) -> io::Result<()> {
+pub(super) fn write_recency(layout: &Layout, text: &str) -> io::Result<()> {
     write_atomic(layout, &layout.recency(), text)
 }
 
-pub fn load_pinned(path: &Path) -> HashSet<Key> {
+pub(super) fn load_pinned(path: &Path) -> HashSet<Key> {
     read_lines(path)
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -102,7 +102,7 @@ pub fn load_pinned(path: &Path) -> HashSet<Key> {
         .collect()
 }
 
-pub fn write_pinned(layout: &Layout, pinned: &HashSet<Key>) -> io::Result<()> {
+pub(super) fn write_pinned(layout: &Layout, pinned: &HashSet<Key>) -> io::Result<()> {
     let mut keys: Vec<&Key> = pinned.iter().collect();
     keys.sort();
     let mut s = format!("{PINNED_HEADER}\n");

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-pub struct Trash {
+pub(super) struct Trash {
     tmp: PathBuf,
     files: Vec<PathBuf>,
 }
 
 impl Trash {
     /// An empty trash that moves files into `tmp`.
-    pub fn new(tmp: PathBuf) -> Trash {
+    pub(super) fn new(tmp: PathBuf) -> Trash {
         Trash {
             tmp,
             files: Vec::new(),
@@ -24,7 +24,7 @@ impl Trash {
 
     /// Renames an entry's files out of the store. False when the first one (the content) could
     /// not be moved: the entry then stays. Files already gone are fine.
-    pub fn take(&mut self, files: &[PathBuf]) -> bool {
+    pub(super) fn take(&mut self, files: &[PathBuf]) -> bool {
         for (i, path) in files.iter().enumerate() {
             let to = self.tmp.join(format!(
                 "evicted.{}.{}",
@@ -45,7 +45,7 @@ impl Trash {
     }
 
     /// Deletes what was taken; call without the lock.
-    pub fn discard(mut self) {
+    pub(super) fn discard(mut self) {
         self.delete();
     }
 

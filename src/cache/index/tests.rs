@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::cache::key::BLOCK;
 use crate::metrics::Metrics;
 use crate::oci::Digest;
 
