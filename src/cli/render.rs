@@ -57,18 +57,20 @@ pub fn render_stats(s: &Stats, via: Via) -> String {
         Via::Daemon(a) => format!("answered by the running daemon at {a}"),
     };
     format!(
-        "entries:       {} ({} blobs, {} manifests)\n\
-         bytes:         {}\n\
+        "entries:       {} ({} blobs, {} manifests, {} tag records and kept listings)\n\
+         bytes:         {} ({} of them records)\n\
          reserved:      {} (downloads in progress)\n\
          max_size:      {budget}\n\
          oldest access: {}\n\
          pinned:        {} ({})\n\
          in use:        {}\n\
          source:        {source}\n",
-        s.blobs + s.manifests,
+        s.blobs + s.manifests + s.records,
         s.blobs,
         s.manifests,
+        s.records,
         human_bytes(s.bytes),
+        human_bytes(s.record_bytes),
         human_bytes(s.reserved_bytes),
         s.oldest_access_ms.map_or_else(|| "-".to_string(), utc),
         s.pinned,
