@@ -1,7 +1,6 @@
 //! Starts regcache in-process on 127.0.0.1:0 with a temp cache dir and a given upstream, and a
 //! small HTTP client to talk to it. Body errors are reported, not hidden, so tests can tell a
 //! complete body from an aborted one.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 

@@ -5,13 +5,8 @@
 //! containerd-like verifying pull client that speaks the `?ns=` mirror
 //! convention and checks every manifest and blob against its digest.
 
-#![allow(dead_code)]
-
-#[path = "images.rs"]
 pub mod images;
-#[path = "registry.rs"]
 pub mod registry;
-#[path = "token_server.rs"]
 pub mod token_server;
 
 use std::collections::BTreeMap;
@@ -38,48 +33,27 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.oci.image.index.v1+json, */*";
 
-/// True when `program` is an executable file in a `PATH` directory.
-pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            let candidate = dir.join(program);
-            std::fs::metadata(&candidate).is_ok_and(|m| m.is_file())
-        })
-    })
-}
-
 /// Names of the required external tools that are missing.
-pub fn missing_tools() -> Vec<&'static str> {
+pub fn missing_tools() -> Vec<String> {
     [registry::REGISTRY_BIN, SKOPEO_BIN]
         .into_iter()
-        .filter(|tool| !on_path(tool))
+        .filter(|tool| super::tools::find(tool).is_none())
+        .map(str::to_string)
         .collect()
 }
 
-/// True when the external tools are present. Otherwise prints a loud notice
-/// (straight to stderr, so the test harness cannot swallow it) and returns
-/// false, or panics when running under CI.
+/// True when the external tools are present. Otherwise prints a loud notice and returns false
+/// (the test skips), or panics when running under CI.
 pub fn tools_present(test: &str) -> bool {
     let missing = missing_tools();
     if missing.is_empty() {
         return true;
     }
-    let under_ci = std::env::var_os("CI").is_some();
-    let outcome = if under_ci {
-        "FAILING (CI is set)"
-    } else {
-        "SKIPPED"
-    };
-    let notice = format!(
-        "\n{bar}\n!! {test}: {outcome}: missing tool(s) {missing:?} on PATH.\n\
-         !! Install them with: apt-get install -y docker-registry skopeo containerd\n{bar}\n",
-        bar = "!".repeat(78)
+    super::tools::missing(
+        test,
+        &missing,
+        "Install them with: apt-get install -y docker-registry skopeo containerd",
     );
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(notice.as_bytes());
-    if under_ci {
-        panic!("{test}: required tools {missing:?} are missing and CI is set");
-    }
     false
 }
 
@@ -114,11 +88,6 @@ impl Skopeo {
             registries_conf,
             authfile,
         })
-    }
-
-    /// A scratch directory that lives as long as this runner.
-    pub fn scratch(&self) -> &Path {
-        self.dir.path()
     }
 
     /// `skopeo copy [args] SRC DST`; `Err` carries the exit status and stderr.

@@ -1,15 +1,12 @@
 //! An in-process fake upstream registry for behaviour tests: serves manifests and blobs from
-//! memory, records every request, and can demand Bearer or Basic auth (see `fake_auth.rs`),
+//! memory, records every request, and can demand Bearer or Basic auth (see `fake/auth.rs`),
 //! redirect blobs to a second "storage" host that rejects `Authorization`, redirect every API
 //! request to another registry (registry.k8s.io), report rate-limit headers, and inject faults
 //! (broken or corrupt bodies, held-back bodies, error statuses, 429 with Retry-After).
 //! Loopback only.
-#![allow(dead_code)]
 
-#[path = "fake_auth.rs"]
-mod fake_auth;
-#[allow(unused_imports)]
-pub use fake_auth::{basic, Auth, ChallengeStyle, TokenRequest};
+mod auth;
+pub use auth::{basic, Auth, ChallengeStyle, TokenRequest};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -53,6 +50,7 @@ pub fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
 pub struct Logged {
     pub method: String,
     pub path: String,
+    #[allow(dead_code, reason = "shown in failure messages through Debug")]
     pub query: Option<String>,
     pub authorization: Option<String>,
     pub host: &'static str,
@@ -95,7 +93,7 @@ struct State {
     storage_addr: Mutex<Option<SocketAddr>>,
     repos: Mutex<HashMap<String, Repo>>,
     log: Mutex<Vec<Logged>>,
-    auth: fake_auth::AuthState,
+    auth: auth::AuthState,
     fault: Mutex<Option<Fault>>,
     redirect_blobs: Mutex<bool>,
     /// registry.k8s.io: every `/v2/<path>` but `/v2/` answers 307 to `<this>/v2/<prefix>/<path>`.
@@ -116,7 +114,7 @@ impl Fake {
             storage_addr: Mutex::new(None),
             repos: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
-            auth: fake_auth::AuthState::default(),
+            auth: auth::AuthState::default(),
             fault: Mutex::new(None),
             redirect_blobs: Mutex::new(false),
             redirect_all: Mutex::new(None),

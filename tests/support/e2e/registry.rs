@@ -56,15 +56,10 @@ pub struct Registry {
     child: Child,
     addr: SocketAddr,
     log_path: PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    /// True when the registry binary can be found on `PATH`.
-    pub fn available() -> bool {
-        super::on_path(REGISTRY_BIN)
-    }
-
     /// Starts a registry that trusts `token`'s certificate, and waits until
     /// `/v2/` answers (401 included).
     pub async fn start(token: &TokenServer) -> std::io::Result<Self> {
@@ -79,7 +74,7 @@ impl Registry {
                         child,
                         addr,
                         log_path,
-                        dir,
+                        _dir: dir,
                     })
                 }
                 Err(e) => last_err = Some(e),
@@ -177,11 +172,6 @@ auth:
     /// The registry's log file (stdout and stderr).
     pub fn log_path(&self) -> &Path {
         &self.log_path
-    }
-
-    /// The registry's work directory (config, storage, log).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Every completed request logged so far, oldest first.

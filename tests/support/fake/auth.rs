@@ -4,7 +4,6 @@
 //! without access, as Docker Hub's does), exchanges refresh tokens sent by OAuth2 POST, reports
 //! `expires_in` and can be slowed down to make concurrent callers overlap; and Basic auth on
 //! every request, as ECR does it. Tokens are only good for the repository they were asked for.
-#![allow(dead_code)]
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -3,14 +3,11 @@
 //! the grace period leaves nothing half-written behind; SIGHUP applies a new log level; JSON logs
 //! are one object per line.
 
-#[path = "support/fake.rs"]
-mod fake;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fake::{bytes_of, Fake, Fault};
+use crate::support::fake::{self, bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
 fn free_port() -> u16 {

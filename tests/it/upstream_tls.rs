@@ -3,17 +3,12 @@
 //! redirects are followed only to https. The upstream is the fake registry behind a small
 //! TLS-terminating proxy with a throwaway CA made for each test.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use daemon::Daemon;
-use fake::{bytes_of, Fake};
+use crate::support::daemon::Daemon;
+use crate::support::fake::{bytes_of, Fake};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 

@@ -2,17 +2,12 @@
 //! admin listener, since it holds the directory's lock) and with it stopped (they open the
 //! directory themselves), and the admin endpoints behind them.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use daemon::Daemon;
-use fake::{bytes_of, Fake};
+use crate::support::daemon::Daemon;
+use crate::support::fake::{bytes_of, Fake};
 
 fn regcache(args: &[&str], config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_regcache"))

@@ -7,20 +7,17 @@
 //!
 //! Needs `docker-registry` and `skopeo` on PATH (see `e2e_registry.rs`).
 
-#[path = "support/e2e.rs"]
-mod e2e;
-
-use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use e2e::images::{self, TestImage};
-use e2e::registry::Registry;
-use e2e::token_server::TokenServer;
-use e2e::{tools_present, HttpClient, Skopeo};
+
+use crate::support::binary::Binary;
+use crate::support::e2e::images::{self, TestImage};
+use crate::support::e2e::registry::Registry;
+use crate::support::e2e::token_server::TokenServer;
+use crate::support::e2e::{self, tools_present, HttpClient, Skopeo};
 
 /// The name regcache gives the test registry (its default upstream).
 const HOST: &str = "registry.e2e.test";
@@ -215,21 +212,6 @@ async fn private_repository_with_credentials_from_every_source() {
         .expect("test timed out");
 }
 
-/// The `listen` field of the binary's "regcache listening" JSON log line.
-async fn listening_address(lines: &Mutex<Vec<String>>) -> String {
-    for _ in 0..1000 {
-        for line in lines.lock().expect("lines").iter() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                if v["message"] == "regcache listening" {
-                    return v["listen"].as_str().unwrap_or_default().to_string();
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("regcache did not start: {:?}", lines.lock().expect("lines"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_log_of_a_credentialed_pull_holds_no_secret() {
     if !tools_present("trace_log_of_a_credentialed_pull_holds_no_secret") {
@@ -255,35 +237,11 @@ async fn trace_log_of_a_credentialed_pull_holds_no_secret() {
             ),
         )
         .expect("write config");
-        let path = format!(
-            "{}:{}",
-            helper_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regcache"))
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "trace")
-            .env("PATH", path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run regcache");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        let addr = listening_address(&lines).await;
+        let regcache = Binary::start(&config, &helper_dir, &[]);
+        let addr = regcache.field("regcache listening", "listen").await;
         let pulled = up.pull_through(&addr, "trace").await;
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = reader.join();
+        let log = regcache.stop();
         pulled.expect("pull through the binary with a credential helper");
-        let log = lines.lock().expect("lines").join("\n");
         assert!(
             log.contains("fetched upstream token"),
             "the token flow was not logged"

@@ -1,13 +1,8 @@
 //! The pull API as clients see it: routing conventions, exact bytes and headers, errors as OCI
 //! JSON with the right statuses, and that cached content needs no upstream request.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
-use daemon::Daemon;
-use fake::{bytes_of, Fake};
+use crate::support::daemon::{self, Daemon};
+use crate::support::fake::{self, bytes_of, Fake};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 

@@ -4,13 +4,8 @@
 //! redirects to a backend with its own challenge, ECR's Basic auth), and redirects that must not
 //! carry `Authorization` to another host.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
-use daemon::Daemon;
-use fake::{basic, bytes_of, Auth, ChallengeStyle, Fake};
+use crate::support::daemon::Daemon;
+use crate::support::fake::{basic, bytes_of, Auth, ChallengeStyle, Fake};
 
 #[tokio::test]
 async fn bearer_token_is_fetched_once_per_scope_and_reused() {

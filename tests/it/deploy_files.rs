@@ -16,6 +16,8 @@ use regcache::config::{Config, BUILTIN_UPSTREAMS};
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
+use crate::support::tools;
+
 /// The mirror address the client examples point at.
 const MIRROR: &str = "regcache.internal:5000";
 
@@ -72,32 +74,6 @@ fn regcache_config(what: &str, text: &str) -> Config {
     Config::from_toml_str(text).unwrap_or_else(|e| panic!("{what} is not a valid regcache config:\n{e}"))
 }
 
-/// Under CI a missing tool fails the test; elsewhere it prints a notice nobody can miss and the
-/// check is skipped (the convention of the end-to-end tests).
-fn tool_missing(test: &str, tool: &str, install: &str) {
-    let under_ci = std::env::var_os("CI").is_some();
-    let outcome = if under_ci {
-        "FAILING (CI is set)"
-    } else {
-        "SKIPPED"
-    };
-    let bar = "!".repeat(78);
-    let notice =
-        format!("\n{bar}\n!! {test}: {outcome}: {tool} is not on PATH. Install it with: {install}\n{bar}\n");
-    // Straight to stderr, so the test harness's output capture cannot swallow it.
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(notice.as_bytes());
-    if under_ci {
-        panic!("{test}: {tool} is missing and CI is set");
-    }
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
 #[test]
 fn every_deploy_file_is_checked() {
     let files = deploy_files();
@@ -144,7 +120,7 @@ fn every_deploy_file_is_checked() {
         } else if name.ends_with(".md") {
             // Documentation.
         } else {
-            panic!("{rel}: no check for this kind of file; add one to tests/deploy_files.rs");
+            panic!("{rel}: no check for this kind of file; add one to tests/it/deploy_files.rs");
         }
     }
 }
@@ -510,7 +486,7 @@ fn kubernetes_manifests_fit_together() {
 /// Optional: CI does not install kubectl, and the test above checks the same files.
 #[test]
 fn kustomize_renders_when_kubectl_is_present() {
-    let Some(kubectl) = find_tool("kubectl") else {
+    let Some(kubectl) = tools::find("kubectl") else {
         eprintln!("kustomize_renders_when_kubectl_is_present: kubectl not on PATH, not rendered");
         return;
     };
@@ -926,11 +902,11 @@ fn systemd_unit_verifies() {
         );
     }
 
-    let Some(tool) = find_tool("systemd-analyze") else {
-        tool_missing(
+    let Some(tool) = tools::find("systemd-analyze") else {
+        tools::missing(
             "systemd_unit_verifies",
-            "systemd-analyze",
-            "apt-get install -y systemd",
+            &["systemd-analyze".into()],
+            "Install it with: apt-get install -y systemd",
         );
         return;
     };

@@ -1,18 +1,11 @@
 //! Keeping production pulling when upstreams fail: remembered 404s, the circuit breaker, a
 //! black-holed upstream, offline mode, and tag lists and referrers that work from the cache.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-#[path = "support/listeners.rs"]
-mod listeners;
-
 use std::time::{Duration, Instant};
 
-use daemon::Daemon;
-use fake::{bytes_of, Fake, Fault};
-use listeners::BlackHole;
+use crate::support::daemon::Daemon;
+use crate::support::fake::{bytes_of, Fake, Fault};
+use crate::support::listeners::BlackHole;
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 

@@ -46,8 +46,6 @@ pub struct TestImage {
     pub public: bool,
     /// The `dir:` layout on disk.
     pub layout: PathBuf,
-    /// Digests of child manifests (index only).
-    pub child_manifests: Vec<String>,
     /// Digests of every config and layer blob referenced.
     pub blobs: Vec<String>,
 }
@@ -268,14 +266,12 @@ pub fn build_all(root: &Path) -> std::io::Result<Vec<TestImage>> {
         media_type: OCI_MANIFEST.into(),
         public: true,
         layout: layout.path,
-        child_manifests: Vec::new(),
         blobs,
     });
 
     // (b) library/multi: OCI image index, linux/amd64 + linux/arm64/v8.
     let layout = DirLayout::create(root.join("multi"))?;
     let mut blobs = Vec::new();
-    let mut children = Vec::new();
     let mut descs = Vec::new();
     for (arch, variant, layers) in [
         ("amd64", None, [&amd_1, &amd_2]),
@@ -294,7 +290,6 @@ pub fn build_all(root: &Path) -> std::io::Result<Vec<TestImage>> {
             "size": manifest.len(),
             "platform": platform,
         }));
-        children.push(digest);
     }
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descs});
     let index = serde_json::to_vec_pretty(&index).expect("index json");
@@ -305,7 +300,6 @@ pub fn build_all(root: &Path) -> std::io::Result<Vec<TestImage>> {
         media_type: OCI_INDEX.into(),
         public: true,
         layout: layout.path,
-        child_manifests: children,
         blobs,
     });
 
@@ -319,7 +313,6 @@ pub fn build_all(root: &Path) -> std::io::Result<Vec<TestImage>> {
         media_type: DOCKER_MANIFEST.into(),
         public: true,
         layout: layout.path,
-        child_manifests: Vec::new(),
         blobs,
     });
 
@@ -333,7 +326,6 @@ pub fn build_all(root: &Path) -> std::io::Result<Vec<TestImage>> {
         media_type: OCI_MANIFEST.into(),
         public: false,
         layout: layout.path,
-        child_manifests: Vec::new(),
         blobs,
     });
 

@@ -2,13 +2,8 @@
 //! moved), served stale when the upstream fails, and answered 404 when the upstream says the tag
 //! is gone.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
-use daemon::Daemon;
-use fake::{bytes_of, Fake, Fault};
+use crate::support::daemon::Daemon;
+use crate::support::fake::{bytes_of, Fake, Fault};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 

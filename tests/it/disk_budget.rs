@@ -4,18 +4,13 @@
 //! the cache cannot keep (no room, disk full) still reaches every client, verified; and pulling
 //! ten times the budget worth of images ends within it.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::daemon::{eventually, Daemon};
+use crate::support::fake::{bytes_of, sha256, Fake, Fault};
 use bytes::Bytes;
-use daemon::{eventually, Daemon};
-use fake::{bytes_of, sha256, Fake, Fault};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;

@@ -20,19 +20,17 @@
 //! (containerd's snapshotters mount). Without them the test prints a loud notice
 //! and passes, except when `CI` is set, where it fails.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::images::{self, TestImage, DOCKER_LIST, OCI_INDEX};
-use e2e::registry::Registry;
-use e2e::token_server::TokenServer;
-use e2e::{Clock, HttpClient, Skopeo};
+use crate::support::e2e::images::{self, TestImage, DOCKER_LIST, OCI_INDEX};
+use crate::support::e2e::registry::Registry;
+use crate::support::e2e::token_server::TokenServer;
+use crate::support::e2e::{self, Clock, HttpClient, Skopeo};
+use crate::support::tools;
 
 /// The containerd daemon binary.
 const CONTAINERD_BIN: &str = "containerd";
@@ -58,13 +56,12 @@ const CTR_ENV_REMOVE: &[&str] = &[
 ];
 
 /// True when every external tool is present (and we are root, which the
-/// overlayfs snapshotter needs). Otherwise prints a loud notice (straight to
-/// stderr, so the test harness cannot swallow it) and returns false, or panics
-/// when running under CI.
+/// overlayfs snapshotter needs). Otherwise prints a loud notice and returns
+/// false (the test skips), or panics when running under CI.
 fn tools_present(test: &str) -> bool {
-    let mut missing: Vec<String> = e2e::missing_tools().iter().map(|t| t.to_string()).collect();
+    let mut missing = e2e::missing_tools();
     for tool in [CONTAINERD_BIN, CTR_BIN] {
-        if !e2e::on_path(tool) {
+        if tools::find(tool).is_none() {
             missing.push(tool.to_string());
         }
     }
@@ -74,23 +71,12 @@ fn tools_present(test: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let under_ci = std::env::var_os("CI").is_some();
-    let outcome = if under_ci {
-        "FAILING (CI is set)"
-    } else {
-        "SKIPPED"
-    };
-    let notice = format!(
-        "\n{bar}\n!! {test}: {outcome}: missing {missing:?}.\n\
-         !! Install the tools with: apt-get install -y docker-registry skopeo containerd\n\
-         !! and run the test as root (it starts a private containerd daemon).\n{bar}\n",
-        bar = "!".repeat(78)
+    tools::missing(
+        test,
+        &missing,
+        "Install the tools with: apt-get install -y docker-registry skopeo containerd\n\
+         !! and run the test as root (it starts a private containerd daemon).",
     );
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(notice.as_bytes());
-    if under_ci {
-        panic!("{test}: requirements {missing:?} are missing and CI is set");
-    }
     false
 }
 

@@ -79,6 +79,7 @@ pub struct TokenRequestRecord {
     /// The `account` query parameter (Docker clients send the user name).
     pub account: Option<String>,
     /// The raw `scope` values asked for.
+    #[allow(dead_code, reason = "shown in failure messages through Debug")]
     pub scopes: Vec<String>,
     /// HTTP status answered.
     pub status: u16,
@@ -193,11 +194,6 @@ impl TokenServer {
     /// PEM file holding the signing certificate (the registry's root bundle).
     pub fn cert_path(&self) -> &Path {
         &self.cert_path
-    }
-
-    /// The libtrust key id put in every JWT header's `kid`.
-    pub fn key_id(&self) -> &str {
-        &self.state.kid
     }
 
     /// Changes the lifetime of tokens issued from now on.

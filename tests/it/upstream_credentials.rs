@@ -3,20 +3,14 @@
 //! what happens when a helper fails. The last test runs the real binary with trace logging and
 //! checks that no secret reaches its log, its metrics or `check-config`.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
-use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::binary::Binary;
+use crate::support::daemon::Daemon;
+use crate::support::fake::{self, bytes_of, Auth, Fake};
 use base64::Engine as _;
-use daemon::Daemon;
-use fake::{bytes_of, Auth, Fake};
 
 const ECR_HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 
@@ -193,68 +187,6 @@ async fn helper_without_credentials_or_failing_is_a_clean_error() {
     assert_eq!(r.status, 502);
     let body = String::from_utf8(r.bytes().to_vec()).unwrap();
     assert!(body.contains("no AWS session"), "{body}");
-}
-
-/// The regcache binary, its stderr collected line by line.
-struct Binary {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    fn start(config: &Path, path_dir: &Path, env: &[(&str, &str)]) -> Binary {
-        let path = format!(
-            "{}:{}",
-            path_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regcache"));
-        cmd.args(["serve", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "trace")
-            .env("PATH", path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("regcache runs");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Binary { child, lines }
-    }
-
-    /// The first logged value of `field` in a line whose message is `message`.
-    async fn field(&self, message: &str, field: &str) -> String {
-        for _ in 0..500 {
-            for line in self.lines.lock().unwrap().iter() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                if v["message"] == message {
-                    return v[field].as_str().unwrap_or_default().to_string();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "regcache never logged {message:?}: {:?}",
-            self.lines.lock().unwrap()
-        );
-    }
-
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
-        self.lines.lock().unwrap().join("\n")
-    }
 }
 
 async fn get(addr: &str, path: &str) -> (u16, Vec<u8>) {

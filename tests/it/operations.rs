@@ -1,15 +1,10 @@
 //! Operating the daemon: health and readiness endpoints, and metrics that move as expected across
 //! a miss, a hit, a coalesced pull and a digest mismatch.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
 use std::time::Duration;
 
-use daemon::Daemon;
-use fake::{bytes_of, Fake, Fault};
+use crate::support::daemon::Daemon;
+use crate::support::fake::{self, bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
 #[tokio::test]

@@ -8,17 +8,14 @@
 //! Needs `docker-registry` and `skopeo` on PATH. Without them the tests print a
 //! loud notice and pass, except when `CI` is set, where they fail.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::images::{self, TestImage};
-use e2e::registry::Registry;
-use e2e::token_server::TokenServer;
-use e2e::{tools_present, Clock, HttpClient, Skopeo};
+use crate::support::e2e::images::{self, TestImage};
+use crate::support::e2e::registry::Registry;
+use crate::support::e2e::token_server::TokenServer;
+use crate::support::e2e::{self, tools_present, Clock, HttpClient, Skopeo};
 
 /// The upstream side: token server, registry with the test images pushed,
 /// and a direct (reference) `dir:` copy of every image.

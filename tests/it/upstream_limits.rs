@@ -3,16 +3,11 @@
 //! `max_connections` caps concurrent upstream requests, blob bodies included, and every place is
 //! given back when its download ends, also when it fails.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use daemon::{eventually, Daemon};
-use fake::{bytes_of, Fake, Fault};
+use crate::support::daemon::{eventually, Daemon};
+use crate::support::fake::{bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
 #[tokio::test]

@@ -2,15 +2,10 @@
 //! arrives; failures end every reader's body in an error and keep nothing; Range requests on
 //! cached and in-flight blobs.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/fake.rs"]
-mod fake;
-
 use std::time::Duration;
 
-use daemon::{eventually, Daemon};
-use fake::{bytes_of, Fake, Fault};
+use crate::support::daemon::{self, eventually, Daemon};
+use crate::support::fake::{bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
 const SIZE: usize = 1_000_000;
