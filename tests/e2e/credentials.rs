@@ -178,38 +178,42 @@ async fn private_repository_with_credentials_from_every_source() {
             running.shutdown().await;
         }
 
-        // Without credentials, or with wrong ones: clean OCI errors, no 5xx.
-        let client = HttpClient::new();
-        let none = String::new();
-        let wrong = format!("username = \"{USER}\"\npassword = \"not-{SECRET}\"\n");
-        for (what, auth) in [("anonymous", &none), ("wrong password", &wrong)] {
-            let (running, _cache) = mirror(&up.upstream(auth)).await;
-            let url = format!(
-                "http://{}/v2/{}/manifests/{}",
-                running.local_addr(),
-                up.image.repo,
-                up.image.tag
-            );
-            let r = client.get(&url, Some(e2e::CONTAINERD_ACCEPT)).await.expect("GET");
-            assert!(
-                matches!(r.status.as_u16(), 401 | 403),
-                "{what}: {} {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            );
-            assert!(e2e::is_oci_error_body(&r.body), "{what}: not an OCI error body");
-            assert!(
-                up.pull_through(&running.local_addr().to_string(), what)
-                    .await
-                    .is_err(),
-                "{what}: the private image must not come through"
-            );
-            running.shutdown().await;
-        }
+        refused_without_credentials(&up).await;
     };
     tokio::time::timeout(Duration::from_secs(180), body)
         .await
         .expect("test timed out");
+}
+
+/// Without credentials, or with wrong ones: clean OCI errors, no 5xx.
+async fn refused_without_credentials(up: &Private) {
+    let client = HttpClient::new();
+    let none = String::new();
+    let wrong = format!("username = \"{USER}\"\npassword = \"not-{SECRET}\"\n");
+    for (what, auth) in [("anonymous", &none), ("wrong password", &wrong)] {
+        let (running, _cache) = mirror(&up.upstream(auth)).await;
+        let url = format!(
+            "http://{}/v2/{}/manifests/{}",
+            running.local_addr(),
+            up.image.repo,
+            up.image.tag
+        );
+        let r = client.get(&url, Some(e2e::CONTAINERD_ACCEPT)).await.expect("GET");
+        assert!(
+            matches!(r.status.as_u16(), 401 | 403),
+            "{what}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(e2e::is_oci_error_body(&r.body), "{what}: not an OCI error body");
+        assert!(
+            up.pull_through(&running.local_addr().to_string(), what)
+                .await
+                .is_err(),
+            "{what}: the private image must not come through"
+        );
+        running.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,9 @@
 //! Needs `docker-registry` and `skopeo` on PATH. Without them the tests print a
 //! loud notice and pass, except when `CI` is set, where they fail.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod mirror;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::e2e::images::{self, TestImage};
@@ -170,104 +171,12 @@ async fn upstream_harness_serves_pushed_images() {
     let body = async {
         let upstream = Upstream::start(&clock).await;
         upstream.pull_direct(&clock).await;
-
-        // skopeo honours the mirror registries.conf: docker.io goes to the
-        // mirror (here the registry itself), the dead primary is never needed.
-        let conf = upstream.work.path().join("registries-self-mirror.conf");
-        std::fs::write(&conf, e2e::mirror_registries_conf(&upstream.registry.host())).expect("write conf");
-        let alpine = upstream.image("library/alpine");
-        let dst = upstream.out_dir("self-mirror", alpine);
-        upstream
-            .skopeo
-            .copy(
-                "docker://docker.io/library/alpine:latest",
-                &format!("dir:{}", dst.display()),
-                &["--src-tls-verify=false", "--src-no-creds"],
-                Some(&conf),
-            )
-            .await
-            .expect("copy through registries.conf mirror");
-        e2e::compare_dirs(&upstream.direct_dir(alpine), &dst).expect("mirror copy matches");
-
-        // The containerd-like client works against the registry itself
-        // (distribution ignores `?ns=`), so it can be trusted on regcache.
+        copy_through_registries_conf(&upstream).await;
         let client = HttpClient::new();
-        for image in upstream.public() {
-            let stats = e2e::containerd_pull(
-                &client,
-                upstream.registry.addr(),
-                "docker.io",
-                image,
-                &upstream.direct_dir(image),
-            )
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "containerd-style pull of {} from the registry: {e}",
-                    image.reference()
-                )
-            });
-            eprintln!("    containerd-style {} ok: {stats:?}", image.reference());
-        }
-
-        // Tokens carrying the certificate in `x5c` are accepted as well.
-        upstream.token.set_x5c(true);
-        let x5c_client = HttpClient::new();
-        let manifest_url = format!("{}/v2/library/alpine/manifests/latest", upstream.registry.url());
-        let ok = x5c_client
-            .pull_request(hyper::Method::GET, &manifest_url, e2e::CONTAINERD_ACCEPT)
-            .await
-            .expect("manifest with x5c token");
-        assert_eq!(ok.status, 200, "x5c token refused");
-        upstream.token.set_x5c(false);
-
-        // Short-lived tokens really expire (the token server takes
-        // distribution's 60 s leeway off `exp`).
-        upstream.token.set_expires_in(2);
-        let short_client = HttpClient::new();
-        let ok = short_client
-            .pull_request(hyper::Method::GET, &manifest_url, e2e::CONTAINERD_ACCEPT)
-            .await
-            .expect("manifest with short token");
-        assert_eq!(ok.status, 200, "fresh short-lived token refused");
-        let token = short_client.bearer_token().expect("token obtained");
-        upstream.token.set_expires_in(300);
-        tokio::time::sleep(Duration::from_millis(3_200)).await;
-        let bearer = format!("Bearer {token}");
-        let expired = short_client
-            .request_with(
-                hyper::Method::GET,
-                &manifest_url,
-                &[("accept", e2e::CONTAINERD_ACCEPT), ("authorization", &bearer)],
-            )
-            .await
-            .expect("manifest with expired token");
-        assert_eq!(expired.status, 401, "expired token still accepted");
+        containerd_style_pulls_from_the_registry(&upstream, &client).await;
+        x5c_and_short_lived_tokens(&upstream).await;
         clock.mark("x5c and token expiry verified");
-
-        // Token server behaviour seen from the outside.
-        let realm = upstream.token.realm();
-        let bad = client
-            .request_with(
-                hyper::Method::GET,
-                &format!("{realm}?service=registry.docker.io&scope=repository:library/alpine:pull"),
-                &[("authorization", "Basic YWRtaW46d3Jvbmc=")],
-            )
-            .await
-            .expect("token request");
-        assert_eq!(bad.status, 401, "wrong password must be refused");
-        let counts = upstream.token.counts();
-        assert!(counts.authenticated > 0, "{counts:?}");
-        assert!(counts.rejected > 0, "{counts:?}");
-        let blob_gets = upstream.registry.blob_gets();
-        assert!(blob_gets > 0, "registry log shows no blob GETs");
-        assert_eq!(
-            upstream
-                .registry
-                .count_requests("GET", e2e::registry::is_blob_uri),
-            blob_gets
-        );
-        eprintln!("    token counts {counts:?}, registry blob GETs {blob_gets}");
+        token_server_from_outside(&upstream, &client).await;
         clock.mark("done");
     };
     tokio::time::timeout(Duration::from_secs(180), body)
@@ -275,261 +184,106 @@ async fn upstream_harness_serves_pushed_images() {
         .expect("test timed out");
 }
 
-/// regcache running in-process with the local registry as its only upstream
-/// (`docker.io`, default).
-struct Mirror {
-    running: regcache::app::Running,
-    addr: SocketAddr,
-    _cache: tempfile::TempDir,
+/// skopeo honours the mirror registries.conf: docker.io goes to the mirror (here the registry
+/// itself), the dead primary is never needed.
+async fn copy_through_registries_conf(upstream: &Upstream) {
+    let conf = upstream.work.path().join("registries-self-mirror.conf");
+    std::fs::write(&conf, e2e::mirror_registries_conf(&upstream.registry.host())).expect("write conf");
+    let alpine = upstream.image("library/alpine");
+    let dst = upstream.out_dir("self-mirror", alpine);
+    upstream
+        .skopeo
+        .copy(
+            "docker://docker.io/library/alpine:latest",
+            &format!("dir:{}", dst.display()),
+            &["--src-tls-verify=false", "--src-no-creds"],
+            Some(&conf),
+        )
+        .await
+        .expect("copy through registries.conf mirror");
+    e2e::compare_dirs(&upstream.direct_dir(alpine), &dst).expect("mirror copy matches");
 }
 
-impl Mirror {
-    async fn start(registry: &Registry) -> Mirror {
-        let cache = tempfile::Builder::new()
-            .prefix("regcache-e2e-cache-")
-            .tempdir()
-            .expect("cache dir");
-        Mirror::start_on(registry, cache, "5m").await
-    }
-
-    /// A mirror on an existing cache directory with the given tag TTL.
-    async fn start_on(registry: &Registry, cache: tempfile::TempDir, tag_ttl: &str) -> Mirror {
-        let running = e2e::start_mirror(&registry.url(), cache.path(), tag_ttl).await;
-        let addr = running.local_addr();
-        Mirror {
-            running,
-            addr,
-            _cache: cache,
-        }
-    }
-
-    fn host(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-/// Everything one image pull through the mirror needs, owned so pulls of
-/// different images can run concurrently.
-#[derive(Clone)]
-struct PullJob {
-    skopeo: Skopeo,
-    client: HttpClient,
-    mirror: SocketAddr,
-    image: TestImage,
-    direct: PathBuf,
-    out: PathBuf,
-    registries_conf: PathBuf,
-}
-
-impl PullJob {
-    async fn copy_and_compare(&self, what: &str, src: &str, conf: Option<&Path>) -> Result<(), String> {
-        let dst = self.out.join(what);
-        let args = ["--all", "--src-tls-verify=false", "--src-no-creds"];
-        self.skopeo
-            .copy(src, &format!("dir:{}", dst.display()), &args, conf)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-        let files = e2e::compare_dirs(&self.direct, &dst).map_err(|e| format!("{what}: {src}: {e}"))?;
-        eprintln!(
-            "    {what} {} ok ({files} files identical)",
-            self.image.reference()
-        );
-        Ok(())
-    }
-
-    /// Pulls the image through the mirror every supported way and checks
-    /// each result against the direct copy.
-    async fn run(self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.out).map_err(|e| e.to_string())?;
-        let reference = self.image.reference();
-
-        // (ii) default-upstream route, what dockerd's registry-mirrors sends.
-        let src = format!("docker://{}/{reference}", self.mirror);
-        self.copy_and_compare("default-route", &src, None).await?;
-
-        // One-segment Docker Hub names get `library/` added.
-        if let Some(short) = reference.strip_prefix("library/") {
-            let src = format!("docker://{}/{short}", self.mirror);
-            self.copy_and_compare("short-name", &src, None).await?;
-        }
-
-        // (iii) CRI-O / podman mirror convention: `HOST/docker.io` prefix.
-        let src = format!("docker://docker.io/{reference}");
-        self.copy_and_compare("registries-conf", &src, Some(&self.registries_conf))
-            .await?;
-
-        // (iv) containerd convention: `?ns=docker.io` on every request.
-        let stats = e2e::containerd_pull(&self.client, self.mirror, "docker.io", &self.image, &self.direct)
-            .await
-            .map_err(|e| format!("containerd-style ?ns=docker.io: {e}"))?;
-        eprintln!("    containerd-style {reference} ok: {stats:?}");
-        Ok(())
-    }
-}
-
-/// Pulls every public image through the mirror, all images concurrently.
-async fn pull_round(upstream: &Upstream, mirror: &Mirror, round: &str, client: &HttpClient) {
-    let conf = upstream.work.path().join(format!("registries-{round}.conf"));
-    let mirror_location = format!("{}/docker.io", mirror.host());
-    std::fs::write(&conf, e2e::mirror_registries_conf(&mirror_location)).expect("write registries.conf");
-    let mut jobs = tokio::task::JoinSet::new();
+/// The containerd-like client works against the registry itself (distribution ignores
+/// `?ns=`), so it can be trusted on regcache.
+async fn containerd_style_pulls_from_the_registry(upstream: &Upstream, client: &HttpClient) {
     for image in upstream.public() {
-        let job = PullJob {
-            skopeo: upstream.skopeo.clone(),
-            client: client.clone(),
-            mirror: mirror.addr,
-            image: image.clone(),
-            direct: upstream.direct_dir(image),
-            out: upstream.out_dir(round, image),
-            registries_conf: conf.clone(),
-        };
-        jobs.spawn(async move {
-            let name = job.image.reference();
-            job.run().await.map_err(|e| format!("{name}: {e}"))
-        });
-    }
-    while let Some(joined) = jobs.join_next().await {
-        if let Err(e) = joined.expect("pull task") {
-            panic!("{round}: pull through regcache failed: {e}");
-        }
-    }
-}
-
-/// Upstream blob GETs once the registry log has been quiet for a moment.
-async fn settled_blob_gets(registry: &Registry) -> usize {
-    registry
-        .settled_requests(Duration::from_millis(600), Duration::from_secs(10))
+        let stats = e2e::containerd_pull(
+            client,
+            upstream.registry.addr(),
+            "docker.io",
+            image,
+            &upstream.direct_dir(image),
+        )
         .await
-        .iter()
-        .filter(|r| r.is_blob_get())
-        .count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_through_mirror_end_to_end() {
-    if !tools_present("pull_through_mirror_end_to_end") {
-        return;
-    }
-    let clock = Clock::new("e2e");
-    let body = async {
-        let upstream = Upstream::start(&clock).await;
-        upstream.pull_direct(&clock).await;
-        let before_mirror = settled_blob_gets(&upstream.registry).await;
-        let token_requests_before = upstream.token.requests().len();
-
-        let mirror = Mirror::start(&upstream.registry).await;
-        clock.mark(&format!("regcache listening on {}", mirror.addr));
-        let client = HttpClient::new();
-
-        // Round 1: cold cache.
-        pull_round(&upstream, &mirror, "round1", &client).await;
-        let after_round1 = settled_blob_gets(&upstream.registry).await;
-        let distinct_blobs: std::collections::BTreeSet<&String> =
-            upstream.public().flat_map(|i| i.blobs.iter()).collect();
-        clock.mark(&format!(
-            "round 1 (cold) verified: {} upstream blob GETs for {} distinct blobs",
-            after_round1 - before_mirror,
-            distinct_blobs.len()
-        ));
-        assert!(
-            after_round1 > before_mirror,
-            "a cold pull must fetch blobs upstream"
-        );
-
-        // regcache fetched its upstream tokens anonymously (no credentials
-        // configured) for the registry's service.
-        let mirror_tokens: Vec<_> = upstream.token.requests().split_off(token_requests_before);
-        assert!(!mirror_tokens.is_empty(), "regcache never asked the token server");
-        for record in &mirror_tokens {
-            assert_eq!(record.user, None, "unexpected credentials: {record:?}");
-            assert_eq!(
-                record.service.as_deref(),
-                Some(e2e::token_server::SERVICE),
-                "{record:?}"
-            );
-        }
-
-        // Round 2: warm cache, no blob may be fetched upstream again.
-        let requests_before_round2 = upstream.registry.requests().len();
-        pull_round(&upstream, &mirror, "round2", &client).await;
-        let after_round2 = settled_blob_gets(&upstream.registry).await;
-        let round2_upstream: Vec<_> = upstream.registry.requests().split_off(requests_before_round2);
-        clock.mark(&format!(
-            "round 2 (warm) verified: {} upstream requests ({} manifest)",
-            round2_upstream.len(),
-            round2_upstream.iter().filter(|r| r.is_manifest()).count()
-        ));
-        assert_eq!(
-            after_round2,
-            after_round1,
-            "warm pulls fetched blobs upstream again: {:?}",
-            round2_upstream
-                .iter()
-                .filter(|r| r.is_blob_get())
-                .collect::<Vec<_>>()
-        );
-
-        // A private repository without configured credentials fails cleanly.
-        let private = upstream.image("myorg/private");
-        let failed = upstream
-            .skopeo
-            .copy(
-                &format!("docker://{}/{}", mirror.host(), private.reference()),
-                &format!(
-                    "dir:{}",
-                    upstream.out_dir("private-via-mirror", private).display()
-                ),
-                &["--src-tls-verify=false", "--src-no-creds"],
-                None,
+        .unwrap_or_else(|e| {
+            panic!(
+                "containerd-style pull of {} from the registry: {e}",
+                image.reference()
             )
-            .await;
-        assert!(
-            failed.is_err(),
-            "private image must not be pullable anonymously through regcache"
-        );
-        for path in [
-            format!("/v2/{}/manifests/{}", private.repo, private.tag),
-            format!("/v2/docker.io/{}/manifests/{}", private.repo, private.tag),
-            format!("/v2/{}/manifests/{}?ns=docker.io", private.repo, private.tag),
-            format!("/v2/{}/blobs/{}", private.repo, private.blobs[1]),
-        ] {
-            let url = format!("http://{}{path}", mirror.addr);
-            let response = client
-                .get(&url, Some(e2e::CONTAINERD_ACCEPT))
-                .await
-                .expect("GET private");
-            let status = response.status.as_u16();
-            assert!(
-                matches!(status, 401 | 403 | 404),
-                "GET {path}: want 401/403/404, got {status}: {}",
-                String::from_utf8_lossy(&response.body)
-            );
-            assert!(
-                e2e::is_oci_error_body(&response.body),
-                "GET {path}: {status} without an OCI error body: {}",
-                String::from_utf8_lossy(&response.body)
-            );
-            eprintln!("    private {path}: {status} with OCI error body");
-        }
-        clock.mark("private repository refused cleanly");
+        });
+        eprintln!("    containerd-style {} ok: {stats:?}", image.reference());
+    }
+}
 
-        tokio::time::timeout(Duration::from_secs(30), mirror.running.shutdown())
-            .await
-            .expect("regcache shut down in time");
-
-        // Round 3: the upstream is down. A mirror restarted on the same cache, with every tag
-        // stale, still serves every cached image (the failed revalidation falls back to the cache).
-        let mut upstream = upstream;
-        upstream.registry.kill();
-        let mirror = Mirror::start_on(&upstream.registry, mirror._cache, "0s").await;
-        pull_round(&upstream, &mirror, "round3-upstream-down", &client).await;
-        clock.mark("round 3 (upstream stopped) verified: every cached image pulled");
-        tokio::time::timeout(Duration::from_secs(30), mirror.running.shutdown())
-            .await
-            .expect("regcache shut down in time");
-        clock.mark("done");
-    };
-    tokio::time::timeout(Duration::from_secs(180), body)
+/// Tokens carrying the certificate in `x5c` are accepted as well, and short-lived tokens
+/// really expire (the token server takes distribution's 60 s leeway off `exp`). The registry
+/// checks `exp` against its own wall clock, so this waits in real time.
+async fn x5c_and_short_lived_tokens(upstream: &Upstream) {
+    upstream.token.set_x5c(true);
+    let x5c_client = HttpClient::new();
+    let manifest_url = format!("{}/v2/library/alpine/manifests/latest", upstream.registry.url());
+    let ok = x5c_client
+        .pull_request(hyper::Method::GET, &manifest_url, e2e::CONTAINERD_ACCEPT)
         .await
-        .expect("test timed out");
+        .expect("manifest with x5c token");
+    assert_eq!(ok.status, 200, "x5c token refused");
+    upstream.token.set_x5c(false);
+
+    upstream.token.set_expires_in(2);
+    let short_client = HttpClient::new();
+    let ok = short_client
+        .pull_request(hyper::Method::GET, &manifest_url, e2e::CONTAINERD_ACCEPT)
+        .await
+        .expect("manifest with short token");
+    assert_eq!(ok.status, 200, "fresh short-lived token refused");
+    let token = short_client.bearer_token().expect("token obtained");
+    upstream.token.set_expires_in(300);
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let bearer = format!("Bearer {token}");
+    let expired = short_client
+        .request_with(
+            hyper::Method::GET,
+            &manifest_url,
+            &[("accept", e2e::CONTAINERD_ACCEPT), ("authorization", &bearer)],
+        )
+        .await
+        .expect("manifest with expired token");
+    assert_eq!(expired.status, 401, "expired token still accepted");
+}
+
+/// Token server behaviour seen from the outside, and the registry log the tests count from.
+async fn token_server_from_outside(upstream: &Upstream, client: &HttpClient) {
+    let realm = upstream.token.realm();
+    let bad = client
+        .request_with(
+            hyper::Method::GET,
+            &format!("{realm}?service=registry.docker.io&scope=repository:library/alpine:pull"),
+            &[("authorization", "Basic YWRtaW46d3Jvbmc=")],
+        )
+        .await
+        .expect("token request");
+    assert_eq!(bad.status, 401, "wrong password must be refused");
+    let counts = upstream.token.counts();
+    assert!(counts.authenticated > 0, "{counts:?}");
+    assert!(counts.rejected > 0, "{counts:?}");
+    let blob_gets = upstream.registry.blob_gets();
+    assert!(blob_gets > 0, "registry log shows no blob GETs");
+    assert_eq!(
+        upstream
+            .registry
+            .count_requests("GET", e2e::registry::is_blob_uri),
+        blob_gets
+    );
+    eprintln!("    token counts {counts:?}, registry blob GETs {blob_gets}");
 }

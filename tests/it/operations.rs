@@ -27,53 +27,11 @@ async fn metrics_follow_miss_hit_coalesced_and_mismatch() {
     let (_, manifest, _) = up.add_image("library/app", "v1", &[bytes_of(10, 4)]);
     let d = std::sync::Arc::new(Daemon::start(&up.url(), "").await);
     let path = format!("/v2/library/app/blobs/{digest}");
-    let blob_requests = |result: &'static str| {
-        let d = d.clone();
-        async move {
-            d.metric(
-                "regcache_requests_total",
-                &[("kind", "blob"), ("result", result), ("upstream", "docker.io")],
-            )
-            .await
-        }
-    };
-
-    // A cold pull held half-way, joined by two more clients.
-    let (open, gate) = watch::channel(false);
-    up.set_fault(Some(Fault::Hold {
-        after: 100_000,
-        gate,
-        then_break: false,
-    }));
-    let mut tasks = Vec::new();
-    for _ in 0..3 {
-        let d = d.clone();
-        let p = path.clone();
-        tasks.push(tokio::spawn(async move { d.get(&p).await }));
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    assert_eq!(d.metric("regcache_inflight_downloads", &[]).await, 1.0);
-    open.send(true).unwrap();
-    for t in tasks {
-        assert_eq!(t.await.unwrap().bytes(), blob);
-    }
-    up.set_fault(None);
-    assert_eq!(blob_requests("miss").await, 1.0);
-    assert_eq!(blob_requests("coalesced").await, 2.0);
-    assert_eq!(
-        d.metric("regcache_coalesced_total", &[("kind", "blob")]).await,
-        2.0
-    );
-    assert_eq!(d.metric("regcache_inflight_downloads", &[]).await, 0.0);
-    assert_eq!(
-        d.metric("regcache_upstream_bytes_total", &[("upstream", "docker.io")])
-            .await,
-        600_000.0
-    );
+    coalesced_cold_pull(&up, &d, &digest, &blob).await;
 
     // A hit: served from disk, nothing fetched.
     assert_eq!(d.get(&path).await.bytes(), blob);
-    assert_eq!(blob_requests("hit").await, 1.0);
+    assert_eq!(requests(&d, "blob", "hit").await, 1.0);
     assert_eq!(
         d.metric(
             "regcache_served_bytes_total",
@@ -95,36 +53,69 @@ async fn metrics_follow_miss_hit_coalesced_and_mismatch() {
             .await,
         600_000.0
     );
+    manifest_miss_then_hit(&d, &manifest).await;
 
-    // Manifests: a miss then a hit, and the upstream requests by class.
-    assert_eq!(
-        d.get(&format!("/v2/library/app/manifests/{}", fake::sha256(&manifest)))
-            .await
-            .bytes(),
-        manifest
-    );
-    assert_eq!(
-        d.get(&format!("/v2/library/app/manifests/{}", fake::sha256(&manifest)))
-            .await
-            .bytes(),
-        manifest
-    );
-    let manifest_requests = |result: &'static str| {
+    // A corrupt download: counted, and an error result.
+    let bad = up.add_blob("library/app", bytes_of(1000, 5));
+    up.set_fault(Some(Fault::Corrupt));
+    let _ = d.get(&format!("/v2/library/app/blobs/{bad}")).await;
+    assert_eq!(d.metric("regcache_digest_mismatches_total", &[]).await, 1.0);
+    assert_eq!(d.metric("regcache_failed_downloads_total", &[]).await, 1.0);
+}
+
+/// `regcache_requests_total` of `kind` with `result`, from the docker.io upstream.
+async fn requests(d: &Daemon, kind: &str, result: &str) -> f64 {
+    d.metric(
+        "regcache_requests_total",
+        &[("kind", kind), ("result", result), ("upstream", "docker.io")],
+    )
+    .await
+}
+
+/// A cold pull held half-way, joined by two more clients: one miss, two coalesced, one
+/// download.
+async fn coalesced_cold_pull(up: &Fake, d: &std::sync::Arc<Daemon>, digest: &str, blob: &[u8]) {
+    let path = format!("/v2/library/app/blobs/{digest}");
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::Hold {
+        after: 100_000,
+        gate,
+        then_break: false,
+    }));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
         let d = d.clone();
-        async move {
-            d.metric(
-                "regcache_requests_total",
-                &[
-                    ("kind", "manifest"),
-                    ("result", result),
-                    ("upstream", "docker.io"),
-                ],
-            )
-            .await
-        }
-    };
-    assert_eq!(manifest_requests("miss").await, 1.0);
-    assert_eq!(manifest_requests("hit").await, 1.0);
+        let p = path.clone();
+        tasks.push(tokio::spawn(async move { d.get(&p).await }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(d.metric("regcache_inflight_downloads", &[]).await, 1.0);
+    open.send(true).unwrap();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().bytes(), blob);
+    }
+    up.set_fault(None);
+    assert_eq!(requests(d, "blob", "miss").await, 1.0);
+    assert_eq!(requests(d, "blob", "coalesced").await, 2.0);
+    assert_eq!(
+        d.metric("regcache_coalesced_total", &[("kind", "blob")]).await,
+        2.0
+    );
+    assert_eq!(d.metric("regcache_inflight_downloads", &[]).await, 0.0);
+    assert_eq!(
+        d.metric("regcache_upstream_bytes_total", &[("upstream", "docker.io")])
+            .await,
+        600_000.0
+    );
+}
+
+/// Manifests: a miss then a hit, and the upstream requests by class.
+async fn manifest_miss_then_hit(d: &Daemon, manifest: &[u8]) {
+    let path = format!("/v2/library/app/manifests/{}", fake::sha256(manifest));
+    assert_eq!(d.get(&path).await.bytes(), manifest);
+    assert_eq!(d.get(&path).await.bytes(), manifest);
+    assert_eq!(requests(d, "manifest", "miss").await, 1.0);
+    assert_eq!(requests(d, "manifest", "hit").await, 1.0);
     assert_eq!(
         d.metric(
             "regcache_upstream_requests_total",
@@ -133,11 +124,4 @@ async fn metrics_follow_miss_hit_coalesced_and_mismatch() {
         .await,
         2.0
     );
-
-    // A corrupt download: counted, and an error result.
-    let bad = up.add_blob("library/app", bytes_of(1000, 5));
-    up.set_fault(Some(Fault::Corrupt));
-    let _ = d.get(&format!("/v2/library/app/blobs/{bad}")).await;
-    assert_eq!(d.metric("regcache_digest_mismatches_total", &[]).await, 1.0);
-    assert_eq!(d.metric("regcache_failed_downloads_total", &[]).await, 1.0);
 }

@@ -204,43 +204,26 @@ async fn get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_never_reach_logs_metrics_or_check_config() {
-    const STATIC: &str = "static-secret-4c1d";
-    const HELPER: &str = "helper-secret-9e2f";
-    const ENV: &str = "env-secret-77ab";
-    // Static password, Bearer with a token service.
-    let hub = Fake::start().await;
-    hub.set_auth(Auth::Bearer {
-        expires_in: Some(300),
-    });
-    hub.require_token_user("hubuser", STATIC);
-    let (_, hub_manifest, hub_layers) = hub.add_image("org/private", "1", &[bytes_of(5000, 1)]);
-    // ECR-like Basic, credentials from config.json's credHelpers, helper found on PATH.
-    let ecr = Fake::start().await;
-    ecr.set_auth(Auth::Basic {
-        user: "AWS".into(),
-        pass: HELPER.into(),
-    });
-    let (_, ecr_manifest, _) = ecr.add_image("team/app", "1", &[bytes_of(10, 2)]);
-    // Password from the environment, rejected by the token service.
-    let lab = Fake::start().await;
-    lab.set_auth(Auth::Bearer { expires_in: None });
-    lab.require_token_user("labuser", "the-right-one");
-    lab.add_image("lab/app", "1", &[bytes_of(10, 3)]);
+/// The secrets of `secrets_never_reach_logs_metrics_or_check_config`.
+const STATIC: &str = "static-secret-4c1d";
+const HELPER: &str = "helper-secret-9e2f";
+const ENV: &str = "env-secret-77ab";
 
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
+/// The three upstreams' configuration file, and the directory with the credential helper
+/// (put first on PATH): the hub's password is in the file, the ECR-like registry's secret comes
+/// from a helper named in a Docker config.json, the lab's password from the environment.
+fn leak_test_config(dir: &Path, hub: &Fake, ecr: &Fake, lab: &Fake) -> (PathBuf, PathBuf) {
+    let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
     helper(&bin, "leaktest");
     std::fs::write(bin.join("secret"), HELPER).unwrap();
-    let docker_config = dir.path().join("config.json");
+    let docker_config = dir.join("config.json");
     std::fs::write(
         &docker_config,
         format!(r#"{{"auths":{{}},"credHelpers":{{"{ECR_HOST}":"leaktest"}}}}"#),
     )
     .unwrap();
-    let config = dir.path().join("regcache.toml");
+    let config = dir.join("regcache.toml");
     std::fs::write(
         &config,
         format!(
@@ -266,7 +249,7 @@ url = "{lab}"
 username = "labuser"
 password_env = "REGCACHE_TEST_LAB_PASSWORD"
 "#,
-            cache = dir.path().join("cache").display(),
+            cache = dir.join("cache").display(),
             hub = hub.url(),
             ecr = ecr.url(),
             lab = lab.url(),
@@ -274,6 +257,45 @@ password_env = "REGCACHE_TEST_LAB_PASSWORD"
         ),
     )
     .unwrap();
+    (config, bin)
+}
+
+/// `regcache check-config` on `config`, which must pass; its stdout and stderr.
+fn check_config(config: &Path, env: &[(&str, &str)]) -> String {
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_regcache"))
+        .args(["check-config", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_metrics_or_check_config() {
+    // Static password, Bearer with a token service.
+    let hub = Fake::start().await;
+    hub.set_auth(Auth::Bearer {
+        expires_in: Some(300),
+    });
+    hub.require_token_user("hubuser", STATIC);
+    let (_, hub_manifest, hub_layers) = hub.add_image("org/private", "1", &[bytes_of(5000, 1)]);
+    // ECR-like Basic, credentials from config.json's credHelpers, helper found on PATH.
+    let ecr = Fake::start().await;
+    ecr.set_auth(Auth::Basic {
+        user: "AWS".into(),
+        pass: HELPER.into(),
+    });
+    let (_, ecr_manifest, _) = ecr.add_image("team/app", "1", &[bytes_of(10, 2)]);
+    // Password from the environment, rejected by the token service.
+    let lab = Fake::start().await;
+    lab.set_auth(Auth::Bearer { expires_in: None });
+    lab.require_token_user("labuser", "the-right-one");
+    lab.add_image("lab/app", "1", &[bytes_of(10, 3)]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (config, bin) = leak_test_config(dir.path(), &hub, &ecr, &lab);
     let env = [("REGCACHE_TEST_LAB_PASSWORD", ENV)];
     let regcache = Binary::start(&config, &bin, &env);
     let addr = regcache.field("regcache listening", "listen").await;
@@ -291,19 +313,11 @@ password_env = "REGCACHE_TEST_LAB_PASSWORD"
     let log = regcache.stop();
     assert!(log.contains("fetched upstream token"), "trace logging was on");
 
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_regcache"))
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .envs(env)
-        .output()
-        .unwrap();
-    assert!(check.status.success());
-    let check = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
+    let check = check_config(&config, &env);
     assert!(
         check.contains("credential helper") || check.contains("docker config"),
         "{check}"
     );
-
     let mut secrets = vec![
         STATIC.to_string(),
         HELPER.to_string(),

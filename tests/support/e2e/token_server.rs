@@ -7,12 +7,14 @@
 //! may pull everywhere, anonymous callers may pull `library/*` only and get an
 //! empty grant elsewhere. A wrong password (or unknown user) answers 401.
 
+mod encoding;
+mod grants;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -25,20 +27,16 @@ use rcgen::PublicKeyData as _;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use encoding::{libtrust_key_id, rfc3339, unix_now};
+use grants::{basic_user, grant, Credentials};
 
 /// The `service` (JWT audience) the local registry is configured with.
 pub const SERVICE: &str = "registry.docker.io";
 /// The `iss` claim of every token and the registry's trusted issuer.
 pub const ISSUER: &str = "regcache-e2e-token-issuer";
-
-/// Known users: (name, password, may push).
-const USERS: &[(&str, &str, bool)] = &[
-    ("admin", "admin-secret", true),
-    ("reader", "reader-secret", false),
-];
 
 /// Settings of a token server.
 #[derive(Clone, Debug)]
@@ -241,6 +239,34 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
     resp
 }
 
+/// What a token request asked for (its query).
+struct Asked {
+    service: Option<String>,
+    account: Option<String>,
+    scopes: Vec<String>,
+}
+
+impl Asked {
+    fn of(req: &Request<Incoming>) -> Asked {
+        let mut asked = Asked {
+            service: None,
+            account: None,
+            scopes: Vec::new(),
+        };
+        for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "service" => asked.service = Some(v.into_owned()),
+                "account" => asked.account = Some(v.into_owned()),
+                "scope" => asked
+                    .scopes
+                    .extend(v.split(' ').filter(|s| !s.is_empty()).map(str::to_string)),
+                _ => {}
+            }
+        }
+        asked
+    }
+}
+
 fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.uri().path() != "/token" {
         return json_response(StatusCode::NOT_FOUND, json!({"details": "not found"}));
@@ -248,25 +274,13 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"details": "GET only"}));
     }
-
-    let mut service = None;
-    let mut account = None;
-    let mut scopes = Vec::new();
-    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "service" => service = Some(v.into_owned()),
-            "account" => account = Some(v.into_owned()),
-            "scope" => scopes.extend(v.split(' ').filter(|s| !s.is_empty()).map(str::to_string)),
-            _ => {}
-        }
-    }
-
+    let asked = Asked::of(&req);
     let user = match basic_user(&req) {
         Credentials::None => None,
         Credentials::Valid(name, may_push) => Some((name, may_push)),
         Credentials::Invalid(name) => {
             state.rejected.fetch_add(1, Ordering::SeqCst);
-            record(state, Some(name), service, account, scopes, 401);
+            record(state, Some(name), asked, 401);
             let mut resp = json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({"details": "incorrect username or password"}),
@@ -282,20 +296,46 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         Some(_) => state.authenticated.fetch_add(1, Ordering::SeqCst),
         None => state.anonymous.fetch_add(1, Ordering::SeqCst),
     };
-
-    let access: Vec<serde_json::Value> = scopes
-        .iter()
-        .filter_map(|scope| grant(scope, user.as_ref().map(|(_, push)| *push)))
-        .collect();
-
     let now = unix_now();
     let expires_in = state.expires_in.load(Ordering::SeqCst);
+    let Some(token) = sign(state, &asked, user.as_ref(), now, expires_in) else {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"details": "signing failed"}),
+        );
+    };
+    record(state, user.map(|(n, _)| n), asked, 200);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": expires_in,
+            "issued_at": rfc3339(now),
+        }),
+    )
+}
+
+/// An ES256 JWT granting `user` (name, may push; `None` when anonymous) what it may have of
+/// the scopes asked for.
+fn sign(
+    state: &State,
+    asked: &Asked,
+    user: Option<&(String, bool)>,
+    now: i64,
+    expires_in: u64,
+) -> Option<String> {
+    let access: Vec<serde_json::Value> = asked
+        .scopes
+        .iter()
+        .filter_map(|scope| grant(scope, user.map(|(_, push)| *push)))
+        .collect();
     let serial = state.serial.fetch_add(1, Ordering::SeqCst);
-    let subject = user.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+    let subject = user.map(|(n, _)| n.clone()).unwrap_or_default();
     let claims = json!({
         "iss": ISSUER,
         "sub": subject,
-        "aud": service.clone().unwrap_or_default(),
+        "aud": asked.service.clone().unwrap_or_default(),
         // distribution 2.8 allows 60 s of leeway past `exp`; subtract it so the
         // token really stops working after `expires_in`.
         "exp": now + expires_in as i64 - 60,
@@ -313,202 +353,19 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let signature = match state.key.sign(&state.rng, signing_input.as_bytes()) {
-        Ok(sig) => sig,
-        Err(_) => {
-            return json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"details": "signing failed"}),
-            )
-        }
-    };
-    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
-
-    record(state, user.map(|(n, _)| n), service, account, scopes, 200);
-    json_response(
-        StatusCode::OK,
-        json!({
-            "token": token,
-            "access_token": token,
-            "expires_in": expires_in,
-            "issued_at": rfc3339(now),
-        }),
-    )
+    let signature = state.key.sign(&state.rng, signing_input.as_bytes()).ok()?;
+    Some(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.as_ref())
+    ))
 }
 
-fn record(
-    state: &State,
-    user: Option<String>,
-    service: Option<String>,
-    account: Option<String>,
-    scopes: Vec<String>,
-    status: u16,
-) {
+fn record(state: &State, user: Option<String>, asked: Asked, status: u16) {
     state.log.lock().expect("token log").push(TokenRequestRecord {
         user,
-        service,
-        account,
-        scopes,
+        service: asked.service,
+        account: asked.account,
+        scopes: asked.scopes,
         status,
     });
-}
-
-enum Credentials {
-    None,
-    Valid(String, bool),
-    Invalid(String),
-}
-
-fn basic_user(req: &Request<Incoming>) -> Credentials {
-    let Some(value) = req.headers().get(hyper::header::AUTHORIZATION) else {
-        return Credentials::None;
-    };
-    let value = value.to_str().unwrap_or("");
-    let Some((scheme, encoded)) = value.split_once(' ') else {
-        return Credentials::Invalid(String::new());
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Credentials::Invalid(String::new());
-    }
-    let Some(decoded) = STANDARD
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-    else {
-        return Credentials::Invalid(String::new());
-    };
-    let (name, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
-    match USERS.iter().find(|(n, p, _)| *n == name && *p == password) {
-        Some((n, _, push)) => Credentials::Valid(n.to_string(), *push),
-        None => Credentials::Invalid(name.to_string()),
-    }
-}
-
-/// Grants for one scope. `may_push` is `None` for anonymous callers.
-fn grant(scope: &str, may_push: Option<bool>) -> Option<serde_json::Value> {
-    let mut parts = scope.split(':');
-    let kind = parts.next()?;
-    let rest: Vec<&str> = parts.collect();
-    if rest.len() < 2 {
-        return None;
-    }
-    let name = rest[..rest.len() - 1].join(":");
-    let wanted = rest[rest.len() - 1];
-    let kind = kind.split('(').next().unwrap_or(kind);
-    if kind != "repository" {
-        return None;
-    }
-    let allowed: Vec<&str> = wanted
-        .split(',')
-        .filter(|action| match (may_push, *action) {
-            (None, "pull") => name.starts_with("library/"),
-            (None, _) => false,
-            (Some(_), "pull") => true,
-            (Some(true), "push" | "delete" | "*") => true,
-            (Some(_), _) => false,
-        })
-        .collect();
-    if allowed.is_empty() {
-        return None;
-    }
-    Some(json!({"type": "repository", "name": name, "actions": allowed}))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// The libtrust key id of a public key: base32 (RFC 4648, no padding) of the
-/// first 240 bits of SHA-256 over the DER SubjectPublicKeyInfo, in 12 groups
-/// of 4 characters joined by ':'.
-pub fn libtrust_key_id(spki_der: &[u8]) -> String {
-    let hash = Sha256::digest(spki_der);
-    let encoded = base32(&hash[..30]);
-    encoded
-        .as_bytes()
-        .chunks(4)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn base32(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
-    let mut buffer: u32 = 0;
-    let mut bits = 0u32;
-    for &byte in data {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (days-to-civil conversion).
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base32_matches_rfc4648_vectors() {
-        assert_eq!(base32(b""), "");
-        assert_eq!(base32(b"f"), "MY");
-        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
-    }
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn grants_follow_the_user_table() {
-        assert_eq!(
-            grant("repository:library/a:pull", None).unwrap()["actions"],
-            json!(["pull"])
-        );
-        assert!(grant("repository:myorg/p:pull", None).is_none());
-        assert_eq!(
-            grant("repository:myorg/p:pull,push", Some(false)).unwrap()["actions"],
-            json!(["pull"])
-        );
-        assert_eq!(
-            grant("repository:myorg/p:pull,push", Some(true)).unwrap()["actions"],
-            json!(["pull", "push"])
-        );
-        assert!(grant("registry:catalog:*", Some(true)).is_none());
-    }
 }
