@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use crate::support::daemon::Daemon;
 use crate::support::fake::{bytes_of, Fake};
@@ -32,14 +31,7 @@ async fn fetch(d: &Daemon, digest: &str) {
     let r = d.get(&format!("/v2/library/app/blobs/{digest}")).await;
     assert_eq!(r.status, 200);
     r.bytes();
-    let key = digest.parse().unwrap();
-    for _ in 0..500 {
-        if d.cache().fills.active(&key).is_none() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("download did not settle");
+    d.download_settled(digest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ mod uncached;
 use bytes::Bytes;
 use regcache::oci::Digest;
 
-use crate::support::daemon::{eventually, Daemon};
+use crate::support::daemon::Daemon;
 use crate::support::fake::{bytes_of, sha256, Fake};
 
 const BLOB: usize = 100_000;
@@ -41,11 +41,7 @@ async fn get_blob(d: &Daemon, repo: &str, dg: &str) -> Bytes {
     assert_eq!(r.status, 200, "{dg}");
     let bytes = r.bytes();
     assert_eq!(sha256(&bytes), dg, "verified content");
-    let key = digest(dg);
-    eventually("the download to settle", || {
-        d.cache().fills.active(&key).is_none()
-    })
-    .await;
+    d.download_settled(dg).await;
     bytes
 }
 

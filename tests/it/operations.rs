@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{eventually, Daemon};
 use crate::support::fake::{self, bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
@@ -31,6 +31,7 @@ async fn metrics_follow_miss_hit_coalesced_and_mismatch() {
 
     // A hit: served from disk, nothing fetched.
     assert_eq!(d.get(&path).await.bytes(), blob);
+    served(&d, "blob", "cache", 600_000.0).await;
     assert_eq!(requests(&d, "blob", "hit").await, 1.0);
     assert_eq!(
         d.metric(
@@ -61,6 +62,18 @@ async fn metrics_follow_miss_hit_coalesced_and_mismatch() {
     let _ = d.get(&format!("/v2/library/app/blobs/{bad}")).await;
     assert_eq!(d.metric("regcache_digest_mismatches_total", &[]).await, 1.0);
     assert_eq!(d.metric("regcache_failed_downloads_total", &[]).await, 1.0);
+}
+
+/// Waits until the access log has counted `bytes` of `kind` served from `source`. It counts a
+/// response when the server drops its body, which can be just after the client has read the
+/// last byte, and served bytes are the last thing it counts for a response.
+async fn served(d: &Daemon, kind: &str, source: &str, bytes: f64) {
+    let labels = [("kind", kind), ("source", source)];
+    eventually(
+        &format!("{bytes} {kind} bytes from {source} to be counted"),
+        || d.metric_now("regcache_served_bytes_total", &labels) >= bytes,
+    )
+    .await;
 }
 
 /// `regcache_requests_total` of `kind` with `result`, from the docker.io upstream.
@@ -95,6 +108,10 @@ async fn coalesced_cold_pull(up: &Fake, d: &std::sync::Arc<Daemon>, digest: &str
         assert_eq!(t.await.unwrap().bytes(), blob);
     }
     up.set_fault(None);
+    // Readers get their last bytes before the blob is published: until then the next request
+    // would join the download instead of hitting the cache.
+    d.download_settled(digest).await;
+    served(d, "blob", "upstream", 1_800_000.0).await;
     assert_eq!(requests(d, "blob", "miss").await, 1.0);
     assert_eq!(requests(d, "blob", "coalesced").await, 2.0);
     assert_eq!(
@@ -114,6 +131,9 @@ async fn manifest_miss_then_hit(d: &Daemon, manifest: &[u8]) {
     let path = format!("/v2/library/app/manifests/{}", fake::sha256(manifest));
     assert_eq!(d.get(&path).await.bytes(), manifest);
     assert_eq!(d.get(&path).await.bytes(), manifest);
+    let len = manifest.len() as f64;
+    served(d, "manifest", "upstream", len).await;
+    served(d, "manifest", "cache", len).await;
     assert_eq!(requests(d, "manifest", "miss").await, 1.0);
     assert_eq!(requests(d, "manifest", "hit").await, 1.0);
     assert_eq!(

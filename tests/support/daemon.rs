@@ -149,6 +149,17 @@ impl Daemon {
         self.running.as_ref().expect("daemon is running").cache()
     }
 
+    /// Waits until no download of `digest` is in progress: published into the cache, or failed
+    /// and dropped. Until then a new request joins it instead of hitting the cache or starting
+    /// afresh.
+    pub async fn download_settled(&self, digest: &str) {
+        let key: regcache::oci::Digest = digest.parse().expect("a digest");
+        eventually("the download to settle", || {
+            self.cache().fills.active(&key).is_none()
+        })
+        .await;
+    }
+
     /// Pulls `repo:tag` and each of `layers` (as a client would), asserting success: warms the
     /// cache for tests that go on without the upstream.
     pub async fn pull(&self, repo: &str, tag: &str, layers: &[String]) -> Bytes {
@@ -186,27 +197,19 @@ impl Daemon {
     /// The value of one sample of /metrics (0 when absent); labels must match exactly.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = String::from_utf8(self.admin("/metrics").await.bytes().to_vec()).unwrap();
-        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        want.sort();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let (n, l) = match series.split_once('{') {
-                Some((n, l)) => (n, l.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let mut got: Vec<String> = if l.is_empty() {
-                vec![]
-            } else {
-                l.split(',').map(str::to_string).collect()
-            };
-            got.sort();
-            if n == name && got == want {
-                return value.parse().unwrap();
-            }
-        }
-        0.0
+        sample(&text, name, labels)
+    }
+
+    /// Like `metric`, read in process instead of over the admin listener, so `eventually` can
+    /// poll it.
+    pub fn metric_now(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .running
+            .as_ref()
+            .expect("daemon is running")
+            .metrics()
+            .render();
+        sample(&text, name, labels)
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -216,4 +219,29 @@ impl Daemon {
     pub async fn head(&self, path: &str) -> Reply {
         self.request("HEAD", path, &[]).await
     }
+}
+
+/// The value of one sample in Prometheus text (0 when absent); labels must match exactly.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, l) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut got: Vec<String> = if l.is_empty() {
+            vec![]
+        } else {
+            l.split(',').map(str::to_string).collect()
+        };
+        got.sort();
+        if n == name && got == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
 }
