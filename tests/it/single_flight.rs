@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::support::daemon::{self, eventually, Daemon};
 use crate::support::fake::{bytes_of, Fake, Fault};
+use regcache::oci::Digest;
 use tokio::sync::watch;
 
 const SIZE: usize = 1_000_000;
@@ -28,6 +29,31 @@ fn spawn_get(d: &std::sync::Arc<Daemon>, path: &str) -> tokio::task::JoinHandle<
     tokio::spawn(async move { d.get(&p).await })
 }
 
+/// Clients that joined a blob download another client started.
+fn joined(d: &Daemon) -> f64 {
+    d.metric_now("regcache_coalesced_total", &[("kind", "blob")])
+}
+
+/// Whether the upstream has answered the download of `digest` (its headers are in).
+fn download_started(d: &Daemon, digest: &str) -> bool {
+    let key: Digest = digest.parse().unwrap();
+    d.cache()
+        .fills
+        .active(&key)
+        .is_some_and(|fill| fill.progress().borrow().started)
+}
+
+/// How many readers follow the download of `digest`: every holder of the fill but the fills
+/// map, the download task and this look (the count the download itself checks when
+/// `finish_abandoned` is off).
+fn readers(d: &Daemon, digest: &str) -> usize {
+    let key: Digest = digest.parse().unwrap();
+    d.cache()
+        .fills
+        .active(&key)
+        .map_or(0, |fill| std::sync::Arc::strong_count(&fill).saturating_sub(3))
+}
+
 async fn setup() -> (Fake, Daemon, String, Vec<u8>) {
     let up = Fake::start().await;
     let blob = bytes_of(SIZE, 7);
@@ -46,7 +72,7 @@ async fn concurrent_cold_pulls_cause_one_upstream_get() {
     eventually("the first upstream GET", || up.count("GET", "/blobs/") >= 1).await;
     // A late joiner arrives while the download is held half-way.
     let late = spawn_get(&d, &path);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("all nine clients on the one download", || joined(&d) == 8.0).await;
     open.send(true).unwrap();
     for t in tasks.into_iter().chain([late]) {
         let r = t.await.unwrap();
@@ -66,7 +92,7 @@ async fn download_survives_the_first_client_leaving() {
     let d = std::sync::Arc::new(d);
     let first = spawn_get(&d, &path);
     eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the upstream to answer", || download_started(&d, &digest)).await;
     first.abort();
     let _ = first.await;
     open.send(true).unwrap();
@@ -93,19 +119,15 @@ async fn abandoned_download_stops_when_configured() {
     let d = std::sync::Arc::new(d);
     let first = spawn_get(&d, &path);
     eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the upstream to answer", || download_started(&d, &digest)).await;
     first.abort();
     let _ = first.await;
-    // The server has dropped the response once its request is logged; give the reader a moment
-    // to let go of the download before the upstream sends the rest.
-    let labels = [("kind", "blob"), ("result", "miss"), ("upstream", "docker.io")];
-    for _ in 0..500 {
-        if d.metric("regcache_requests_total", &labels).await == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The download notices it is abandoned when the next bytes arrive with no reader left, so
+    // the upstream sends the rest only once the server has let go of the response's reader.
+    eventually("the reader to let go of the download", || {
+        readers(&d, &digest) == 0
+    })
+    .await;
     open.send(true).unwrap();
     let tmp = d.dir.path().join("tmp");
     eventually("the temp file to be removed", || {
@@ -118,6 +140,9 @@ async fn abandoned_download_stops_when_configured() {
         .join("blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
         .exists());
+    // The failed download's temp file goes before the download itself: a request in between
+    // would join it.
+    d.download_settled(&digest).await;
     up.set_fault(None);
     assert_eq!(d.get(&path).await.bytes(), blob);
     assert_eq!(up.count("GET", "/blobs/"), 2);
@@ -131,7 +156,7 @@ async fn upstream_break_fails_every_reader_and_keeps_nothing() {
     let d = std::sync::Arc::new(d);
     let readers: Vec<_> = (0..3).map(|_| spawn_get(&d, &path)).collect();
     eventually("the upstream GET", || up.count("GET", "/blobs/") == 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("all three readers on the one download", || joined(&d) == 2.0).await;
     open.send(true).unwrap();
     for r in readers {
         let r = r.await.unwrap();
@@ -151,6 +176,7 @@ async fn upstream_break_fails_every_reader_and_keeps_nothing() {
         .join(digest.trim_start_matches("sha256:"))
         .exists());
     // Next request downloads afresh.
+    d.download_settled(&digest).await;
     up.set_fault(None);
     assert_eq!(d.get(&path).await.bytes(), bytes_of(SIZE, 7));
     assert_eq!(up.count("GET", "/blobs/"), 2);
@@ -179,6 +205,7 @@ async fn digest_mismatch_is_never_served_complete_nor_kept() {
         r.status != 200 || r.body.is_err(),
         "corrupt content must not be delivered as complete"
     );
+    d.download_settled(&digest).await;
     let blob_path = d
         .dir
         .path()
@@ -187,6 +214,7 @@ async fn digest_mismatch_is_never_served_complete_nor_kept() {
     assert!(!blob_path.exists());
     let r = d.get(&path).await;
     assert!(r.status != 200 || r.body.is_err());
+    d.download_settled(&digest).await;
     assert_eq!(
         up.count("GET", "/blobs/"),
         2,
@@ -246,14 +274,16 @@ async fn range_on_an_in_flight_blob_waits_for_its_bytes() {
     let early = range(&d, &path, "bytes=1000-1999").await;
     assert_eq!(early.status, 206);
     assert_eq!(early.bytes(), blob[1000..2000]);
-    let tail = {
+    let mut tail = {
         let d = d.clone();
         let p = path.clone();
         tokio::spawn(async move { range(&d, &p, "bytes=900000-").await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the range request to join the download", || joined(&d) == 1.0).await;
     assert!(
-        !tail.is_finished(),
+        tokio::time::timeout(Duration::from_millis(50), &mut tail)
+            .await
+            .is_err(),
         "bytes past the download position are waited for"
     );
     open.send(true).unwrap();
