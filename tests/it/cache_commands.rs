@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake};
 
 fn regcache(args: &[&str], config: &Path) -> Output {
@@ -40,8 +40,7 @@ async fn stats_and_gc_with_and_without_a_running_daemon() {
     let blobs: Vec<String> = (0..3)
         .map(|i| up.add_blob("library/app", bytes_of(100_000, 700 + i)))
         .collect();
-    let extra = "[cache]\ndir = \"@CACHE_DIR@\"\nmax_size = \"1MB\"\n";
-    let d = Daemon::start(&up.url(), extra).await;
+    let d = DaemonBuilder::new().upstream(&up).max_size("1MB").start().await;
     for b in &blobs {
         fetch(&d, b).await;
     }
@@ -98,7 +97,12 @@ async fn stats_and_gc_with_and_without_a_running_daemon() {
     assert!(stdout(&regcache(&["cache", "gc"], &config)).contains("evicted 0 entries"));
 
     // The daemon starts on the trimmed directory.
-    let d = Daemon::restart(dir, &up.url(), extra).await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .max_size("1MB")
+        .in_dir(dir)
+        .start()
+        .await;
     assert_eq!(d.metric("regcache_cache_blobs", &[]).await, 0.0);
     fetch(&d, &blobs[0]).await;
     assert_eq!(d.metric("regcache_cache_blobs", &[]).await, 1.0);

@@ -18,10 +18,6 @@ const BLOB: usize = 100_000;
 /// What a BLOB-sized file counts for: 25 blocks of 4 KiB.
 const COUNTED: f64 = 102_400.0;
 
-fn budget(max: &str) -> String {
-    format!("[cache]\ndir = \"@CACHE_DIR@\"\nmax_size = {max}\n")
-}
-
 fn digest(d: &str) -> Digest {
     d.parse().unwrap()
 }

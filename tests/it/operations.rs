@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use crate::support::daemon::{eventually, Daemon};
+use crate::support::daemon::{eventually, Daemon, DaemonBuilder};
 use crate::support::fake::{self, bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
 #[tokio::test]
 async fn health_and_readiness() {
     let up = Fake::start().await;
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.admin("/healthz").await.status, 200);
     assert_eq!(d.admin("/readyz").await.status, 200);
     assert_eq!(d.admin("/nope").await.status, 404);
@@ -25,7 +25,7 @@ async fn metrics_follow_miss_hit_coalesced_and_mismatch() {
     let blob = bytes_of(600_000, 3);
     let digest = up.add_blob("library/app", blob.clone());
     let (_, manifest, _) = up.add_image("library/app", "v1", &[bytes_of(10, 4)]);
-    let d = std::sync::Arc::new(Daemon::start(&up.url(), "").await);
+    let d = std::sync::Arc::new(DaemonBuilder::new().upstream(&up).start().await);
     let path = format!("/v2/library/app/blobs/{digest}");
     coalesced_cold_pull(&up, &d, &digest, &blob).await;
 

@@ -1,7 +1,7 @@
 //! The pull API as clients see it: routing conventions, exact bytes and headers, errors as OCI
 //! JSON with the right statuses, and that cached content needs no upstream request.
 
-use crate::support::daemon::{self, Daemon};
+use crate::support::daemon::{self, DaemonBuilder, Upstream};
 use crate::support::fake::{self, bytes_of, Fake};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -9,7 +9,7 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 #[tokio::test]
 async fn base_endpoint_answers_with_api_version() {
     let up = Fake::start().await;
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.get("/v2/").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("docker-distribution-api-version"), Some("registry/2.0"));
@@ -22,7 +22,7 @@ async fn manifest_and_blobs_by_every_routing_convention() {
     let up = Fake::start().await;
     let layer = bytes_of(100_000, 1);
     let (digest, bytes, layers) = up.add_image("library/alpine", "latest", std::slice::from_ref(&layer));
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     for path in [
         "/v2/library/alpine/manifests/latest",
         "/v2/alpine/manifests/latest",
@@ -77,12 +77,11 @@ async fn second_upstream_by_path_prefix_and_ns_never_mixes_with_default() {
         OCI_MANIFEST,
         r#"{"schemaVersion":2,"from":"ghcr"}"#,
     );
-    let d = Daemon::start_with(&format!(
-        "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\n[[upstreams]]\nhost = \"ghcr.io\"\nurl = \"{}\"\n",
-        hub.url(),
-        ghcr.url()
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .upstream(&hub)
+        .with_upstream(Upstream::new("ghcr.io", &ghcr))
+        .start()
+        .await;
     let from = |r: daemon::Reply| String::from_utf8(r.bytes().to_vec()).unwrap();
     assert!(from(d.get("/v2/org/app/manifests/v1").await).contains("hub"));
     assert!(from(d.get("/v2/ghcr.io/org/app/manifests/v1").await).contains("ghcr"));
@@ -97,7 +96,7 @@ async fn second_upstream_by_path_prefix_and_ns_never_mixes_with_default() {
 async fn cached_digests_are_served_without_upstream() {
     let up = Fake::start().await;
     let (digest, bytes, layers) = up.add_image("library/app", "1", &[bytes_of(5000, 2)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(
         d.get(&format!("/v2/library/app/manifests/{digest}"))
             .await
@@ -137,7 +136,7 @@ async fn cached_digests_are_served_without_upstream() {
 async fn head_never_downloads_a_blob() {
     let up = Fake::start().await;
     let digest = up.add_blob("library/x", bytes_of(70_000, 3));
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.head(&format!("/v2/library/x/blobs/{digest}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some("70000"));
@@ -149,7 +148,7 @@ async fn head_never_downloads_a_blob() {
 #[tokio::test]
 async fn bad_input_gets_oci_errors_not_5xx() {
     let up = Fake::start().await;
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let zero = format!("sha256:{}", "0".repeat(64));
     for (path, status, code) in [
         ("/v2/Bad/manifests/latest".to_string(), 400, "NAME_INVALID"),
@@ -189,7 +188,7 @@ async fn bad_input_gets_oci_errors_not_5xx() {
 async fn upstream_failures_map_to_clear_statuses() {
     let up = Fake::start().await;
     up.add_image("library/x", "1", &[bytes_of(10, 4)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     up.set_fault(Some(fake::Fault::Status(429)));
     let r = d.get("/v2/library/x/manifests/1").await;
     assert_eq!(r.status, 429);
@@ -201,7 +200,7 @@ async fn upstream_failures_map_to_clear_statuses() {
     let r = d.get("/v2/library/x/manifests/1").await;
     assert_eq!(r.status, 429);
     assert_eq!(up.requests().len(), sent);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.get("/v2/library/x/manifests/1").await;
     assert_eq!(r.status, 502);
     // An upstream nobody listens on.
@@ -209,7 +208,10 @@ async fn upstream_failures_map_to_clear_statuses() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let d2 = Daemon::start(&format!("http://{dead}"), "").await;
+    let d2 = DaemonBuilder::new()
+        .upstream(&format!("http://{dead}"))
+        .start()
+        .await;
     let r = d2.get("/v2/library/x/manifests/1").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.error_code(), "UNAVAILABLE");
@@ -219,7 +221,7 @@ async fn upstream_failures_map_to_clear_statuses() {
 async fn accept_header_is_respected() {
     let up = Fake::start().await;
     up.add_image("library/x", "1", &[bytes_of(10, 5)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let docker_only = [("accept", "application/vnd.docker.distribution.manifest.v2+json")];
     let r = d.request("GET", "/v2/library/x/manifests/1", &docker_only).await;
     assert_eq!(r.status, 404);
@@ -240,11 +242,11 @@ async fn tags_list_paginates_with_rewritten_links() {
     for t in ["a", "b", "c"] {
         up.add_manifest("org/app", Some(t), OCI_MANIFEST, format!("{{\"t\":\"{t}\"}}"));
     }
-    let d = Daemon::start_with(&format!(
-        "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{0}\"\ndefault = true\n[[upstreams]]\nhost = \"ghcr.io\"\nurl = \"{0}\"\n",
-        up.url()
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .with_upstream(Upstream::new("ghcr.io", &up))
+        .start()
+        .await;
     let r = d.get("/v2/ghcr.io/org/app/tags/list?n=2").await;
     assert_eq!(r.status, 200);
     let v: serde_json::Value = serde_json::from_slice(&r.bytes()).unwrap();
@@ -277,7 +279,7 @@ async fn corrupt_manifest_is_refused_and_not_kept() {
         OCI_MANIFEST,
         r#"{"schemaVersion":2,"evil":1}"#,
     );
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.get(&format!("/v2/library/x/manifests/{digest}")).await;
     assert_eq!(r.status, 502);
     assert_eq!(r.error_code(), "MANIFEST_INVALID");

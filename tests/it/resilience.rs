@@ -3,21 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::DaemonBuilder;
 use crate::support::fake::{bytes_of, Fake, Fault};
 use crate::support::listeners::BlackHole;
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-fn upstream_toml(url: &str, extra: &str) -> String {
-    format!("{extra}\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{url}\"\ndefault = true\n")
-}
-
 #[tokio::test]
 async fn missing_tags_are_remembered_briefly() {
     let up = Fake::start().await;
     up.add_image("library/app", "1", &[bytes_of(10, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     for _ in 0..5 {
         let r = d.get("/v2/library/app/manifests/nope").await;
         assert_eq!(r.status, 404);
@@ -28,11 +24,11 @@ async fn missing_tags_are_remembered_briefly() {
         1,
         "a crash-looping pod costs one upstream request"
     );
-    let off = Daemon::start(
-        &up.url(),
-        "[cache]\ndir = \"@CACHE_DIR@\"\nnegative_ttl = \"0s\"\n",
-    )
-    .await;
+    let off = DaemonBuilder::new()
+        .upstream(&up)
+        .negative_ttl("0s")
+        .start()
+        .await;
     for _ in 0..3 {
         assert_eq!(off.get("/v2/library/app/manifests/nope").await.status, 404);
     }
@@ -43,11 +39,11 @@ async fn missing_tags_are_remembered_briefly() {
 async fn breaker_fails_fast_then_recovers() {
     let up = Fake::start().await;
     let (_, bytes, _) = up.add_image("library/app", "1", &[bytes_of(10, 1)]);
-    let d = Daemon::start(
-        &up.url(),
-        "[fetch]\nbreaker_threshold = 2\nbreaker_probe_interval = \"50ms\"\n",
-    )
-    .await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .breaker(2, "50ms")
+        .start()
+        .await;
     up.set_fault(Some(Fault::Status(503)));
     for _ in 0..2 {
         assert_eq!(d.get("/v2/library/app/manifests/1").await.status, 502);
@@ -87,22 +83,19 @@ async fn breaker_fails_fast_then_recovers() {
 async fn black_holed_upstream_does_not_stall_cached_tags() {
     let up = Fake::start().await;
     let (digest, bytes, layers) = up.add_image("library/app", "latest", &[bytes_of(20_000, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.pull("library/app", "latest", &layers).await, bytes);
     let dir = d.stop().await;
     let hole = BlackHole::start().await;
-    let cache_dir = dir.path().display().to_string();
-    let d = Daemon::start_in(
-        dir,
-        &upstream_toml(
-            &hole.url(),
-            &format!(
-                "[cache]\ndir = \"{cache_dir}\"\ntag_ttl = \"0s\"\nrevalidate_timeout = \"300ms\"\n\
-                 [fetch]\nread_timeout = \"60s\"\nbreaker_threshold = 1\nbreaker_probe_interval = \"1h\"\n"
-            ),
-        ),
-    )
-    .await;
+    let d = DaemonBuilder::new()
+        .upstream(&hole)
+        .in_dir(dir)
+        .tag_ttl("0s")
+        .revalidate_timeout("300ms")
+        .read_timeout("60s")
+        .breaker(1, "1h")
+        .start()
+        .await;
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let started = Instant::now();
@@ -144,23 +137,18 @@ async fn black_holed_upstream_does_not_stall_cached_tags() {
 async fn offline_mode_serves_the_cache_and_makes_no_connection() {
     let up = Fake::start().await;
     let (digest, bytes, layers) = up.add_image("library/app", "latest", &[bytes_of(5000, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     d.pull("library/app", "latest", &layers).await;
     assert_eq!(d.get("/v2/library/app/tags/list").await.status, 200);
     let dir = d.stop().await;
     let hole = BlackHole::start().await;
-    let cache_dir = dir.path().display().to_string();
-    let d = Daemon::start_in(
-        dir,
-        &format!(
-            "offline = true\n{}",
-            upstream_toml(
-                &hole.url(),
-                &format!("[cache]\ndir = \"{cache_dir}\"\ntag_ttl = \"0s\"\n")
-            )
-        ),
-    )
-    .await;
+    let d = DaemonBuilder::new()
+        .offline()
+        .upstream(&hole)
+        .in_dir(dir)
+        .tag_ttl("0s")
+        .start()
+        .await;
     let r = d.get("/v2/library/app/manifests/latest").await;
     assert_eq!(r.bytes(), bytes, "the tag as last seen");
     assert_eq!(d.head("/v2/library/app/manifests/latest").await.status, 200);
@@ -206,7 +194,7 @@ async fn tag_lists_are_kept_for_outages() {
             format!("{{\"t\":\"{t}\"}}"),
         );
     }
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/org/app/tags/list").await.status, 200);
     up.set_fault(Some(Fault::Status(500)));
     let r = d.get("/v2/org/app/tags/list?n=2&ns=docker.io").await;
@@ -248,7 +236,7 @@ async fn referrers_pass_through_filter_and_survive_outages() {
         (&sbom, "application/spdx+json"),
     ]);
     up.add_referrers("library/app", &subject, index.clone());
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.get(&format!("/v2/library/app/referrers/{subject}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(INDEX));
@@ -277,7 +265,7 @@ async fn referrers_fall_back_to_the_tag_schema() {
     let tag = subject.replace(':', "-");
     up.add_manifest("library/app", Some(&tag), INDEX, index.clone());
     let (other, _, _) = up.add_image("library/app", "2", &[bytes_of(10, 2)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.get(&format!("/v2/library/app/referrers/{subject}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -295,15 +283,12 @@ async fn referrers_fall_back_to_the_tag_schema() {
     );
     // Offline after that: still answered from the cache.
     let dir = d.stop().await;
-    let cache_dir = dir.path().display().to_string();
-    let d = Daemon::start_in(
-        dir,
-        &format!(
-            "offline = true\n{}",
-            upstream_toml(&up.url(), &format!("[cache]\ndir = \"{cache_dir}\"\n"))
-        ),
-    )
-    .await;
+    let d = DaemonBuilder::new()
+        .offline()
+        .upstream(&up)
+        .in_dir(dir)
+        .start()
+        .await;
     up.clear_log();
     assert_eq!(
         d.get(&format!("/v2/library/app/referrers/{subject}"))

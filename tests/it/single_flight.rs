@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::daemon::{self, eventually, Daemon};
+use crate::support::daemon::{self, eventually, Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake, Fault};
 use regcache::oci::Digest;
 use tokio::sync::watch;
@@ -58,7 +58,7 @@ async fn setup() -> (Fake, Daemon, String, Vec<u8>) {
     let up = Fake::start().await;
     let blob = bytes_of(SIZE, 7);
     let digest = up.add_blob("library/big", blob.clone());
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     (up, d, digest, blob)
 }
 
@@ -113,7 +113,11 @@ async fn abandoned_download_stops_when_configured() {
     let up = Fake::start().await;
     let blob = bytes_of(SIZE, 7);
     let digest = up.add_blob("library/big", blob.clone());
-    let d = Daemon::start(&up.url(), "[fetch]\nfinish_abandoned = false\n").await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .finish_abandoned(false)
+        .start()
+        .await;
     let open = hold(&up, 300_000, false);
     let path = format!("/v2/library/big/blobs/{digest}");
     let d = std::sync::Arc::new(d);
@@ -233,7 +237,7 @@ async fn range_matrix_on_a_cached_blob() {
     let up = Fake::start().await;
     let blob = bytes_of(2048, 9);
     let digest = up.add_blob("library/r", blob.clone());
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let path = format!("/v2/library/r/blobs/{digest}");
     assert_eq!(d.get(&path).await.bytes(), blob);
     for (spec, start, end) in [
@@ -301,9 +305,7 @@ async fn range_on_an_in_flight_blob_waits_for_its_bytes() {
 async fn concurrent_manifest_requests_share_one_upstream_request() {
     let up = Fake::start().await;
     let (digest, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
-    let d = std::sync::Arc::new(
-        Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await,
-    );
+    let d = std::sync::Arc::new(DaemonBuilder::new().upstream(&up).tag_ttl("0s").start().await);
     let (open, gate) = watch::channel(false);
     up.set_fault(Some(Fault::HoldManifests { gate }));
     let spawn_all = |path: String, method: &'static str| {

@@ -2,7 +2,7 @@
 //! moved), served stale when the upstream fails, and answered 404 when the upstream says the tag
 //! is gone.
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Fake, Fault};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -11,7 +11,7 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 async fn within_ttl_a_tag_costs_nothing_upstream() {
     let up = Fake::start().await;
     let (_, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
-    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"1h\"\n").await;
+    let d = DaemonBuilder::new().upstream(&up).tag_ttl("1h").start().await;
     for _ in 0..5 {
         assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
         assert_eq!(d.head("/v2/library/app/manifests/latest").await.status, 200);
@@ -24,7 +24,7 @@ async fn within_ttl_a_tag_costs_nothing_upstream() {
 async fn after_ttl_one_head_per_pull_and_no_get() {
     let up = Fake::start().await;
     let (digest, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
-    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
+    let d = DaemonBuilder::new().upstream(&up).tag_ttl("0s").start().await;
     for _ in 0..3 {
         let r = d.get("/v2/library/app/manifests/latest").await;
         assert_eq!(r.bytes(), bytes);
@@ -38,7 +38,7 @@ async fn after_ttl_one_head_per_pull_and_no_get() {
 async fn a_moved_tag_is_followed() {
     let up = Fake::start().await;
     let (old, _, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
-    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
+    let d = DaemonBuilder::new().upstream(&up).tag_ttl("0s").start().await;
     assert_eq!(
         d.get("/v2/library/app/manifests/latest")
             .await
@@ -63,7 +63,7 @@ async fn a_moved_tag_is_followed() {
 async fn head_then_get_by_digest_like_containerd() {
     let up = Fake::start().await;
     let (digest, bytes, _) = up.add_image("library/app", "v1", &[bytes_of(10, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.head("/v2/library/app/manifests/v1?ns=docker.io").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
@@ -94,7 +94,7 @@ async fn stale_tag_is_served_when_upstream_fails() {
     let up = Fake::start().await;
     let (_, bytes, _) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
     let (_, kept, _) = up.add_image("library/app", "kept", &[bytes_of(10, 2)]);
-    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
+    let d = DaemonBuilder::new().upstream(&up).tag_ttl("0s").start().await;
     assert_eq!(d.get("/v2/library/app/manifests/latest").await.bytes(), bytes);
     assert_eq!(d.get("/v2/library/app/manifests/kept").await.bytes(), kept);
     for status in [500, 503, 401] {
@@ -120,21 +120,18 @@ async fn stale_tag_is_served_when_upstream_fails() {
 async fn cache_survives_a_restart_with_the_upstream_down() {
     let up = Fake::start().await;
     let (digest, bytes, layers) = up.add_image("library/app", "latest", &[bytes_of(30_000, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.pull("library/app", "latest", &layers).await, bytes);
     let dir = d.stop().await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let cache_dir = dir.path().display().to_string();
-    let d = Daemon::start_in(
-        dir,
-        &format!(
-            "[cache]\ndir = \"{cache_dir}\"\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"http://{dead}\"\n"
-        ),
-    )
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(Upstream::new("docker.io", &format!("http://{dead}")))
+        .in_dir(dir)
+        .start()
+        .await;
     let r = d.get("/v2/library/app/manifests/latest").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));

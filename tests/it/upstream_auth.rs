@@ -4,7 +4,7 @@
 //! redirects to a backend with its own challenge, ECR's Basic auth), and redirects that must not
 //! carry `Authorization` to another host.
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{Daemon, DaemonBuilder, Upstream};
 use crate::support::fake::{basic, bytes_of, Auth, ChallengeStyle, Fake};
 
 #[tokio::test]
@@ -14,7 +14,7 @@ async fn bearer_token_is_fetched_once_per_scope_and_reused() {
         expires_in: Some(300),
     });
     let (digest, bytes, layers) = up.add_image("library/app", "1", &[bytes_of(1000, 1), bytes_of(2000, 2)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.bytes(), bytes);
     for l in &layers {
         assert_eq!(d.get(&format!("/v2/library/app/blobs/{l}")).await.status, 200);
@@ -53,7 +53,7 @@ async fn a_rejected_token_is_renewed_once() {
     });
     up.add_image("library/app", "1", &[bytes_of(10, 1)]);
     up.add_image("library/app", "2", &[bytes_of(10, 2)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.status, 200);
     up.expire_tokens();
     assert_eq!(d.get("/v2/library/app/manifests/2").await.status, 200);
@@ -68,13 +68,9 @@ async fn basic_credentials_from_config() {
         pass: "s3cret".into(),
     });
     let (_, bytes, _) = up.add_image("org/private", "1", &[bytes_of(10, 1)]);
-    let d = Daemon::start_with(&format!(
-        "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\nusername = \"puller\"\npassword = \"s3cret\"\n",
-        up.url()
-    ))
-    .await;
+    let d = with_credentials(&up, "puller", "s3cret").await;
     assert_eq!(d.get("/v2/org/private/manifests/1").await.bytes(), bytes);
-    let anonymous = Daemon::start(&up.url(), "").await;
+    let anonymous = DaemonBuilder::new().upstream(&up).start().await;
     let r = anonymous.get("/v2/org/private/manifests/1").await;
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), "DENIED");
@@ -87,7 +83,7 @@ async fn blob_redirects_are_followed_without_authorization() {
     up.redirect_blobs(true);
     let layer = bytes_of(50_000, 4);
     let (_, _, layers) = up.add_image("library/app", "1", std::slice::from_ref(&layer));
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     let r = d.get(&format!("/v2/library/app/blobs/{}", layers[0])).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes(), layer);
@@ -107,10 +103,12 @@ async fn blob_redirects_are_followed_without_authorization() {
     assert_eq!(r.status, 400, "not a digest");
 }
 
-fn with_credentials(url: &str, user: &str, pass: &str) -> String {
-    format!(
-        "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{url}\"\nusername = \"{user}\"\npassword = \"{pass}\"\n"
-    )
+/// A daemon pulling from `up` as docker.io with `username` and `password`.
+async fn with_credentials(up: &Fake, user: &str, pass: &str) -> Daemon {
+    DaemonBuilder::new()
+        .with_upstream(Upstream::new("docker.io", up).credentials(user, pass))
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -121,7 +119,7 @@ async fn token_requests_carry_credentials_and_account() {
     });
     up.require_token_user("puller", "s3cret");
     let (_, bytes, _) = up.add_image("org/private", "1", &[bytes_of(10, 1)]);
-    let d = Daemon::start_with(&with_credentials(&up.url(), "puller", "s3cret")).await;
+    let d = with_credentials(&up, "puller", "s3cret").await;
     assert_eq!(d.get("/v2/org/private/manifests/1").await.bytes(), bytes);
     let log = up.token_log();
     assert_eq!(log.len(), 1, "{log:?}");
@@ -136,12 +134,12 @@ async fn token_requests_carry_credentials_and_account() {
         Some(basic("puller", "s3cret").as_str())
     );
     // Anonymous: the token service grants nothing, the registry refuses, the client gets 403.
-    let anonymous = Daemon::start(&up.url(), "").await;
+    let anonymous = DaemonBuilder::new().upstream(&up).start().await;
     let r = anonymous.get("/v2/org/private/manifests/1").await;
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "DENIED"));
     assert_eq!(up.token_log().last().unwrap().param("account"), None);
     // Wrong password: the token service says 401, the client gets a clean 403.
-    let wrong = Daemon::start_with(&with_credentials(&up.url(), "puller", "wrong")).await;
+    let wrong = with_credentials(&up, "puller", "wrong").await;
     let r = wrong.get("/v2/org/private/manifests/1").await;
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "DENIED"));
 }
@@ -152,7 +150,7 @@ async fn quay_style_double_challenge_is_answered_with_bearer() {
     up.set_auth(Auth::Bearer { expires_in: None });
     up.set_challenge_style(ChallengeStyle::Quay);
     let (_, bytes, _) = up.add_image("org/app", "1", &[bytes_of(10, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/org/app/manifests/1").await.bytes(), bytes);
     assert_eq!(up.token_requests().len(), 1);
     let sent: Vec<_> = up
@@ -169,7 +167,7 @@ async fn ghcr_placeholder_scope_is_replaced_by_the_real_one() {
     up.set_auth(Auth::Bearer { expires_in: None });
     up.set_challenge_style(ChallengeStyle::Ghcr);
     let (_, bytes, layers) = up.add_image("owner/app", "1", &[bytes_of(100, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/owner/app/manifests/1").await.bytes(), bytes);
     assert_eq!(
         d.get(&format!("/v2/owner/app/blobs/{}", layers[0])).await.status,
@@ -185,7 +183,7 @@ async fn tokens_are_renewed_when_expires_in_runs_out() {
     up.set_auth(Auth::Bearer { expires_in: Some(1) });
     up.add_image("library/app", "1", &[bytes_of(10, 1)]);
     up.add_image("library/app", "2", &[bytes_of(10, 2)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.status, 200);
     assert_eq!(up.token_requests().len(), 1);
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
@@ -207,7 +205,7 @@ async fn many_requests_needing_one_token_cause_one_token_fetch() {
     up.delay_tokens(std::time::Duration::from_millis(300));
     let layers: Vec<Vec<u8>> = (0..8).map(|i| bytes_of(1000, 10 + i)).collect();
     let (_, _, digests) = up.add_image("library/app", "1", &layers);
-    let d = std::sync::Arc::new(Daemon::start(&up.url(), "").await);
+    let d = std::sync::Arc::new(DaemonBuilder::new().upstream(&up).start().await);
     let mut tasks = Vec::new();
     for digest in digests {
         let d = d.clone();
@@ -248,12 +246,10 @@ async fn identity_tokens_are_exchanged_by_oauth2_post() {
         ),
     )
     .unwrap();
-    let d = Daemon::start_with(&format!(
-        "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndocker_config = \"{}\"\n",
-        up.url(),
-        config.display()
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(Upstream::new("docker.io", &up).docker_config(&config))
+        .start()
+        .await;
     assert_eq!(d.get("/v2/org/private/manifests/1").await.bytes(), bytes);
     let log = up.token_log();
     assert_eq!(log.len(), 1, "{log:?}");
@@ -284,11 +280,10 @@ async fn registry_k8s_io_redirects_authenticate_against_the_backend() {
         "3.9",
         std::slice::from_ref(&layer),
     );
-    let d = Daemon::start_with(&format!(
-        "[[upstreams]]\nhost = \"registry.k8s.io\"\nurl = \"{}\"\ndefault = true\n",
-        front.url()
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(Upstream::new("registry.k8s.io", &front).default_upstream())
+        .start()
+        .await;
     assert_eq!(d.get("/v2/pause/manifests/3.9").await.bytes(), bytes);
     let r = d
         .get(&format!("/v2/pause/blobs/{}?ns=registry.k8s.io", layers[0]))
@@ -328,7 +323,7 @@ async fn ecr_basic_auth_stays_off_signed_storage_urls() {
     up.redirect_blobs(true);
     let layer = bytes_of(30_000, 5);
     let (_, _, layers) = up.add_image("team/app", "1", std::slice::from_ref(&layer));
-    let d = Daemon::start_with(&with_credentials(&up.url(), "AWS", "ecr-token")).await;
+    let d = with_credentials(&up, "AWS", "ecr-token").await;
     assert_eq!(d.get("/v2/team/app/manifests/1").await.status, 200);
     assert_eq!(
         d.get(&format!("/v2/team/app/blobs/{}", layers[0])).await.bytes(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::binary::Binary;
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{DaemonBuilder, Upstream};
 use crate::support::fake::{self, bytes_of, Auth, Fake};
 use base64::Engine as _;
 
@@ -48,8 +48,9 @@ fn runs(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn ecr_upstream(url: &str, extra: &str) -> String {
-    format!("[[upstreams]]\nhost = \"{ECR_HOST}\"\nurl = \"{url}\"\ndefault = true\n{extra}")
+/// The ECR-like registry as the default upstream.
+fn ecr_upstream(up: &Fake) -> Upstream {
+    Upstream::new(ECR_HOST, up).default_upstream()
 }
 
 #[tokio::test]
@@ -63,11 +64,10 @@ async fn password_file_and_docker_config_auths() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("password");
     std::fs::write(&file, "from-a-file\n").unwrap();
-    let d = Daemon::start_with(&ecr_upstream(
-        &up.url(),
-        &format!("username = \"robot\"\npassword_file = \"{}\"\n", file.display()),
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(ecr_upstream(&up).password_file("robot", &file))
+        .start()
+        .await;
     assert_eq!(d.get("/v2/team/app/manifests/1").await.bytes(), bytes);
 
     // config.json, filed under the registry's name.
@@ -80,11 +80,10 @@ async fn password_file_and_docker_config_auths() {
         ),
     )
     .unwrap();
-    let d = Daemon::start_with(&ecr_upstream(
-        &up.url(),
-        &format!("docker_config = \"{}\"\n", config.display()),
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(ecr_upstream(&up).docker_config(&config))
+        .start()
+        .await;
     assert_eq!(d.get("/v2/team/app/manifests/1").await.bytes(), bytes);
 }
 
@@ -100,14 +99,14 @@ async fn helper_secrets_are_refreshed_on_401_and_after_their_lifetime() {
     let dir = tempfile::tempdir().unwrap();
     let program = helper(dir.path(), "ecr-test");
     std::fs::write(dir.path().join("secret"), "secret-one").unwrap();
-    let d = Daemon::start_with(&ecr_upstream(
-        &up.url(),
-        &format!(
-            "credential_helper = \"{}\"\ncredential_lifetime = \"2s\"\n",
-            program.display()
-        ),
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(
+            ecr_upstream(&up)
+                .credential_helper(&program)
+                .credential_lifetime("2s"),
+        )
+        .start()
+        .await;
     assert_eq!(d.get("/v2/team/app/manifests/1").await.status, 200);
     assert_eq!(d.get("/v2/team/app/manifests/2").await.status, 200);
     assert_eq!(runs(dir.path()), 1, "the helper's answer is reused");
@@ -168,21 +167,19 @@ async fn helper_without_credentials_or_failing_is_a_clean_error() {
     up.add_image("team/app", "1", &[bytes_of(10, 1)]);
     let dir = tempfile::tempdir().unwrap();
     let program = helper(dir.path(), "empty");
-    let d = Daemon::start_with(&ecr_upstream(
-        &up.url(),
-        &format!("credential_helper = \"{}\"\n", program.display()),
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(ecr_upstream(&up).credential_helper(&program))
+        .start()
+        .await;
     // "credentials not found": anonymous, refused upstream.
     let r = d.get("/v2/team/app/manifests/1").await;
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "DENIED"));
     // A broken helper with nothing to fall back on: 502 with the helper's complaint.
     std::fs::write(dir.path().join("fail"), "").unwrap();
-    let d = Daemon::start_with(&ecr_upstream(
-        &up.url(),
-        &format!("credential_helper = \"{}\"\n", program.display()),
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(ecr_upstream(&up).credential_helper(&program))
+        .start()
+        .await;
     let r = d.get("/v2/team/app/manifests/1").await;
     assert_eq!(r.status, 502);
     let body = String::from_utf8(r.bytes().to_vec()).unwrap();

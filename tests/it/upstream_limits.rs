@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::daemon::{eventually, Daemon};
+use crate::support::daemon::{eventually, Daemon, DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
@@ -15,7 +15,7 @@ async fn retry_after_holds_requests_back_while_the_cache_serves() {
     let up = Fake::start().await;
     let (_, bytes, layers) = up.add_image("library/app", "1", &[bytes_of(1000, 1), bytes_of(1000, 2)]);
     up.add_image("library/app", "2", &[bytes_of(10, 3)]);
-    let d = Daemon::start(&up.url(), "[cache]\ndir = \"@CACHE_DIR@\"\ntag_ttl = \"0s\"\n").await;
+    let d = DaemonBuilder::new().upstream(&up).tag_ttl("0s").start().await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.bytes(), bytes);
     assert_eq!(
         d.get(&format!("/v2/library/app/blobs/{}", layers[0]))
@@ -64,7 +64,7 @@ async fn retry_after_holds_requests_back_while_the_cache_serves() {
 async fn requests_resume_once_retry_after_has_passed() {
     let up = Fake::start().await;
     up.add_image("library/app", "1", &[bytes_of(10, 1)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     up.set_fault(Some(Fault::RateLimit {
         retry_after: "1".into(),
     }));
@@ -86,7 +86,7 @@ async fn ratelimit_headers_become_gauges() {
     let up = Fake::start().await;
     up.add_image("library/app", "1", &[bytes_of(10, 1)]);
     up.set_ratelimit(100, 42);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.status, 200);
     let labels = [("upstream", "docker.io")];
     assert_eq!(
@@ -107,11 +107,10 @@ async fn max_connections_caps_upstream_requests_including_blob_bodies() {
     let da = up.add_blob("library/app", a.clone());
     let db = up.add_blob("library/app", b.clone());
     let d = Arc::new(
-        Daemon::start_with(&format!(
-            "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\nmax_connections = 1\n",
-            up.url()
-        ))
-        .await,
+        DaemonBuilder::new()
+            .with_upstream(Upstream::new("docker.io", &up).max_connections(1))
+            .start()
+            .await,
     );
     let (open, gate) = watch::channel(false);
     up.set_fault(Some(Fault::Hold {
@@ -136,13 +135,9 @@ async fn max_connections_caps_upstream_requests_including_blob_bodies() {
     eventually("every place to be given back", || active_requests(&d) == 0.0).await;
 }
 
-/// `regcache_upstream_active_requests{upstream="docker.io"}`, read in place (for `eventually`).
+/// `regcache_upstream_active_requests{upstream="docker.io"}`.
 fn active_requests(d: &Daemon) -> f64 {
-    let text = d.running.as_ref().expect("running").metrics().render();
-    text.lines()
-        .find_map(|l| l.strip_prefix("regcache_upstream_active_requests{upstream=\"docker.io\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    d.metric_now("regcache_upstream_active_requests", &[("upstream", "docker.io")])
 }
 
 #[tokio::test]
@@ -152,11 +147,10 @@ async fn a_failed_download_gives_its_place_back() {
     let b = bytes_of(100_000, 2);
     let da = up.add_blob("library/app", a);
     let db = up.add_blob("library/app", b.clone());
-    let d = Daemon::start_with(&format!(
-        "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\nmax_connections = 1\n",
-        up.url()
-    ))
-    .await;
+    let d = DaemonBuilder::new()
+        .with_upstream(Upstream::new("docker.io", &up).max_connections(1))
+        .start()
+        .await;
     up.set_fault(Some(Fault::Break { after: 30_000 }));
     let r = d.get(&format!("/v2/library/app/blobs/{da}")).await;
     assert!(r.body.is_err() || r.status != 200, "the broken download fails");

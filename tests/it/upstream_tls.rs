@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Fake};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -90,19 +90,14 @@ async fn tls_proxy(pki: &Pki, backend: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn upstream(url: &str, pki: &Pki, client_cert: bool) -> String {
-    let mut s = format!(
-        "[[upstreams]]\nhost = \"docker.io\"\nurl = \"{url}\"\nca_file = \"{}\"\n",
-        pki.path("ca.pem").display()
-    );
+/// The TLS upstream as docker.io, trusting the test CA, with the client certificate if asked.
+fn upstream(url: &str, pki: &Pki, client_cert: bool) -> Upstream {
+    let u = Upstream::new("docker.io", url).ca_file(&pki.path("ca.pem"));
     if client_cert {
-        s.push_str(&format!(
-            "client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
-            pki.path("client.pem").display(),
-            pki.path("client.key").display()
-        ));
+        u.client_cert(&pki.path("client.pem"), &pki.path("client.key"))
+    } else {
+        u
     }
-    s
 }
 
 #[tokio::test]
@@ -113,7 +108,10 @@ async fn mutual_tls_with_a_client_certificate() {
     let addr = tls_proxy(&pki, up.addr).await;
     let url = format!("https://{addr}");
 
-    let d = Daemon::start_with(&upstream(&url, &pki, true)).await;
+    let d = DaemonBuilder::new()
+        .with_upstream(upstream(&url, &pki, true))
+        .start()
+        .await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.bytes(), bytes);
     assert_eq!(
         d.get(&format!("/v2/library/app/blobs/{}", layers[0]))
@@ -123,7 +121,10 @@ async fn mutual_tls_with_a_client_certificate() {
     );
 
     // Without the client certificate the handshake fails: the upstream is unavailable.
-    let without = Daemon::start_with(&upstream(&url, &pki, false)).await;
+    let without = DaemonBuilder::new()
+        .with_upstream(upstream(&url, &pki, false))
+        .start()
+        .await;
     let r = without.get("/v2/library/app/manifests/1").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.error_code(), "UNAVAILABLE");
@@ -136,7 +137,10 @@ async fn an_https_upstream_is_never_followed_to_plain_http() {
     up.redirect_blobs(true); // to the fake's plain-http storage host
     let pki = Pki::new();
     let addr = tls_proxy(&pki, up.addr).await;
-    let d = Daemon::start_with(&upstream(&format!("https://{addr}"), &pki, true)).await;
+    let d = DaemonBuilder::new()
+        .with_upstream(upstream(&format!("https://{addr}"), &pki, true))
+        .start()
+        .await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.bytes(), bytes);
     let r = d.get(&format!("/v2/library/app/blobs/{}", layers[0])).await;
     assert_eq!(r.status, 502);
@@ -145,7 +149,7 @@ async fn an_https_upstream_is_never_followed_to_plain_http() {
         "the http storage host was contacted"
     );
     // The same redirect from a plain-http (lab) upstream is followed.
-    let lab = Daemon::start(&up.url(), "").await;
+    let lab = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(
         lab.get(&format!("/v2/library/app/blobs/{}", layers[0]))
             .await

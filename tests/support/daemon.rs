@@ -1,6 +1,6 @@
-//! Starts regcache in-process on 127.0.0.1:0 with a temp cache dir and a given upstream, and a
-//! small HTTP client to talk to it. Body errors are reported, not hidden, so tests can tell a
-//! complete body from an aborted one.
+//! Starts regcache in-process on 127.0.0.1:0 with a temp cache dir, configured with
+//! `DaemonBuilder`, and a small HTTP client to talk to it. Body errors are reported, not hidden,
+//! so tests can tell a complete body from an aborted one.
 
 use std::net::SocketAddr;
 
@@ -12,6 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use regcache::app::Running;
 use regcache::config::Config;
+
+mod builder;
+pub use builder::{DaemonBuilder, Upstream};
 
 pub struct Daemon {
     pub running: Option<Running>,
@@ -59,44 +62,10 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 impl Daemon {
-    /// A daemon whose only upstream is `upstream_url` as `docker.io` (default), plus `extra` TOML
-    /// (top-level keys first, then tables).
-    pub async fn start(upstream_url: &str, extra: &str) -> Daemon {
-        Daemon::start_with(&format!(
-            "{extra}\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream_url}\"\ndefault = true\n"
-        ))
-        .await
-    }
-
-    /// A daemon like `start`, on an existing cache dir (a restart after `stop`).
-    pub async fn restart(dir: tempfile::TempDir, upstream_url: &str, extra: &str) -> Daemon {
-        Daemon::start_in(
-            dir,
-            &format!(
-                "{extra}\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream_url}\"\ndefault = true\n"
-            ),
-        )
-        .await
-    }
-
-    /// A daemon from TOML that names its upstreams itself; `listen`, `builtin_upstreams` and
-    /// `[cache] dir` are filled in unless given.
-    pub async fn start_with(toml: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        Daemon::start_in(dir, toml).await
-    }
-
-    pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Daemon {
+    /// Starts the daemon from configuration `text`, caching in `dir` (see `DaemonBuilder`).
+    async fn start_from(dir: tempfile::TempDir, text: &str) -> Daemon {
         let _ = regcache::telemetry::init("warn", false);
-        // Dotted keys, so the caller's own top-level keys and tables can follow.
-        let mut text = String::from(
-            "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\nadmin.listen = \"127.0.0.1:0\"\n",
-        );
-        if !toml.contains("[cache]") {
-            text.push_str(&format!("cache.dir = \"{}\"\n", dir.path().display()));
-        }
-        text.push_str(&toml.replace("@CACHE_DIR@", &dir.path().display().to_string()));
-        let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let running = regcache::app::start(config).await.expect("daemon starts");
         let addr = running.local_addr();
         let admin_addr = running.admin_addr();

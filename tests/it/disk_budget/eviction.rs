@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use regcache::cache::Key;
 
-use super::{added, budget, digest, get_blob, on_disk, pull, usage, BLOB, COUNTED};
-use crate::support::daemon::{eventually, Daemon};
+use super::{added, digest, get_blob, on_disk, pull, usage, BLOB, COUNTED};
+use crate::support::daemon::{eventually, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,7 +20,11 @@ async fn filling_past_the_budget_evicts_the_least_recently_used() {
     let up = Fake::start().await;
     let blobs = added(&up, 10, BLOB, 100);
     // High watermark 950,000, low 850,000: nine blobs fit, the tenth evicts.
-    let d = Daemon::start(&up.url(), &budget("1000000")).await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .max_size(1_000_000)
+        .start()
+        .await;
     assert_eq!(d.metric("regcache_cache_max_bytes", &[]).await, 1e6);
     for b in &blobs[..9] {
         get_blob(&d, "library/app", b).await;
@@ -77,7 +81,7 @@ async fn a_blob_being_read_is_not_evicted() {
     let other = bytes_of(5_000_000, 2);
     let other_d = up.add_blob("library/app", other.clone());
     // Room for one of them, not both.
-    let d = Daemon::start(&up.url(), &budget("\"12MB\"")).await;
+    let d = DaemonBuilder::new().upstream(&up).max_size("12MB").start().await;
     get_blob(&d, "library/app", &big_d).await;
     let (body, first, _conn) = stalled_get(d.addr, &format!("/v2/library/app/blobs/{big_d}")).await;
 
@@ -119,7 +123,7 @@ async fn pulling_a_manifest_keeps_its_layers() {
     up.add_image("library/b", "b1", &[bytes_of(BLOB, 3), bytes_of(BLOB, 4)]);
     let newcomer = up.add_blob("library/c", bytes_of(250_000, 5));
     // Each image counts 217,088 bytes (manifest and its type file, config, two layers).
-    let d = Daemon::start(&up.url(), &budget("600000")).await;
+    let d = DaemonBuilder::new().upstream(&up).max_size(600_000).start().await;
     let a = pull(&d, "library/a", "a1").await;
     let b = pull(&d, "library/b", "b1").await;
     // Image a's manifest is pulled again (a cache hit): its config and layers get younger
@@ -156,7 +160,7 @@ async fn pulling_ten_times_the_budget_ends_within_it() {
         up.add_image(&format!("team/app{i}"), &format!("v{i}"), &layers);
     }
     assert!(total as f64 >= 10.0 * MAX, "{total} bytes of layers");
-    let d = Arc::new(Daemon::start(&up.url(), &budget("\"2MB\"")).await);
+    let d = Arc::new(DaemonBuilder::new().upstream(&up).max_size("2MB").start().await);
     let mut workers = Vec::new();
     for w in 0..4 {
         let d = d.clone();

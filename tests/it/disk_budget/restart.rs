@@ -1,22 +1,31 @@
 //! Across a restart: the recency order survives (the index snapshot), and crash leftovers (temp
 //! files, junk, torn and truncated blobs, orphaned type files) are cleaned at start.
 
-use super::{added, budget, get_blob, on_disk, pull, usage, BLOB, COUNTED};
-use crate::support::daemon::Daemon;
+use super::{added, get_blob, on_disk, pull, usage, BLOB, COUNTED};
+use crate::support::daemon::DaemonBuilder;
 use crate::support::fake::{bytes_of, sha256, Fake};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_recency_order() {
     let up = Fake::start().await;
     let blobs = added(&up, 10, BLOB, 200);
-    let d = Daemon::start(&up.url(), &budget("1000000")).await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .max_size(1_000_000)
+        .start()
+        .await;
     for b in &blobs[..9] {
         get_blob(&d, "library/app", b).await;
     }
     // Blob 0 was downloaded first (oldest file) but read last: the snapshot must say so.
     get_blob(&d, "library/app", &blobs[0]).await;
     let dir = d.stop().await;
-    let d = Daemon::restart(dir, &up.url(), &budget("1000000")).await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .max_size(1_000_000)
+        .in_dir(dir)
+        .start()
+        .await;
     assert_eq!(usage(&d).await, 9.0 * COUNTED, "the index was rebuilt");
     get_blob(&d, "library/app", &blobs[9]).await;
     let kept: Vec<bool> = blobs.iter().map(|b| on_disk(&d, b)).collect();
@@ -37,7 +46,7 @@ async fn crash_leftovers_are_cleaned_at_start() {
     let up = Fake::start().await;
     let blobs = added(&up, 2, BLOB, 300);
     let (_, manifest, _) = up.add_image("library/img", "v1", &[bytes_of(10, 9)]);
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     get_blob(&d, "library/app", &blobs[0]).await;
     get_blob(&d, "library/app", &blobs[1]).await;
     pull(&d, "library/img", "v1").await;
@@ -63,7 +72,7 @@ async fn crash_leftovers_are_cleaned_at_start() {
         .join(format!("{}.type", hex(&sha256(b"x"))));
     std::fs::write(&orphan, b"application/vnd.oci.image.manifest.v1+json").unwrap();
 
-    let d = Daemon::restart(dir, &up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).in_dir(dir).start().await;
     assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
     for gone in [
         &root.join("blobs/sha256/not-a-digest"),

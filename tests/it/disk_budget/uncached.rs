@@ -1,4 +1,4 @@
-//! Blobs the cache cannot keep (larger than the budget, a write error, no temp file) still
+//! Blobs the cache cannot keep (larger than the a write error, no temp file) still
 //! reach every client whole and verified, streamed from upstream.
 
 use std::sync::Arc;
@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{budget, get_blob, on_disk, usage};
-use crate::support::daemon::{eventually, Daemon};
+use super::{get_blob, on_disk, usage};
+use crate::support::daemon::{eventually, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake, Fault};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +15,7 @@ async fn a_blob_larger_than_the_budget_streams_through_unkept() {
     let up = Fake::start().await;
     let blob = bytes_of(200_000, 400);
     let dg = up.add_blob("library/app", blob.clone());
-    let d = Daemon::start(&up.url(), &budget("\"64KiB\"")).await;
+    let d = DaemonBuilder::new().upstream(&up).max_size("64KiB").start().await;
     let path = format!("/v2/library/app/blobs/{dg}");
     assert_eq!(get_blob(&d, "library/app", &dg).await, blob);
     assert_eq!(
@@ -48,7 +48,7 @@ async fn a_write_error_mid_download_falls_back_to_upstream_for_every_reader() {
     let up = Fake::start().await;
     let blob = bytes_of(1_000_000, 500);
     let dg = up.add_blob("library/app", blob.clone());
-    let d = Arc::new(Daemon::start(&up.url(), "").await);
+    let d = Arc::new(DaemonBuilder::new().upstream(&up).start().await);
     let (open, gate) = watch::channel(false);
     up.set_fault(Some(Fault::Hold {
         after: 300_000,
@@ -96,7 +96,7 @@ async fn a_temp_file_that_cannot_be_created_is_not_a_client_error() {
     let up = Fake::start().await;
     let blob = bytes_of(300_000, 600);
     let dg = up.add_blob("library/app", blob.clone());
-    let d = Daemon::start(&up.url(), "").await;
+    let d = DaemonBuilder::new().upstream(&up).start().await;
     d.cache().fills.store().fail_next_writes(1);
     assert_eq!(get_blob(&d, "library/app", &dg).await, blob);
     assert_eq!(up.count("GET", "/blobs/"), 1);
