@@ -4,7 +4,7 @@
 //! redirects to a backend with its own challenge, ECR's Basic auth), and redirects that must not
 //! carry `Authorization` to another host.
 
-use crate::support::daemon::{Daemon, DaemonBuilder, Upstream};
+use crate::support::daemon::{pass_time, Daemon, DaemonBuilder, Upstream};
 use crate::support::fake::{basic, bytes_of, Auth, ChallengeStyle, Fake};
 
 #[tokio::test]
@@ -186,7 +186,7 @@ async fn tokens_are_renewed_when_expires_in_runs_out() {
     let d = DaemonBuilder::new().upstream(&up).start().await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.status, 200);
     assert_eq!(up.token_requests().len(), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    pass_time(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(d.get("/v2/library/app/manifests/2").await.status, 200);
     assert_eq!(up.token_requests().len(), 2, "the expired token was renewed");
     // Renewed before use, not after a refusal: only the very first request was unauthenticated.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::binary::Binary;
-use crate::support::daemon::{DaemonBuilder, Upstream};
+use crate::support::daemon::{pass_time, DaemonBuilder, Upstream};
 use crate::support::fake::{self, bytes_of, Auth, Fake};
 use base64::Engine as _;
 
@@ -129,7 +129,7 @@ async fn helper_secrets_are_refreshed_on_401_and_after_their_lifetime() {
     assert_eq!(runs(dir.path()), 2);
 
     // After credential_lifetime the helper runs again before any request.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    pass_time(Duration::from_millis(2_100)).await;
     up.clear_log();
     let r = d
         .head(&format!("/v2/team/app/manifests/{}", fake::sha256(b"x")))
@@ -147,7 +147,7 @@ async fn helper_secrets_are_refreshed_on_401_and_after_their_lifetime() {
 
     // A helper that breaks later keeps the last good secret in use.
     std::fs::write(dir.path().join("fail"), "").unwrap();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    pass_time(Duration::from_millis(2_100)).await;
     assert_eq!(
         d.head(&format!("/v2/team/app/manifests/{}", fake::sha256(b"y")))
             .await

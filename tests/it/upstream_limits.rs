@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::daemon::{eventually, Daemon, DaemonBuilder, Upstream};
+use crate::support::daemon::{eventually, pass_time, Daemon, DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Fake, Fault};
 use tokio::sync::watch;
 
@@ -77,7 +77,7 @@ async fn requests_resume_once_retry_after_has_passed() {
         429,
         "still waiting"
     );
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    pass_time(Duration::from_millis(1_100)).await;
     assert_eq!(d.get("/v2/library/app/manifests/1").await.status, 200);
 }
 

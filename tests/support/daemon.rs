@@ -61,6 +61,18 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Lets `by` pass at once for everything in-process that keeps time with tokio (tag TTLs, token
+/// expiry, Retry-After, credential lifetimes): pauses tokio's clock, advances it and resumes it.
+/// The clock runs on real time before and after, so nothing times out early while real
+/// sockets or child processes do their work (with the clock paused throughout, tokio would
+/// jump to the next timer, such as an upstream read timeout, whenever it waits for I/O).
+/// Current-thread runtimes only, the default of `#[tokio::test]`.
+pub async fn pass_time(by: std::time::Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 impl Daemon {
     /// Starts the daemon from configuration `text`, caching in `dir` (see `DaemonBuilder`).
     async fn start_from(dir: tempfile::TempDir, text: &str) -> Daemon {
