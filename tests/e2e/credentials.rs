@@ -5,7 +5,7 @@
 //! credential helper), refuses cleanly without them, and — running as the real
 //! binary with trace logging — never writes the secret to its log.
 //!
-//! Needs `docker-registry` and `skopeo` on PATH (see `e2e_registry.rs`).
+//! Needs `docker-registry` and `skopeo` on PATH (see `registry.rs`).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;

@@ -3,7 +3,9 @@
 //! deterministic test images; regcache runs in-process with that registry as
 //! its only (`docker.io`, default) upstream; skopeo and a containerd-like
 //! client pull through it using the dockerd, CRI-O/podman and containerd mirror
-//! conventions, and every pulled byte is compared with a direct pull.
+//! conventions, and every pulled byte is compared with a direct pull. This file
+//! has the upstream side and the test that checks it alone; the pulls through
+//! regcache are in `registry/mirror.rs`.
 //!
 //! Needs `docker-registry` and `skopeo` on PATH. Without them the tests print a
 //! loud notice and pass, except when `CI` is set, where they fail.
