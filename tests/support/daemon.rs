@@ -1,7 +1,6 @@
-//! Starts regcache in-process on 127.0.0.1:0 with a temp cache dir and a given upstream, and a
-//! small HTTP client to talk to it. Body errors are reported, not hidden, so tests can tell a
-//! complete body from an aborted one.
-#![allow(dead_code)]
+//! Starts regcache in-process on 127.0.0.1:0 with a temp cache dir, configured with
+//! `DaemonBuilder`, and a small HTTP client to talk to it. Body errors are reported, not hidden,
+//! so tests can tell a complete body from an aborted one.
 
 use std::net::SocketAddr;
 
@@ -13,6 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use regcache::app::Running;
 use regcache::config::Config;
+
+mod builder;
+pub use builder::{DaemonBuilder, Upstream};
 
 pub struct Daemon {
     pub running: Option<Running>,
@@ -59,45 +61,23 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Lets `by` pass at once for everything in-process that keeps time with tokio (tag TTLs, token
+/// expiry, Retry-After, credential lifetimes): pauses tokio's clock, advances it and resumes it.
+/// The clock runs on real time before and after, so nothing times out early while real
+/// sockets or child processes do their work (with the clock paused throughout, tokio would
+/// jump to the next timer, such as an upstream read timeout, whenever it waits for I/O).
+/// Current-thread runtimes only, the default of `#[tokio::test]`.
+pub async fn pass_time(by: std::time::Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 impl Daemon {
-    /// A daemon whose only upstream is `upstream_url` as `docker.io` (default), plus `extra` TOML
-    /// (top-level keys first, then tables).
-    pub async fn start(upstream_url: &str, extra: &str) -> Daemon {
-        Daemon::start_with(&format!(
-            "{extra}\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream_url}\"\ndefault = true\n"
-        ))
-        .await
-    }
-
-    /// A daemon like `start`, on an existing cache dir (a restart after `stop`).
-    pub async fn restart(dir: tempfile::TempDir, upstream_url: &str, extra: &str) -> Daemon {
-        Daemon::start_in(
-            dir,
-            &format!(
-                "{extra}\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream_url}\"\ndefault = true\n"
-            ),
-        )
-        .await
-    }
-
-    /// A daemon from TOML that names its upstreams itself; `listen`, `builtin_upstreams` and
-    /// `[cache] dir` are filled in unless given.
-    pub async fn start_with(toml: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        Daemon::start_in(dir, toml).await
-    }
-
-    pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Daemon {
+    /// Starts the daemon from configuration `text`, caching in `dir` (see `DaemonBuilder`).
+    async fn start_from(dir: tempfile::TempDir, text: &str) -> Daemon {
         let _ = regcache::telemetry::init("warn", false);
-        // Dotted keys, so the caller's own top-level keys and tables can follow.
-        let mut text = String::from(
-            "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\nadmin.listen = \"127.0.0.1:0\"\n",
-        );
-        if !toml.contains("[cache]") {
-            text.push_str(&format!("cache.dir = \"{}\"\n", dir.path().display()));
-        }
-        text.push_str(&toml.replace("@CACHE_DIR@", &dir.path().display().to_string()));
-        let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let running = regcache::app::start(config).await.expect("daemon starts");
         let addr = running.local_addr();
         let admin_addr = running.admin_addr();
@@ -150,6 +130,14 @@ impl Daemon {
         self.running.as_ref().expect("daemon is running").cache()
     }
 
+    /// Waits until no download of `digest` is in progress: published into the cache, or failed
+    /// and dropped. Until then a new request joins it instead of hitting the cache or starting
+    /// afresh.
+    pub async fn download_settled(&self, digest: &str) {
+        let key: regcache::oci::Digest = digest.parse().expect("a digest");
+        eventually("the download to settle", || self.cache().filling(&key).is_none()).await;
+    }
+
     /// Pulls `repo:tag` and each of `layers` (as a client would), asserting success: warms the
     /// cache for tests that go on without the upstream.
     pub async fn pull(&self, repo: &str, tag: &str, layers: &[String]) -> Bytes {
@@ -187,27 +175,19 @@ impl Daemon {
     /// The value of one sample of /metrics (0 when absent); labels must match exactly.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = String::from_utf8(self.admin("/metrics").await.bytes().to_vec()).unwrap();
-        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        want.sort();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let (n, l) = match series.split_once('{') {
-                Some((n, l)) => (n, l.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let mut got: Vec<String> = if l.is_empty() {
-                vec![]
-            } else {
-                l.split(',').map(str::to_string).collect()
-            };
-            got.sort();
-            if n == name && got == want {
-                return value.parse().unwrap();
-            }
-        }
-        0.0
+        sample(&text, name, labels)
+    }
+
+    /// Like `metric`, read in process instead of over the admin listener, so `eventually` can
+    /// poll it.
+    pub fn metric_now(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .running
+            .as_ref()
+            .expect("daemon is running")
+            .metrics()
+            .render();
+        sample(&text, name, labels)
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -217,4 +197,29 @@ impl Daemon {
     pub async fn head(&self, path: &str) -> Reply {
         self.request("HEAD", path, &[]).await
     }
+}
+
+/// The value of one sample in Prometheus text (0 when absent); labels must match exactly.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, l) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut got: Vec<String> = if l.is_empty() {
+            vec![]
+        } else {
+            l.split(',').map(str::to_string).collect()
+        };
+        got.sort();
+        if n == name && got == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
 }

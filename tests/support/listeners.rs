@@ -1,6 +1,5 @@
 //! Upstreams that misbehave at the TCP level: one that accepts connections and never answers
 //! (a black hole), counting what it accepted. Loopback only.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,19 @@
+//! The end-to-end tier, in one test binary: regcache in front of a real upstream (the CNCF
+//! distribution registry, Debian's `docker-registry`, behind a Docker-Hub-like token server),
+//! pulled through by real clients (skopeo, containerd's `ctr`) and a containerd-like verifying
+//! client. Needs `docker-registry`, `skopeo` and `containerd` on PATH (and root for containerd);
+//! without them each test prints a loud notice and passes, except when `CI` is set, where it
+//! fails. Loopback only.
+
+/// Helpers from `tests/support/`; this binary declares the ones it uses (`tests/it` declares
+/// its own), so no helper is compiled where nothing calls it.
+#[path = "../support"]
+mod support {
+    pub mod binary;
+    pub mod e2e;
+    pub mod tools;
+}
+
+mod containerd;
+mod credentials;
+mod registry;

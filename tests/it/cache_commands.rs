@@ -1,0 +1,121 @@
+//! `regcache cache stats` and `regcache cache gc`, with the daemon running (they go through its
+//! admin listener, since it holds the directory's lock) and with it stopped (they open the
+//! directory themselves), and the admin endpoints behind them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::daemon::{Daemon, DaemonBuilder};
+use crate::support::fake::{bytes_of, Fake};
+
+fn regcache(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regcache"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+async fn fetch(d: &Daemon, digest: &str) {
+    let r = d.get(&format!("/v2/library/app/blobs/{digest}")).await;
+    assert_eq!(r.status, 200);
+    r.bytes();
+    d.download_settled(digest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_gc_with_and_without_a_running_daemon() {
+    let up = Fake::start().await;
+    let blobs: Vec<String> = (0..3)
+        .map(|i| up.add_blob("library/app", bytes_of(100_000, 700 + i)))
+        .collect();
+    let d = DaemonBuilder::new().upstream(&up).max_size("1MB").start().await;
+    for b in &blobs {
+        fetch(&d, b).await;
+    }
+    let config = d.dir.path().join("regcache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"{}\"\n[cache]\ndir = \"{}\"\nmax_size = \"1MB\"\n",
+            d.admin_addr,
+            d.dir.path().display()
+        ),
+    )
+    .unwrap();
+
+    // Running: the daemon answers.
+    let text = stdout(&regcache(&["cache", "stats"], &config));
+    assert!(text.contains("3 blobs"), "{text}");
+    assert!(text.contains("running daemon"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&regcache(&["cache", "stats", "--json"], &config))).unwrap();
+    assert_eq!(json["blobs"], 3);
+    assert_eq!(json["bytes"], 3 * 102_400);
+    assert_eq!(json["max_size"], 1_000_000);
+    assert!(json["oldest_access_ms"].as_u64().is_some());
+    let text = stdout(&regcache(&["cache", "gc", "--to", "150KB"], &config));
+    assert!(text.contains("evicted 2 entries"), "{text}");
+    assert!(text.contains("running daemon"), "{text}");
+    assert_eq!(d.metric("regcache_evictions_total", &[]).await, 2.0);
+    assert_eq!(d.metric("regcache_cache_blobs", &[]).await, 1.0);
+    let blob_file = |b: &str| {
+        d.dir
+            .path()
+            .join("blobs/sha256")
+            .join(b.trim_start_matches("sha256:"))
+    };
+    assert!(!blob_file(&blobs[0]).exists() && !blob_file(&blobs[1]).exists());
+    assert!(blob_file(&blobs[2]).exists());
+    assert_eq!(d.admin("/admin/gc").await.status, 405, "gc wants POST");
+    assert_eq!(d.admin_post("/admin/gc?to=lots").await.status, 400);
+
+    // Stopped: the command opens the directory itself.
+    let dir = d.stop().await;
+    let text = stdout(&regcache(&["cache", "stats"], &config));
+    assert!(text.contains("1 blobs"), "{text}");
+    assert!(text.contains("no daemon running"), "{text}");
+    let text = stdout(&regcache(&["cache", "gc", "--to", "0"], &config));
+    assert!(text.contains("evicted 1 entries"), "{text}");
+    assert!(!dir
+        .path()
+        .join("blobs/sha256")
+        .join(blobs[2].trim_start_matches("sha256:"))
+        .exists());
+    // Without --to, gc trims to the low watermark: nothing left to do here.
+    assert!(stdout(&regcache(&["cache", "gc"], &config)).contains("evicted 0 entries"));
+
+    // The daemon starts on the trimmed directory.
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .max_size("1MB")
+        .in_dir(dir)
+        .start()
+        .await;
+    assert_eq!(d.metric("regcache_cache_blobs", &[]).await, 0.0);
+    fetch(&d, &blobs[0]).await;
+    assert_eq!(d.metric("regcache_cache_blobs", &[]).await, 1.0);
+}
+
+#[test]
+fn stats_of_a_missing_cache_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regcache.toml");
+    let missing = dir.path().join("nothing-here");
+    std::fs::write(&config, format!("[cache]\ndir = \"{}\"\n", missing.display())).unwrap();
+    let out = regcache(&["cache", "stats"], &config);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cache at"));
+    assert!(!missing.exists(), "a stats run must not create a cache");
+}

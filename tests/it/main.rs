@@ -1,0 +1,30 @@
+//! The behaviour tests that need nothing but Rust, in one test binary so the daemon is linked
+//! once: regcache runs in-process on 127.0.0.1:0 in front of an in-process fake upstream (or,
+//! in `process`, `cache_commands` and parts of `upstream_credentials`, as the real binary).
+//! One module per capability. Loopback only.
+
+/// Helpers from `tests/support/`; this binary declares the ones it uses (`tests/e2e` declares
+/// its own), so no helper is compiled where nothing calls it.
+#[path = "../support"]
+mod support {
+    pub mod binary;
+    pub mod daemon;
+    pub mod fake;
+    pub mod listeners;
+    pub mod tools;
+}
+
+mod cache_commands;
+mod config_file;
+mod deploy_files;
+mod disk_budget;
+mod operations;
+mod process;
+mod pull_api;
+mod resilience;
+mod single_flight;
+mod tag_freshness;
+mod upstream_auth;
+mod upstream_credentials;
+mod upstream_limits;
+mod upstream_tls;

@@ -1,0 +1,222 @@
+//! A typed daemon configuration for tests, so a test says what it changes
+//! (`DaemonBuilder::new().upstream(&fake).tag_ttl("0s").start().await`) instead of writing TOML.
+//! It renders the TOML file an operator would write and starts the daemon from it through
+//! `Config::from_toml_str`, the path `regcache serve` takes. Every daemon listens on
+//! 127.0.0.1:0 (registry and admin), has no built-in upstreams and caches in a temp dir.
+
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use super::Daemon;
+use crate::support::fake::Fake;
+use crate::support::listeners::BlackHole;
+
+/// What a test can name as an upstream: the fake registry, a black hole, or a URL.
+pub trait UpstreamUrl {
+    fn upstream_url(&self) -> String;
+}
+
+impl UpstreamUrl for str {
+    fn upstream_url(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl UpstreamUrl for String {
+    fn upstream_url(&self) -> String {
+        self.clone()
+    }
+}
+
+impl UpstreamUrl for Fake {
+    fn upstream_url(&self) -> String {
+        self.url()
+    }
+}
+
+impl UpstreamUrl for BlackHole {
+    fn upstream_url(&self) -> String {
+        self.url()
+    }
+}
+
+/// One `[[upstreams]]` entry.
+pub struct Upstream(Table);
+
+impl Upstream {
+    /// The upstream regcache calls `host` (what clients name in `?ns=` or a path prefix), served
+    /// from `url`.
+    pub fn new(host: &str, url: &(impl UpstreamUrl + ?Sized)) -> Upstream {
+        let mut t = Table::new();
+        t.insert("host".into(), host.into());
+        t.insert("url".into(), url.upstream_url().into());
+        Upstream(t)
+    }
+
+    fn set(mut self, key: &str, value: impl Into<Value>) -> Upstream {
+        self.0.insert(key.into(), value.into());
+        self
+    }
+
+    /// `default = true`: the upstream of names without a registry.
+    pub fn default_upstream(self) -> Upstream {
+        self.set("default", true)
+    }
+
+    /// `username` and `password`.
+    pub fn credentials(self, user: &str, password: &str) -> Upstream {
+        self.set("username", user).set("password", password)
+    }
+
+    /// `username` and `password_file`.
+    pub fn password_file(self, user: &str, file: &Path) -> Upstream {
+        self.set("username", user)
+            .set("password_file", file.display().to_string())
+    }
+
+    pub fn docker_config(self, file: &Path) -> Upstream {
+        self.set("docker_config", file.display().to_string())
+    }
+
+    pub fn credential_helper(self, program: &Path) -> Upstream {
+        self.set("credential_helper", program.display().to_string())
+    }
+
+    pub fn credential_lifetime(self, lifetime: &str) -> Upstream {
+        self.set("credential_lifetime", lifetime)
+    }
+
+    pub fn max_connections(self, n: u32) -> Upstream {
+        self.set("max_connections", n)
+    }
+
+    pub fn ca_file(self, file: &Path) -> Upstream {
+        self.set("ca_file", file.display().to_string())
+    }
+
+    /// `client_cert_file` and `client_key_file`.
+    pub fn client_cert(self, cert: &Path, key: &Path) -> Upstream {
+        self.set("client_cert_file", cert.display().to_string())
+            .set("client_key_file", key.display().to_string())
+    }
+}
+
+/// The configuration of an in-process daemon, then `start` it.
+pub struct DaemonBuilder {
+    dir: Option<tempfile::TempDir>,
+    offline: bool,
+    cache: Table,
+    fetch: Table,
+    upstreams: Vec<Upstream>,
+}
+
+impl DaemonBuilder {
+    pub fn new() -> DaemonBuilder {
+        DaemonBuilder {
+            dir: None,
+            offline: false,
+            cache: Table::new(),
+            fetch: Table::new(),
+            upstreams: Vec::new(),
+        }
+    }
+
+    /// `url` as `docker.io`, the default upstream: what most tests need.
+    pub fn upstream(self, url: &(impl UpstreamUrl + ?Sized)) -> DaemonBuilder {
+        self.with_upstream(Upstream::new("docker.io", url).default_upstream())
+    }
+
+    /// Another `[[upstreams]]` entry, in order.
+    pub fn with_upstream(mut self, upstream: Upstream) -> DaemonBuilder {
+        self.upstreams.push(upstream);
+        self
+    }
+
+    /// Caches in `dir` (a restart on the cache a stopped daemon left) instead of a new temp dir.
+    pub fn in_dir(mut self, dir: tempfile::TempDir) -> DaemonBuilder {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// `offline = true`: no upstream is ever contacted.
+    pub fn offline(mut self) -> DaemonBuilder {
+        self.offline = true;
+        self
+    }
+
+    pub fn tag_ttl(self, ttl: &str) -> DaemonBuilder {
+        self.cache("tag_ttl", ttl)
+    }
+
+    pub fn negative_ttl(self, ttl: &str) -> DaemonBuilder {
+        self.cache("negative_ttl", ttl)
+    }
+
+    pub fn revalidate_timeout(self, timeout: &str) -> DaemonBuilder {
+        self.cache("revalidate_timeout", timeout)
+    }
+
+    /// `[cache] max_size`: bytes (`1_000_000`) or a size with a unit (`"12MB"`).
+    pub fn max_size(self, size: impl Into<Value>) -> DaemonBuilder {
+        self.cache("max_size", size)
+    }
+
+    pub fn finish_abandoned(self, on: bool) -> DaemonBuilder {
+        self.fetch("finish_abandoned", on)
+    }
+
+    pub fn read_timeout(self, timeout: &str) -> DaemonBuilder {
+        self.fetch("read_timeout", timeout)
+    }
+
+    /// `breaker_threshold` and `breaker_probe_interval`.
+    pub fn breaker(self, threshold: u32, probe_interval: &str) -> DaemonBuilder {
+        self.fetch("breaker_threshold", threshold)
+            .fetch("breaker_probe_interval", probe_interval)
+    }
+
+    fn cache(mut self, key: &str, value: impl Into<Value>) -> DaemonBuilder {
+        self.cache.insert(key.into(), value.into());
+        self
+    }
+
+    fn fetch(mut self, key: &str, value: impl Into<Value>) -> DaemonBuilder {
+        self.fetch.insert(key.into(), value.into());
+        self
+    }
+
+    /// The configuration file, with the cache in `dir`.
+    fn toml(&self, dir: &Path) -> String {
+        let listen = || Value::from("127.0.0.1:0");
+        let mut file = Table::new();
+        file.insert("listen".into(), listen());
+        file.insert("builtin_upstreams".into(), false.into());
+        if self.offline {
+            file.insert("offline".into(), true.into());
+        }
+        file.insert(
+            "admin".into(),
+            Table::from_iter([("listen".into(), listen())]).into(),
+        );
+        let mut cache = self.cache.clone();
+        cache.insert("dir".into(), dir.display().to_string().into());
+        file.insert("cache".into(), cache.into());
+        if !self.fetch.is_empty() {
+            file.insert("fetch".into(), self.fetch.clone().into());
+        }
+        let upstreams: Vec<Value> = self.upstreams.iter().map(|u| u.0.clone().into()).collect();
+        file.insert("upstreams".into(), upstreams.into());
+        file.to_string()
+    }
+
+    /// Starts the daemon (panics with the TOML if the configuration is refused).
+    pub async fn start(mut self) -> Daemon {
+        let dir = match self.dir.take() {
+            Some(dir) => dir,
+            None => tempfile::tempdir().unwrap(),
+        };
+        let text = self.toml(dir.path());
+        Daemon::start_from(dir, &text).await
+    }
+}
