@@ -1,7 +1,8 @@
 //! The end-to-end tier, in one test binary: regcache in front of a real upstream (the CNCF
 //! distribution registry, Debian's `docker-registry`, behind a Docker-Hub-like token server),
-//! pulled through by real clients (skopeo, containerd's `ctr`) and a containerd-like verifying
-//! client. Needs `docker-registry`, `skopeo` and `containerd` on PATH (and root for containerd);
+//! pulled through by real clients (skopeo, containerd's `ctr`, a private Docker Engine with
+//! `registry-mirrors`) and a containerd-like verifying client. Needs `docker-registry`, `skopeo`,
+//! `containerd` and `docker.io` on PATH (and root for containerd and dockerd);
 //! without them each test prints a loud notice and passes, except when `CI` is set, where it
 //! fails. Loopback only.
 
@@ -10,10 +11,15 @@
 #[path = "../support"]
 mod support {
     pub mod binary;
+    pub mod docker_upstream;
+    pub mod dockerd;
     pub mod e2e;
+    pub mod netns;
+    pub mod runnable_image;
     pub mod tools;
 }
 
 mod containerd;
 mod credentials;
+mod docker;
 mod registry;
