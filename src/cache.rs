@@ -167,6 +167,16 @@ impl Cache {
         self.tags.get_doc(upstream, repo, name).await
     }
 
+    /// Whether `digest` was fetched or verified for the repository.
+    pub async fn is_linked(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        self.tags.is_linked(upstream, repo, digest).await
+    }
+
+    /// Records that `digest` was fetched or verified for the repository.
+    pub async fn link(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<()> {
+        self.tags.link(upstream, repo, digest).await
+    }
+
     pub async fn put_doc(&self, upstream: &str, repo: &RepoName, name: &str, bytes: &[u8]) -> io::Result<()> {
         self.tags.put_doc(upstream, repo, name, bytes).await
     }

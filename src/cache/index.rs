@@ -22,7 +22,7 @@ use super::{scan, snapshot};
 use crate::metrics::Metrics;
 use crate::oci::references;
 
-use super::key::{on_disk, Key, Kind, RecordPath};
+use super::key::{on_disk, record_on_disk, Key, Kind, RecordPath};
 use super::lease::{Lease, Reservation};
 
 /// What a publish did.
@@ -215,7 +215,7 @@ impl Index {
             key: path.key(),
             record: Some(path.clone()),
             len,
-            disk: on_disk(len),
+            disk: record_on_disk(len),
         };
         let admitted = self.admit(new, None, false, place)?;
         Ok(matches!(admitted, Admission::Kept(_)))

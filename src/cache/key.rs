@@ -15,6 +15,17 @@ pub(super) fn on_disk(len: u64) -> u64 {
     len.div_ceil(BLOCK).max(1) * BLOCK
 }
 
+/// Bytes a record of `len` bytes is counted as: an empty record (a repository link) takes no
+/// data block, only its name, so it costs nothing against the budget; links are made only for
+/// content an upstream confirmed, never for names a client makes up.
+pub(super) fn record_on_disk(len: u64) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        on_disk(len)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Blob,
@@ -45,8 +56,8 @@ impl Key {
     }
 }
 
-/// Where a small record lives, relative to `tags/`: `<upstream>/<repo>/@tags/<tag>` or
-/// `<upstream>/<repo>/@docs/<name>`, components joined by `/`. Records are found by name, not by
+/// Where a small record lives, relative to `tags/`: `<upstream>/<repo>/@tags/<tag>`,
+/// `<upstream>/<repo>/@docs/<name>` or `<upstream>/<repo>/@links/<alg>-<hex>`, components joined by `/`. Records are found by name, not by
 /// content, so a record's key is the digest of this path, and the index keeps the path beside
 /// the entry to find the file again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@
 //! manifests/<alg>/<hex>        verified manifest bytes; <hex>.type holds the media type
 //! tags/<upstream>/<repo>/@tags/<tag>     tag records
 //! tags/<upstream>/<repo>/@docs/<name>    the last tag list and referrers answers
+//! tags/<upstream>/<repo>/@links/<alg>-<hex>  digests fetched or verified for the repository
 //! tmp/                         downloads in progress, atomic writes, evicted files being deleted
 //! index/recency                snapshot of last access times (rewritten periodically)
 //! index/pinned                 digests that are never evicted

@@ -186,7 +186,8 @@ impl Ledger {
             let Some(e) = self.entries.get(key) else {
                 continue;
             };
-            if e.readers > 0 || self.pinned.contains(key) {
+            // Entries that take no space (repository links) would free nothing.
+            if e.readers > 0 || e.disk == 0 || self.pinned.contains(key) {
                 continue;
             }
             need = need.saturating_sub(e.disk);

@@ -6,7 +6,7 @@
 //! media-type file and media-type files without their manifest. Last access comes from the
 //! snapshot, else from the file's mtime.
 //!
-//! Small records are the files under `tags/` whose directory is `@tags` or `@docs` (anything else
+//! Small records are the files under `tags/` whose directory is `@tags`, `@docs` or `@links` (anything else
 //! there is left alone and not counted). They are replaced in place, atomically, so a size that
 //! differs from the snapshot's is no torn write, and their last access is the later of the
 //! snapshot's and the file's mtime (a replacement after the last snapshot is an access too).
@@ -17,7 +17,7 @@ use std::io;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use super::key::{on_disk, Key, RecordPath};
+use super::key::{on_disk, record_on_disk, Key, RecordPath};
 use super::layout::Layout;
 use super::snapshot::Recorded;
 use crate::oci::Digest;
@@ -180,7 +180,10 @@ fn scan_records(
                 continue;
             }
         };
-        let in_records = matches!(parts.last().map(String::as_str), Some("@tags" | "@docs"));
+        let in_records = matches!(
+            parts.last().map(String::as_str),
+            Some("@tags" | "@docs" | "@links")
+        );
         for entry in listing {
             let entry = entry?;
             let (Ok(name), Ok(kind)) = (entry.file_name().into_string(), entry.file_type()) else {
@@ -206,7 +209,7 @@ fn scan_records(
                 key,
                 record: Some(path),
                 len: md.len(),
-                disk: on_disk(md.len()),
+                disk: record_on_disk(md.len()),
             });
         }
     }

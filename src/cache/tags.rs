@@ -47,6 +47,10 @@ fn record_path(upstream: &str, repo: &RepoName, section: &str, name: &str) -> io
     })
 }
 
+fn link_name(digest: &Digest) -> String {
+    format!("{}-{}", digest.algorithm().as_str(), digest.hex())
+}
+
 pub struct TagStore {
     records: Records,
     metrics: Arc<Metrics>,
@@ -93,6 +97,22 @@ impl TagStore {
     pub async fn get_doc(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Option<Bytes>> {
         let path = record_path(upstream, repo, "@docs", name)?;
         Ok(self.records.get(&path).await?.map(Bytes::from))
+    }
+
+    /// Whether `digest` was fetched or verified for this repository (its link record exists).
+    pub async fn is_linked(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        let path = record_path(upstream, repo, "@links", &link_name(digest))?;
+        Ok(self.records.get(&path).await?.is_some())
+    }
+
+    /// Records that `digest` belongs to this repository: it was fetched from it, or the upstream
+    /// confirmed it. Without room it is not kept (the next request verifies again).
+    pub async fn link(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<()> {
+        let path = record_path(upstream, repo, "@links", &link_name(digest))?;
+        if !self.records.put(path, Vec::new()).await? {
+            tracing::debug!(%repo, %digest, "no room for a repository link within the cache budget; not kept");
+        }
+        Ok(())
     }
 
     /// Keeps a document if the budget has room (without room it is served, not kept).

@@ -3,10 +3,12 @@
 //! a `HEAD`, and served from the cache when the upstream fails (stale-if-error); upstream "does
 //! not exist" answers are remembered for `negative_ttl`; concurrent upstream manifest requests are
 //! coalesced into one; tag lists and referrers are kept for outages. Blobs go through the cache's
-//! single download per digest, with the upstream as the fill's origin.
+//! single download per digest, with the upstream as the fill's origin. Cached content is served
+//! under a repository only when it was fetched or confirmed for that repository (`links.rs`).
 
 mod blobs;
 mod fetch;
+mod links;
 mod listing;
 pub use listing::Page;
 mod manifests;
@@ -49,6 +51,7 @@ pub(super) struct Mirror {
     manifest_heads: SingleFlight<FetchKey, Shared<Head>>,
     fresh: remembered::Remembered,
     missing: remembered::Remembered,
+    links: links::Links,
 }
 
 /// A repository of one upstream, as the mirror sees it.
@@ -77,6 +80,7 @@ impl Mirror {
             metrics,
             manifest_gets: SingleFlight::default(),
             manifest_heads: SingleFlight::default(),
+            links: links::Links::new(),
         }
     }
 

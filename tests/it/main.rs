@@ -21,6 +21,7 @@ mod disk_budget;
 mod operations;
 mod process;
 mod pull_api;
+mod repository_links;
 mod resilience;
 mod single_flight;
 mod tag_freshness;

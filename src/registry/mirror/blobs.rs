@@ -61,6 +61,7 @@ impl Mirror {
         });
         match self.cache.blob(digest, origin)? {
             Lookup::Hit(blob) => {
+                self.ensure_linked(at, digest, Subject::Blob).await?;
                 tracing::debug!(%digest, size = blob.size, "blob hit");
                 Ok(Blob {
                     size: Some(blob.size),
@@ -75,6 +76,11 @@ impl Mirror {
                         subject: Subject::Blob,
                         source: e,
                     });
+                }
+                if joined {
+                    self.ensure_linked(at, digest, Subject::Blob).await?;
+                } else {
+                    self.link_when_verified(at, digest, fill.clone());
                 }
                 tracing::debug!(%digest, size = ?p.size, written = p.written, joined, "blob streaming from fill");
                 Ok(Blob {
@@ -105,19 +111,12 @@ impl Mirror {
             None
         };
         if let Some(size) = known {
+            self.ensure_linked(at, digest, Subject::Blob).await?;
             return Ok((size, CacheResult::Hit));
         }
-        let resp = at
-            .upstream
-            .request(
-                Method::HEAD,
-                at.repo,
-                &format!("blobs/{digest}"),
-                &HeaderMap::new(),
-            )
-            .await
-            .map_err(RegistryError::upstream(Subject::Blob))?;
-        let size = content_length(resp.headers())
+        let size = self
+            .head_blob(at, digest)
+            .await?
             .ok_or_else(|| RegistryError::BlobUnknown(format!("upstream gave no size for {digest}")))?;
         Ok((size, CacheResult::Miss))
     }

@@ -9,7 +9,7 @@ use std::future::Future;
 use super::{At, Mirror};
 use crate::cache::{StoredManifest, TagRecord};
 use crate::oci::{Digest, MediaType, Tag};
-use crate::registry::{CacheResult, Manifest, RegistryError};
+use crate::registry::{CacheResult, Manifest, RegistryError, Subject};
 
 impl Mirror {
     pub(crate) async fn by_digest(
@@ -19,17 +19,32 @@ impl Mirror {
         head: bool,
     ) -> Result<Manifest, RegistryError> {
         if let Some(m) = self.cache.manifest(digest).await? {
-            return Ok(m.into());
+            self.ensure_linked(at, digest, Subject::Manifest).await?;
+            let answer = Manifest::from(m);
+            self.link_answer(at, &answer).await?;
+            return Ok(answer);
         }
         let reference = digest.to_string();
-        self.unless_missing(at, &reference, async {
-            if head {
-                self.head_upstream(at, &reference, None).await
-            } else {
-                self.fetch(at, &reference, Some(digest)).await
-            }
-        })
-        .await
+        let answer = self
+            .unless_missing(at, &reference, async {
+                if head {
+                    self.head_upstream(at, &reference, None).await
+                } else {
+                    self.fetch(at, &reference, Some(digest)).await
+                }
+            })
+            .await?;
+        self.link_answer(at, &answer).await?;
+        Ok(answer)
+    }
+
+    /// Links a manifest answered for this repository, and what it references when its bytes
+    /// are at hand.
+    async fn link_answer(&self, at: &At<'_>, answer: &Manifest) -> Result<(), RegistryError> {
+        match &answer.bytes {
+            Some(bytes) => self.link_manifest(at, &answer.digest, bytes).await,
+            None => self.link(at, &answer.digest).await,
+        }
     }
 
     /// Answers at once when the upstream recently said `reference` does not exist, and remembers
@@ -54,6 +69,12 @@ impl Mirror {
     }
 
     pub(crate) async fn by_tag(&self, at: &At<'_>, tag: &Tag, head: bool) -> Result<Manifest, RegistryError> {
+        let answer = self.resolve_tag(at, tag, head).await?;
+        self.link_answer(at, &answer).await?;
+        Ok(answer)
+    }
+
+    async fn resolve_tag(&self, at: &At<'_>, tag: &Tag, head: bool) -> Result<Manifest, RegistryError> {
         let host = at.upstream.host();
         let record = self.cache.tag(host, at.repo, tag).await?;
         if let Some((rec, digest)) = record.as_ref().and_then(|r| r.digest().map(|d| (r, d))) {
