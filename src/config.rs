@@ -17,6 +17,7 @@ use http::uri::{Authority, Scheme};
 
 pub use crate::units::{parse_duration, parse_size};
 use file::FileConfig;
+pub use upstream::RedirectHost;
 pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
 
 /// Where a mirror started with no config file listens.

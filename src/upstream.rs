@@ -1,11 +1,13 @@
-//! Upstream registries: one pooled HTTP client per upstream, and the request path every upstream
-//! call takes: offline and circuit-breaker checks, rate-limit gate, concurrency permit, then the
-//! exchange (`exchange.rs`: authentication and redirect following). Requests are always for one
-//! repository, so the Bearer scope is `repository:<name>:pull`. Redirects (blob storage, CDNs,
-//! registry.k8s.io's regional backends) are followed with each hop authenticated for its own
-//! host: `Authorization` meant for one host never reaches another. The routing table (client-facing
-//! host → upstream) is in `table.rs`.
+//! Upstream registries: pooled HTTP clients per upstream (`client.rs`), and the request path
+//! every upstream call takes: offline and circuit-breaker checks, rate-limit gate, concurrency
+//! permit, then the exchange (`exchange.rs`: authentication and redirect following). Requests
+//! are always for one repository, so the Bearer scope is `repository:<name>:pull`. Redirects
+//! (blob storage, CDNs, registry.k8s.io's regional backends) are followed with each hop
+//! authenticated for its own host: `Authorization` meant for one host never reaches another;
+//! which targets may be followed at all is `redirect.rs`'s rule. The routing table
+//! (client-facing host → upstream) is in `table.rs`.
 
+mod address;
 mod auth;
 mod breaker;
 mod challenge;
@@ -16,6 +18,7 @@ mod exchange;
 mod permits;
 mod ratelimit;
 mod redirect;
+mod resolve;
 mod table;
 mod token;
 mod token_cache;
@@ -94,6 +97,8 @@ impl UpstreamError {
 pub struct Upstream {
     config: UpstreamConfig,
     client: client::HttpClient,
+    /// For redirects away from the upstream's origin: checks the addresses it connects to.
+    redirect_client: client::HttpClient,
     auth: auth::Auth,
     permits: permits::Permits,
     rate_limit: ratelimit::RateLimit,
@@ -108,7 +113,7 @@ impl Upstream {
         fetch: &FetchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
-        let client = client::build(&config, fetch.connect_timeout)?;
+        let clients = client::build(&config, fetch.connect_timeout)?;
         let counters = metrics.upstream.for_upstream(&config.host);
         let credentials = credentials::CredentialProvider::new(
             &config,
@@ -139,7 +144,8 @@ impl Upstream {
             rate_limit: ratelimit::RateLimit::default(),
             breaker,
             config,
-            client,
+            client: clients.upstream,
+            redirect_client: clients.redirects,
             read_timeout: fetch.read_timeout,
             counters,
         })

@@ -72,6 +72,7 @@ pub(super) struct FileUpstream {
     pub offline: Option<bool>,
     pub client_cert_file: Option<String>,
     pub client_key_file: Option<String>,
+    pub redirect_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

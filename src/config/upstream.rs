@@ -1,7 +1,10 @@
 //! One validated `[[upstreams]]` entry: where the registry is, how regcache authenticates to it
 //! (a username with a password from the file, a file or the environment; a Docker config.json;
-//! or a docker credential helper), its TLS options and its connection cap. Secrets are wrapped in
-//! `Secret` the moment they are read, and no error message repeats one.
+//! or a docker credential helper), its TLS options, its connection cap and the non-public hosts
+//! it may redirect to (`upstream/redirect_hosts.rs`). Secrets are wrapped in `Secret` the moment
+//! they are read, and no error message repeats one.
+
+mod redirect_hosts;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use super::docker_config::DockerConfig;
 use super::file::FileUpstream;
 use super::{duration, parse_url};
 use crate::secret::Secret;
+pub use redirect_hosts::RedirectHost;
 
 /// How long credentials from a Docker config.json or a credential helper are used before they
 /// are read again (ECR tokens live 12 h; the ECR helper caches them itself).
@@ -33,6 +37,8 @@ pub struct UpstreamConfig {
     pub client_cert: Option<ClientCert>,
     /// Never contact this upstream: serve what is cached, 404 for the rest.
     pub offline: bool,
+    /// Hosts a redirect may lead to although they are not public (see `upstream/redirect.rs`).
+    pub redirect_hosts: Vec<RedirectHost>,
 }
 
 /// A client certificate (PEM chain) and its private key (PEM) for mutual TLS.
@@ -90,6 +96,7 @@ impl UpstreamConfig {
             ca_file: None,
             client_cert: None,
             offline: false,
+            redirect_hosts: Vec::new(),
         }
     }
 
@@ -276,6 +283,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
             None
         }
     };
+    let redirect_hosts = redirect_hosts::parse_all(errors, &at, u.redirect_hosts.take());
     let (scheme, authority) = parsed?;
     (errors.len() == before).then_some(UpstreamConfig {
         host,
@@ -288,6 +296,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         ca_file,
         client_cert,
         offline: u.offline.unwrap_or(false),
+        redirect_hosts,
     })
 }
 

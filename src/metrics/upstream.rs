@@ -1,6 +1,7 @@
 //! The upstreams: responses by status class, bytes fetched, rate-limit headers and hold-offs,
-//! connections in use, token fetches, credential lookups and the breaker. Each upstream takes
-//! its own pre-labelled handles once (`for_upstream`), so its request path never builds labels.
+//! connections in use, token fetches, credential lookups, refused redirects and the breaker.
+//! Each upstream takes its own pre-labelled handles once (`for_upstream`), so its request path
+//! never builds labels.
 
 use http::StatusCode;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
@@ -49,6 +50,7 @@ pub struct UpstreamMetrics {
     token_fetches: IntCounterVec,
     down: IntGaugeVec,
     credential_resolutions: IntCounterVec,
+    redirects_refused: IntCounterVec,
 }
 
 /// One upstream's handles, labelled with its configured host.
@@ -69,6 +71,8 @@ pub struct UpstreamCounters {
     pub down: IntGauge,
     pub credentials_resolved: IntCounter,
     pub credentials_failed: IntCounter,
+    /// Redirects not followed: their target is not allowed (see upstream/redirect.rs).
+    pub redirects_refused: IntCounter,
 }
 
 impl UpstreamCounters {
@@ -137,6 +141,12 @@ impl UpstreamMetrics {
                 "Credential lookups from a Docker config.json or credential helper, by result",
                 &["upstream", "result"],
             ),
+            redirects_refused: counter_vec(
+                r,
+                "regcache_upstream_redirects_refused_total",
+                "Upstream redirects not followed because their target is not allowed",
+                &["upstream"],
+            ),
         }
     }
 
@@ -154,6 +164,7 @@ impl UpstreamMetrics {
             down: self.down.with_label_values(&[host]),
             credentials_resolved: self.credential_resolutions.with_label_values(&[host, "ok"]),
             credentials_failed: self.credential_resolutions.with_label_values(&[host, "error"]),
+            redirects_refused: self.redirects_refused.with_label_values(&[host]),
         }
     }
 

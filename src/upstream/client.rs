@@ -1,6 +1,8 @@
-//! The HTTP client regcache uses towards upstream registries: hyper-util's pooled client over
+//! The HTTP clients regcache uses towards upstream registries: hyper-util's pooled client over
 //! rustls (webpki and system roots, or an upstream's own `ca_file`; a client certificate for
-//! mutual TLS when configured), HTTP/1.1 and HTTP/2 via ALPN, with a connect timeout.
+//! mutual TLS when configured), HTTP/1.1 and HTTP/2 via ALPN, with a connect timeout. Each
+//! upstream has two with the same TLS setup: one for the upstream itself and its token service,
+//! and one for redirects to other hosts, whose resolver checks every address (`resolve.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,10 +18,19 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
+use super::resolve::Resolver;
 use crate::config::UpstreamConfig;
 
 /// Request bodies are empty except for OAuth2 token POSTs.
-pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(super) type HttpClient = Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
+
+/// An upstream's two clients.
+pub(super) struct Clients {
+    /// For the configured upstream URL and the token services it names.
+    pub(super) upstream: HttpClient,
+    /// For redirects away from the upstream's origin.
+    pub(super) redirects: HttpClient,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
@@ -51,12 +62,18 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientBuildError> {
     })
 }
 
-/// Builds a client that trusts the public web PKI and the system store, plus `ca_file` if given,
-/// and presents the upstream's client certificate if one is configured.
-pub(super) fn build(
-    config: &UpstreamConfig,
-    connect_timeout: Duration,
-) -> Result<HttpClient, ClientBuildError> {
+/// Builds clients that trust the public web PKI and the system store, plus `ca_file` if given,
+/// and present the upstream's client certificate if one is configured.
+pub(super) fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<Clients, ClientBuildError> {
+    let tls = tls_config(config)?;
+    let over = |resolver| client_over(tls.clone(), resolver, connect_timeout, config.max_connections);
+    Ok(Clients {
+        upstream: over(Resolver::Any),
+        redirects: over(Resolver::Redirects(config.redirect_hosts.clone().into())),
+    })
+}
+
+fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ClientBuildError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -99,7 +116,16 @@ pub(super) fn build(
             builder.with_client_auth_cert(chain, key)?
         }
     };
-    let mut http = HttpConnector::new();
+    Ok(tls)
+}
+
+fn client_over(
+    tls: rustls::ClientConfig,
+    resolver: Resolver,
+    connect_timeout: Duration,
+    max_connections: Option<usize>,
+) -> HttpClient {
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -111,11 +137,11 @@ pub(super) fn build(
         .wrap_connector(http);
     let mut client = Client::builder(TokioExecutor::new());
     client.pool_idle_timeout(Duration::from_secs(90));
-    if let Some(n) = config.max_connections {
+    if let Some(n) = max_connections {
         // Requests are capped at `n` (see permits.rs); keep no more idle connections than that.
         client.pool_max_idle_per_host(n);
     }
-    Ok(client.build(https))
+    client.build(https)
 }
 
 #[cfg(test)]
@@ -139,6 +165,7 @@ mod tests {
             ca_file,
             client_cert,
             offline: false,
+            redirect_hosts: Vec::new(),
         }
     }
 

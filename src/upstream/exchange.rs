@@ -1,13 +1,17 @@
-//! One exchange with an upstream: following redirects (at most `MAX_REDIRECTS`, https only
-//! unless the upstream itself is http), answering each host's 401 challenge once with the
-//! authorization meant for that host, and turning the final status into an `UpstreamError`.
+//! One exchange with an upstream: following redirects (at most `MAX_REDIRECTS`, only where
+//! `redirect::decide` allows, other hosts through the client that checks their addresses),
+//! answering each host's 401 challenge once with the authorization meant for that host, and
+//! turning the final status into an `UpstreamError`. A refused redirect is a `Protocol` error
+//! naming the target's origin (never its path or query), logged at warn and counted.
 
 use http::header::{HeaderMap, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::{challenge, ratelimit, redirect, Upstream, UpstreamError, USER_AGENT};
+use super::client::HttpClient;
+use super::redirect::{self, Hop};
+use super::{challenge, ratelimit, resolve, Upstream, UpstreamError, USER_AGENT};
 use crate::metrics::StatusClass;
 
 const MAX_REDIRECTS: usize = 5;
@@ -44,6 +48,7 @@ impl Upstream {
         let mut uri: Uri = url.parse().map_err(|_| self.protocol(format!("bad URL {url}")))?;
         let mut redirects = 0;
         let mut challenged = false;
+        let mut hop = Hop::SameOrigin;
         loop {
             let host = uri
                 .authority()
@@ -59,7 +64,7 @@ impl Upstream {
                 .header_for(&self.client, &host, hop_scope.as_deref())
                 .await?;
             let resp = self
-                .send_once(method, &uri, headers, sent.as_ref().map(|s| &s.value))
+                .send_once(hop, method, &uri, headers, sent.as_ref().map(|s| &s.value))
                 .await?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !challenged {
@@ -90,21 +95,31 @@ impl Upstream {
                 .ok_or_else(|| self.protocol(format!("{status} without Location")))?;
             let next = redirect::resolve(&uri, location)
                 .ok_or_else(|| self.protocol(format!("bad redirect {location:?}")))?;
-            if !redirect::allowed(&self.config.scheme, &next) {
-                return Err(self.protocol(format!(
-                    "refusing a redirect to {}://{}: an https upstream is only followed to https",
-                    next.scheme_str().unwrap_or("?"),
-                    next.host().unwrap_or("?")
-                )));
-            }
+            hop = redirect::decide(&self.config, &next).map_err(|why| self.refused(&next, &why))?;
             tracing::debug!(upstream = %self.host(), to = %next.host().unwrap_or(""), "following redirect");
             uri = next;
             challenged = false;
         }
     }
 
+    /// A redirect to `target` that is not followed, for `why`.
+    fn refused(&self, target: &Uri, why: &dyn std::fmt::Display) -> UpstreamError {
+        let to = redirect::origin_of(target);
+        tracing::warn!(upstream = %self.host(), to = %to, reason = %why, "redirect refused");
+        self.counters.redirects_refused.inc();
+        self.protocol(format!("refusing a redirect to {to}: {why}"))
+    }
+
+    fn client_for(&self, hop: Hop) -> &HttpClient {
+        match hop {
+            Hop::SameOrigin => &self.client,
+            Hop::Elsewhere => &self.redirect_client,
+        }
+    }
+
     async fn send_once(
         &self,
+        hop: Hop,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -125,7 +140,8 @@ impl Upstream {
         let req = req
             .body(Full::default())
             .map_err(|e| self.protocol(e.to_string()))?;
-        match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+        let client = self.client_for(hop);
+        match tokio::time::timeout(self.read_timeout, client.request(req)).await {
             Err(_) => {
                 self.observe(method, StatusClass::Failed, None);
                 Err(UpstreamError::Timeout {
@@ -133,6 +149,9 @@ impl Upstream {
                 })
             }
             Ok(Err(e)) => {
+                if let Some(refusal) = resolve::refusal(&e) {
+                    return Err(self.refused(uri, refusal));
+                }
                 self.observe(method, StatusClass::Failed, None);
                 Err(UpstreamError::Connect {
                     upstream: self.host().to_string(),

@@ -106,6 +106,7 @@ fn every_upstream_key_is_documented() {
         "ca_file",
         "client_cert_file",
         "client_key_file",
+        "redirect_hosts",
     ] {
         let line = example
             .lines()

@@ -28,4 +28,5 @@ mod tag_freshness;
 mod upstream_auth;
 mod upstream_credentials;
 mod upstream_limits;
+mod upstream_redirects;
 mod upstream_tls;

@@ -83,7 +83,14 @@ async fn blob_redirects_are_followed_without_authorization() {
     up.redirect_blobs(true);
     let layer = bytes_of(50_000, 4);
     let (_, _, layers) = up.add_image("library/app", "1", std::slice::from_ref(&layer));
-    let d = DaemonBuilder::new().upstream(&up).start().await;
+    let d = DaemonBuilder::new()
+        .with_upstream(
+            Upstream::new("docker.io", &up)
+                .default_upstream()
+                .redirect_hosts(&[up.storage_host()]),
+        )
+        .start()
+        .await;
     let r = d.get(&format!("/v2/library/app/blobs/{}", layers[0])).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes(), layer);
@@ -103,10 +110,15 @@ async fn blob_redirects_are_followed_without_authorization() {
     assert_eq!(r.status, 400, "not a digest");
 }
 
-/// A daemon pulling from `up` as docker.io with `username` and `password`.
+/// A daemon pulling from `up` as docker.io with `username` and `password`, allowed to follow
+/// redirects to its storage host.
 async fn with_credentials(up: &Fake, user: &str, pass: &str) -> Daemon {
     DaemonBuilder::new()
-        .with_upstream(Upstream::new("docker.io", up).credentials(user, pass))
+        .with_upstream(
+            Upstream::new("docker.io", up)
+                .credentials(user, pass)
+                .redirect_hosts(&[up.storage_host()]),
+        )
         .start()
         .await
 }
@@ -281,7 +293,11 @@ async fn registry_k8s_io_redirects_authenticate_against_the_backend() {
         std::slice::from_ref(&layer),
     );
     let d = DaemonBuilder::new()
-        .with_upstream(Upstream::new("registry.k8s.io", &front).default_upstream())
+        .with_upstream(
+            Upstream::new("registry.k8s.io", &front)
+                .default_upstream()
+                .redirect_hosts(&[back.addr.to_string(), back.storage_host()]),
+        )
         .start()
         .await;
     assert_eq!(d.get("/v2/pause/manifests/3.9").await.bytes(), bytes);

@@ -148,8 +148,15 @@ async fn an_https_upstream_is_never_followed_to_plain_http() {
         up.requests().iter().all(|l| l.host != "storage"),
         "the http storage host was contacted"
     );
-    // The same redirect from a plain-http (lab) upstream is followed.
-    let lab = DaemonBuilder::new().upstream(&up).start().await;
+    // The same redirect from a plain-http (lab) upstream is followed to a listed host.
+    let lab = DaemonBuilder::new()
+        .with_upstream(
+            Upstream::new("docker.io", &up)
+                .default_upstream()
+                .redirect_hosts(&[up.storage_host()]),
+        )
+        .start()
+        .await;
     assert_eq!(
         lab.get(&format!("/v2/library/app/blobs/{}", layers[0]))
             .await

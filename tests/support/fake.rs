@@ -89,7 +89,8 @@ struct State {
     log: Mutex<Vec<Logged>>,
     auth: auth::AuthState,
     fault: Mutex<Option<Fault>>,
-    redirect_blobs: Mutex<bool>,
+    /// Where blob GETs are redirected: `None` (served here), the storage host, or another base URL.
+    redirect_blobs: Mutex<Option<String>>,
     /// registry.k8s.io: every `/v2/<path>` but `/v2/` answers 307 to `<this>/v2/<prefix>/<path>`.
     redirect_all: Mutex<Option<(String, String)>>,
     ratelimit: Mutex<Option<(u64, u64)>>,
@@ -110,7 +111,7 @@ impl Fake {
             log: Mutex::new(Vec::new()),
             auth: auth::AuthState::default(),
             fault: Mutex::new(None),
-            redirect_blobs: Mutex::new(false),
+            redirect_blobs: Mutex::new(None),
             redirect_all: Mutex::new(None),
             ratelimit: Mutex::new(None),
         });
@@ -163,8 +164,20 @@ impl Fake {
         *self.state.fault.lock().unwrap() = fault;
     }
 
+    /// Redirects blob requests to the storage host (`true`) or serves them here (`false`).
     pub fn redirect_blobs(&self, on: bool) {
-        *self.state.redirect_blobs.lock().unwrap() = on;
+        let storage = format!("http://{}", self.storage_host());
+        *self.state.redirect_blobs.lock().unwrap() = on.then_some(storage);
+    }
+
+    /// Redirects blob requests to `base` + `/storage/<digest>`.
+    pub fn redirect_blobs_to(&self, base: &str) {
+        *self.state.redirect_blobs.lock().unwrap() = Some(base.into());
+    }
+
+    /// `127.0.0.1:<port>` of the storage host blobs are redirected to.
+    pub fn storage_host(&self) -> String {
+        self.state.storage_addr.lock().unwrap().unwrap().to_string()
     }
 
     /// Invalidates every token handed out so far.

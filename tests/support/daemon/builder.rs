@@ -95,6 +95,11 @@ impl Upstream {
         self.set("ca_file", file.display().to_string())
     }
 
+    /// `redirect_hosts`: hosts a redirect may lead to although they are not public.
+    pub fn redirect_hosts(self, hosts: &[String]) -> Upstream {
+        self.set("redirect_hosts", hosts.to_vec())
+    }
+
     /// `client_cert_file` and `client_key_file`.
     pub fn client_cert(self, cert: &Path, key: &Path) -> Upstream {
         self.set("client_cert_file", cert.display().to_string())

@@ -224,13 +224,9 @@ fn content(state: &Arc<State>, rest: &str, head: bool) -> Response<ChanBody> {
         },
         "referrers" if !r.referrers.is_empty() => referrers(r, reference),
         "blobs" => match r.blobs.get(reference) {
-            Some(_) if *state.redirect_blobs.lock().unwrap() => {
-                let storage = state.storage_addr.lock().unwrap().unwrap();
-                reply(
-                    307,
-                    &[("location", format!("http://{storage}/storage/{reference}"))],
-                    "",
-                )
+            Some(_) if state.redirect_blobs.lock().unwrap().is_some() => {
+                let base = state.redirect_blobs.lock().unwrap().clone().unwrap_or_default();
+                reply(307, &[("location", format!("{base}/storage/{reference}"))], "")
             }
             Some(b) => blob_response(state, b.clone(), head),
             None => error(404, "BLOB_UNKNOWN"),
