@@ -24,6 +24,7 @@ mod pull_api;
 mod resilience;
 mod single_flight;
 mod tag_freshness;
+mod tls;
 mod upstream_auth;
 mod upstream_credentials;
 mod upstream_limits;
