@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 
 use crate::cache::dirlock::DirLock;
 use crate::cache::{Budget, Cache, CacheSettings};
-use crate::config::Config;
+use crate::config::{ClientAuth, Config, TlsConfig};
 use crate::metrics::Metrics;
 use crate::registry::{AllowAll, MirrorPolicy, Registry};
+use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
 use crate::server::{self, State};
 use crate::upstream::{ClientBuildError, Upstreams};
 
@@ -37,6 +38,8 @@ pub enum StartError {
     },
     #[error("upstream client: {0}")]
     Client(#[from] ClientBuildError),
+    #[error("TLS listener: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running daemon.
@@ -48,6 +51,8 @@ pub struct Running {
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
     persist: JoinHandle<()>,
+    cert_watch: Option<JoinHandle<()>>,
+    tls: Option<(CertReloader, TlsConfig)>,
     state: Arc<State>,
     upstreams: Arc<Upstreams>,
     grace: Duration,
@@ -73,6 +78,7 @@ impl Running {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             upstreams: self.upstreams.clone(),
+            tls: self.tls.clone(),
         }
     }
 
@@ -96,6 +102,9 @@ impl Running {
         let _ = self.done.send(true);
         let _ = self.admin.await;
         let _ = self.persist.await;
+        if let Some(w) = self.cert_watch {
+            let _ = w.await;
+        }
     }
 
     /// Runs until `signal` completes, then shuts down gracefully.
@@ -111,12 +120,35 @@ impl Running {
 #[derive(Clone)]
 pub struct Reloader {
     upstreams: Arc<Upstreams>,
+    tls: Option<(CertReloader, TlsConfig)>,
 }
 
 impl Reloader {
     /// Applies upstream credentials; returns what else changed and needs a restart.
     pub fn apply(&self, config: &Config) -> Vec<String> {
-        self.upstreams.reload(config)
+        let mut changes = self.upstreams.reload(config);
+        if self.tls.as_ref().map(|(_, t)| t) != config.tls.as_ref() {
+            changes.push("[tls] settings (the files in use are reloaded, other files need a restart)".into());
+        }
+        changes
+    }
+
+    /// Re-reads the TLS listener's certificate and key; a file that does not load keeps the
+    /// certificate in use (and is logged). Nothing to do without `[tls]`.
+    pub fn reload_certificate(&self) {
+        if let Some((certs, _)) = &self.tls {
+            let _ = certs.reload();
+        }
+    }
+}
+
+/// The TLS listener's settings from `[tls]`.
+fn tls_settings(tls: &TlsConfig) -> TlsSettings {
+    TlsSettings {
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+        client_ca_file: tls.client_ca_file.clone(),
+        client_cert_required: tls.client_auth == ClientAuth::Required,
     }
 }
 
@@ -179,6 +211,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })?;
     let cache = Arc::new(cache);
     let upstreams = Arc::new(Upstreams::from_config(&config, &metrics)?);
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(Tls::new(&tls_settings(t))?)),
+        None => None,
+    };
     let (listener, addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     for u in upstreams.all() {
@@ -186,6 +222,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     tracing::info!(
         listen = %addr,
+        tls = tls.is_some(),
+        client_certificates = config.tls.as_ref().map(|t| format!("{:?}", t.client_auth).to_lowercase()),
         admin = %admin_addr,
         cache = %config.cache.dir.display(),
         upstreams = upstreams.all().len(),
@@ -207,7 +245,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, stop_rx) = watch::channel(false);
     let (done, done_rx) = watch::channel(false);
     let persist = state.cache.persist_recency(done_rx.clone());
-    let server = tokio::spawn(server::serve(listener, state.clone(), stop_rx.clone(), grace));
+    let cert_watch = tls
+        .as_ref()
+        .map(|t| t.reloader().watch(CERT_POLL_INTERVAL, stop_rx.clone()));
+    let reload_tls = tls
+        .as_ref()
+        .zip(config.tls.clone())
+        .map(|(t, c)| (t.reloader(), c));
+    let server = tokio::spawn(server::serve(
+        listener,
+        state.clone(),
+        tls,
+        stop_rx.clone(),
+        grace,
+    ));
     let admin = tokio::spawn(server::admin::serve(
         admin_listener,
         state.clone(),
@@ -222,6 +273,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         server,
         admin,
         persist,
+        cert_watch,
+        tls: reload_tls,
         state,
         upstreams,
         grace,

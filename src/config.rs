@@ -5,6 +5,7 @@
 mod cache;
 pub mod docker_config;
 mod file;
+mod tls;
 
 mod upstream;
 
@@ -17,6 +18,7 @@ use http::uri::{Authority, Scheme};
 
 pub use crate::units::{parse_duration, parse_size};
 use file::FileConfig;
+pub use tls::{ClientAuth, TlsConfig};
 pub use upstream::RedirectHost;
 pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// Never empty; exactly one has `default`.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[tls]`: the registry listener speaks TLS; `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +306,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         raw.offline.unwrap_or(false),
         raw.upstreams,
     );
+    let tls = tls::validate(&mut errors, raw.tls);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -313,6 +318,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         cache,
         fetch,
         upstreams,
+        tls,
     })
 }
 

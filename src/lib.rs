@@ -15,5 +15,6 @@ pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod telemetry;
+pub mod tls_files;
 pub mod units;
 pub mod upstream;

@@ -191,8 +191,8 @@ fn serve(path: Option<PathBuf>, config: Config, logs: LogControl) -> anyhow::Res
     })
 }
 
-/// SIGHUP re-reads the config file and applies what can change live: the log level and upstream
-/// credentials. Everything else is reported as needing a restart.
+/// SIGHUP re-reads the TLS listener's certificate and key, then the config file, and applies
+/// what can change live: the log level and upstream credentials. Everything else is reported as needing a restart.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     path: Option<PathBuf>,
@@ -200,6 +200,7 @@ async fn reload_on_sighup(
     daemon: regcache::app::Reloader,
 ) {
     while hup.recv().await.is_some() {
+        daemon.reload_certificate();
         let config = match load(path.as_ref()) {
             Ok(c) => c,
             Err(e) => {

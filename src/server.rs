@@ -1,36 +1,32 @@
 //! The HTTP side: accepting connections (HTTP/1.1 and HTTP/2), one tracing span per request,
 //! routing, and dispatch to one handler per endpoint family, which asks the registry layer and
 //! renders its answer. Only `GET` and `HEAD` are served: a mirror is read-only. Nothing here
-//! knows the configuration or the upstreams.
+//! knows the configuration or the upstreams. The listener (`listen.rs`) speaks plain HTTP or
+//! TLS (`tls.rs`); a connection's verified client certificate names the request's `Client`.
 
 mod access_log;
 pub mod admin;
 mod blobs;
+mod listen;
 mod listing;
 mod manifests;
 mod range;
 pub mod response;
 mod route;
+pub mod tls;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::cache::Cache;
 use crate::metrics::{Metrics, RequestKind};
 use crate::registry::{CacheResult, Client, Registry};
 use access_log::{AccessLog, LoggedBody};
+pub use listen::{serve, HANDSHAKE_TIMEOUT};
 use response::{full, ServeBody, ServeError};
 use route::{Endpoint, Parsed, RepoRequest};
 
@@ -50,6 +46,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let client = req.extensions().get::<Client>().and_then(|c| c.identity.clone());
     let (outcome, kind, upstream) = dispatch(&state, &req).await;
     let mut resp = match outcome {
         Ok(r) => r,
@@ -74,7 +71,8 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
         result,
         started,
         state.metrics.clone(),
-    );
+    )
+    .with_client(client);
     resp.map(|body| LoggedBody::new(body, log))
 }
 
@@ -122,7 +120,11 @@ async fn repo_request(state: &Arc<State>, req: &Request<Incoming>, request: &Rep
         Err(e) => return (Err(e.into()), RequestKind::Other, String::new()),
     };
     let upstream = repo.namespace().to_string();
-    let client = Client::anonymous();
+    let client = req
+        .extensions()
+        .get::<Client>()
+        .cloned()
+        .unwrap_or_else(Client::anonymous);
     let (method, query) = (req.method(), req.uri().query());
     let span = tracing::info_span!("repo", upstream = %upstream, repo = %repo.name());
     let r = async {
@@ -138,54 +140,10 @@ async fn repo_request(state: &Arc<State>, req: &Request<Incoming>, request: &Rep
     (r, kind, upstream)
 }
 
-/// Accepts connections until `shutdown` turns true, then lets open connections finish their
-/// requests (up to `grace`).
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let state = state.clone();
-            let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
-            async move { Ok::<_, Infallible>(handle(state, req).await) }.instrument(span)
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(
-            async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            }
-            .instrument(tracing::debug_span!("conn", peer = %peer)),
-        );
+/// The address a listener reports, for logs.
+pub fn describe(addr: SocketAddr, tls: bool) -> String {
+    match tls {
+        true => format!("https://{addr}"),
+        false => format!("http://{addr}"),
     }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "shutdown grace period over; closing remaining connections"),
-    }
-}
-
-/// The address a `SocketAddr` listener reports, for logs.
-pub fn describe(addr: SocketAddr) -> String {
-    format!("http://{addr}")
 }

@@ -21,6 +21,7 @@ pub(super) struct FileConfig {
     pub fetch: FileFetch,
     #[serde(default)]
     pub upstreams: Vec<FileUpstream>,
+    pub tls: Option<FileTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,4 +87,13 @@ pub(super) struct FileAdmin {
 pub(super) struct FileLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub client_auth: Option<String>,
 }

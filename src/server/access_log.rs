@@ -23,6 +23,8 @@ pub struct AccessLog {
     pub result: CacheResult,
     pub started: Instant,
     pub metrics: Arc<Metrics>,
+    /// The client's identity (a verified certificate's name), if any.
+    client: Option<String>,
     bytes: u64,
     body_error: Option<String>,
 }
@@ -48,9 +50,18 @@ impl AccessLog {
             result,
             started,
             metrics,
+            client: None,
             bytes: 0,
             body_error: None,
         }
+    }
+}
+
+impl AccessLog {
+    /// Names the client in the access line (`client` field).
+    pub fn with_client(mut self, client: Option<String>) -> AccessLog {
+        self.client = client;
+        self
     }
 }
 
@@ -72,6 +83,7 @@ impl Drop for AccessLog {
             ms = (secs * 1000.0).round() as u64,
             cache = self.result.as_str(),
             upstream = %self.upstream,
+            client = self.client.as_deref(),
             body_error = self.body_error.as_deref(),
             "request"
         );

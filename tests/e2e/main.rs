@@ -23,3 +23,4 @@ mod containerd;
 mod credentials;
 mod docker;
 mod registry;
+mod tls;

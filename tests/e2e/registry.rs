@@ -22,16 +22,16 @@ use crate::support::e2e::{self, tools_present, Clock, HttpClient, Skopeo};
 
 /// The upstream side: token server, registry with the test images pushed,
 /// and a direct (reference) `dir:` copy of every image.
-struct Upstream {
+pub(crate) struct Upstream {
     token: TokenServer,
-    registry: Registry,
+    pub(crate) registry: Registry,
     images: Vec<TestImage>,
-    skopeo: Skopeo,
+    pub(crate) skopeo: Skopeo,
     work: tempfile::TempDir,
 }
 
 impl Upstream {
-    async fn start(clock: &Clock) -> Upstream {
+    pub(crate) async fn start(clock: &Clock) -> Upstream {
         let token = TokenServer::start().await.expect("token server");
         let registry = Registry::start(&token).await.expect("docker-registry");
         clock.mark(&format!(
@@ -63,7 +63,7 @@ impl Upstream {
         }
     }
 
-    fn public(&self) -> impl Iterator<Item = &TestImage> {
+    pub(crate) fn public(&self) -> impl Iterator<Item = &TestImage> {
         self.images.iter().filter(|i| i.public)
     }
 
@@ -79,14 +79,14 @@ impl Upstream {
     }
 
     /// The direct copy of `image` made by [`Upstream::pull_direct`].
-    fn direct_dir(&self, image: &TestImage) -> PathBuf {
+    pub(crate) fn direct_dir(&self, image: &TestImage) -> PathBuf {
         self.out_dir("direct", image)
     }
 
     /// Copies every public image straight from the registry (as `reader`),
     /// checks the copy is identical to the pushed layout, and checks the
     /// access rules of the private repository.
-    async fn pull_direct(&self, clock: &Clock) {
+    pub(crate) async fn pull_direct(&self, clock: &Clock) {
         let mut copies = tokio::task::JoinSet::new();
         for image in self.public() {
             let skopeo = self.skopeo.clone();

@@ -25,6 +25,7 @@ mod repository_links;
 mod resilience;
 mod single_flight;
 mod tag_freshness;
+mod tls;
 mod upstream_auth;
 mod upstream_credentials;
 mod upstream_limits;

@@ -113,6 +113,7 @@ pub struct DaemonBuilder {
     offline: bool,
     cache: Table,
     fetch: Table,
+    tls: Table,
     upstreams: Vec<Upstream>,
 }
 
@@ -123,6 +124,7 @@ impl DaemonBuilder {
             offline: false,
             cache: Table::new(),
             fetch: Table::new(),
+            tls: Table::new(),
             upstreams: Vec::new(),
         }
     }
@@ -181,6 +183,26 @@ impl DaemonBuilder {
             .fetch("breaker_probe_interval", probe_interval)
     }
 
+    /// `[tls] cert_file` and `key_file`: the registry listener speaks TLS.
+    pub fn tls(self, cert: &Path, key: &Path) -> DaemonBuilder {
+        self.tls_key("cert_file", cert.display().to_string())
+            .tls_key("key_file", key.display().to_string())
+    }
+
+    /// `[tls] client_ca_file`, and `client_auth` when given (`"required"`, `"optional"`).
+    pub fn client_ca(self, ca: &Path, auth: Option<&str>) -> DaemonBuilder {
+        let b = self.tls_key("client_ca_file", ca.display().to_string());
+        match auth {
+            Some(a) => b.tls_key("client_auth", a),
+            None => b,
+        }
+    }
+
+    fn tls_key(mut self, key: &str, value: impl Into<Value>) -> DaemonBuilder {
+        self.tls.insert(key.into(), value.into());
+        self
+    }
+
     fn cache(mut self, key: &str, value: impl Into<Value>) -> DaemonBuilder {
         self.cache.insert(key.into(), value.into());
         self
@@ -209,6 +231,9 @@ impl DaemonBuilder {
         file.insert("cache".into(), cache.into());
         if !self.fetch.is_empty() {
             file.insert("fetch".into(), self.fetch.clone().into());
+        }
+        if !self.tls.is_empty() {
+            file.insert("tls".into(), self.tls.clone().into());
         }
         let upstreams: Vec<Value> = self.upstreams.iter().map(|u| u.0.clone().into()).collect();
         file.insert("upstreams".into(), upstreams.into());

@@ -1,0 +1,112 @@
+//! The registry listener's accept loop: plain HTTP or TLS, HTTP/1.1 and HTTP/2 through
+//! hyper-util's auto builder, one task per connection, and a graceful drain on shutdown. The TLS
+//! handshake runs in the connection's task under a timeout, so a client that connects and sends
+//! nothing holds nothing for long, and a failed handshake (logged at debug) never touches the
+//! loop. The client a connection authenticated as (its verified certificate) goes into every
+//! request's extensions as a `registry::Client`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::tls::{peer_identity, Tls};
+use super::{handle, State};
+use crate::registry::Client;
+
+/// How long a TLS client may take to finish its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` turns true, then lets open connections finish their
+/// requests (up to `grace`). With `tls`, every connection is a TLS one.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<Arc<Tls>>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            state: state.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+        };
+        let tls = tls.clone();
+        tokio::spawn(
+            async move {
+                match tls {
+                    None => conn.serve(TokioIo::new(stream), Client::anonymous()).await,
+                    Some(tls) => conn.serve_tls(&tls, stream).await,
+                }
+            }
+            .instrument(tracing::debug_span!("conn", peer = %peer)),
+        );
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "shutdown grace period over; closing remaining connections"),
+    }
+}
+
+/// One accepted connection, before it is served.
+struct Conn {
+    state: Arc<State>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+}
+
+impl Conn {
+    async fn serve_tls(self, tls: &Tls, stream: TcpStream) {
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out"),
+        };
+        let client = Client {
+            identity: peer_identity(stream.get_ref().1),
+        };
+        self.serve(TokioIo::new(stream), client).await
+    }
+
+    async fn serve<I>(self, io: I, client: Client)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let state = self.state;
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            let state = state.clone();
+            req.extensions_mut().insert(client.clone());
+            let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+            async move { Ok::<_, Infallible>(handle(state, req).await) }.instrument(span)
+        });
+        let conn = self.builder.serve_connection(io, svc).into_owned();
+        if let Err(e) = self.watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
