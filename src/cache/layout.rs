@@ -11,6 +11,7 @@
 //! index/recency                snapshot of last access times (rewritten periodically)
 //! index/pinned                 digests that are never evicted
 //! lock                         advisory lock held by the process that owns the directory
+//! regcache-store               marks the directory as a store, with its format (store_mark.rs)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,10 @@ impl Layout {
 
     pub fn pinned(&self) -> PathBuf {
         self.dir.join("index").join("pinned")
+    }
+
+    pub fn marker(&self) -> PathBuf {
+        self.dir.join("regcache-store")
     }
 
     pub fn lock(&self) -> PathBuf {

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::admin_api::{self, GcReport, Stats};
 use crate::app::cache_settings;
 use crate::cache::dirlock::DirLock;
+use crate::cache::store_mark::{self, Found, NotAStore};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub enum ControlError {
     NoCache(PathBuf),
     #[error("cache directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    NotAStore(#[from] NotAStore),
     #[error("a running regcache holds the cache directory, and its admin listener at {addr} did not answer: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
     #[error("the running regcache at {addr} answered {status}: {body}")]
@@ -35,6 +38,13 @@ pub enum ControlError {
         status: StatusCode,
         body: String,
     },
+}
+
+impl ControlError {
+    /// The configuration, not the machine, is at fault (the command exits 64).
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, ControlError::NotAStore(NotAStore::Foreign { .. }))
+    }
 }
 
 /// Who did the work.
@@ -53,8 +63,9 @@ enum Owner {
 
 fn owner(config: &Config) -> Result<Owner, ControlError> {
     let dir = &config.cache.dir;
-    if !dir.join("blobs").is_dir() {
-        return Err(ControlError::NoCache(dir.clone()));
+    match store_mark::examine(dir)? {
+        Found::Missing | Found::Empty => return Err(ControlError::NoCache(dir.clone())),
+        Found::Marked | Found::Unmarked => {}
     }
     Ok(match DirLock::try_acquire(dir)? {
         Some(lock) => Owner::Us(lock),
