@@ -17,6 +17,7 @@ use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::{AllowAll, MirrorPolicy, Registry};
+use crate::server::admin::AdminGuard;
 use crate::server::{self, State};
 use crate::upstream::{ClientBuildError, Upstreams};
 
@@ -224,9 +225,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (done, done_rx) = watch::channel(false);
     let persist = state.cache.persist_recency(done_rx.clone());
     let server = tokio::spawn(server::serve(listener, state.clone(), stop_rx.clone(), grace));
+    let guard = Arc::new(AdminGuard::new(config.admin_token.clone(), admin_addr));
     let admin = tokio::spawn(server::admin::serve(
         admin_listener,
         state.clone(),
+        guard,
         stop_rx,
         done_rx,
     ));

@@ -96,18 +96,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ControlError::Io(std::io::Error::other(e)))?
 }
 
+/// One admin request, with `[admin] token_file`'s token when the config has one.
 async fn ask<T: serde::de::DeserializeOwned>(
+    config: &Config,
     addr: SocketAddr,
     method: Method,
     path_and_query: &str,
 ) -> Result<T, ControlError> {
     let unreachable = |reason: String| ControlError::Unreachable { addr, reason };
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
-        .uri(format!("http://{addr}{path_and_query}"))
-        .body(Empty::new())
-        .map_err(|e| unreachable(e.to_string()))?;
+        .uri(format!("http://{addr}{path_and_query}"));
+    if let Some(token) = &config.admin_token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+    }
+    let req = req.body(Empty::new()).map_err(|e| unreachable(e.to_string()))?;
     let resp = client
         .request(req)
         .await
@@ -142,7 +146,7 @@ pub async fn stats(config: &Config) -> Result<(Stats, Via), ControlError> {
             Ok((stats, Via::Directory))
         }
         Owner::Daemon(addr) => Ok((
-            ask(addr, Method::GET, admin_api::CACHE_STATS).await?,
+            ask(config, addr, Method::GET, admin_api::CACHE_STATS).await?,
             Via::Daemon(addr),
         )),
     }
@@ -164,7 +168,7 @@ pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), Con
         }
         Owner::Daemon(addr) => {
             let path = admin_api::gc_path(to);
-            Ok((ask(addr, Method::POST, &path).await?, Via::Daemon(addr)))
+            Ok((ask(config, addr, Method::POST, &path).await?, Via::Daemon(addr)))
         }
     }
 }
