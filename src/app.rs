@@ -12,10 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::dirlock::DirLock;
+use crate::cache::store_mark::{self, NotAStore};
 use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::{ClientAuth, Config, TlsConfig};
 use crate::metrics::Metrics;
 use crate::registry::{AllowAll, MirrorPolicy, Registry};
+use crate::server::admin::AdminGuard;
 use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
 use crate::server::{self, State};
 use crate::upstream::{ClientBuildError, Upstreams};
@@ -40,6 +42,16 @@ pub enum StartError {
     Client(#[from] ClientBuildError),
     #[error("TLS listener: {0}")]
     Tls(#[from] TlsError),
+    /// `[cache] dir` holds something that is not a regcache store: a configuration mistake.
+    #[error(transparent)]
+    NotAStore(#[from] NotAStore),
+}
+
+impl StartError {
+    /// The configuration, not the machine, is at fault (`regcache serve` exits 64).
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, StartError::NotAStore(NotAStore::Foreign { .. }))
+    }
 }
 
 /// A running daemon.
@@ -187,9 +199,11 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
     Ok((listener, local))
 }
 
-/// Takes the cache directory's lock, waiting a little for a `regcache cache` command that may
+/// Refuses a directory that is not a regcache store (creating a new one in a missing or empty
+/// directory), then takes its lock, waiting a little for a `regcache cache` command that may
 /// hold it for a moment.
 async fn lock_cache_dir(config: &Config) -> Result<DirLock, StartError> {
+    store_mark::claim(&config.cache.dir)?;
     let dir = config.cache.dir.display().to_string();
     for _ in 0..50 {
         match DirLock::try_acquire(&config.cache.dir) {
@@ -229,6 +243,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         upstreams = upstreams.all().len(),
         "regcache listening"
     );
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let grace = config.shutdown_grace;
     let registry = Registry::new(
         upstreams.clone(),
@@ -259,9 +276,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop_rx.clone(),
         grace,
     ));
+    let guard = Arc::new(AdminGuard::new(config.admin_token.clone(), admin_addr));
     let admin = tokio::spawn(server::admin::serve(
         admin_listener,
         state.clone(),
+        guard,
         stop_rx,
         done_rx,
     ));

@@ -25,6 +25,7 @@ mod reader;
 mod records;
 mod scan;
 mod snapshot;
+pub mod store_mark;
 mod tags;
 mod trash;
 

@@ -2,12 +2,14 @@
 //! (`config/file.rs`), applies defaults and the built-in upstreams, and reports every problem at
 //! once, one readable line each. `regcache check-config` runs exactly this path.
 
+mod admin;
 mod cache;
 pub mod docker_config;
 mod file;
+mod keys;
 mod tls;
-
 mod upstream;
+mod upstream_set;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+use crate::secret::Secret;
 pub use crate::units::{parse_duration, parse_size};
 use file::FileConfig;
 pub use tls::{ClientAuth, TlsConfig};
@@ -46,6 +49,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub admin_listen: SocketAddr,
+    /// The bearer token of state-changing admin requests, from `[admin] token_file`.
+    pub admin_token: Option<Secret>,
     /// How long a stopping daemon lets open requests finish.
     pub shutdown_grace: Duration,
     pub log: LogConfig,
@@ -132,8 +137,30 @@ impl Default for Config {
 
 impl Config {
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
-        let raw: FileConfig = toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(text, &e)]))?;
-        validate(raw)
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(text, &e)]))?;
+        let mut errors = Vec::new();
+        keys::remove_unknown(&mut errors, &mut table);
+        let raw: FileConfig = match table.try_into() {
+            Ok(raw) => raw,
+            Err(e) => {
+                errors.push(toml_error(text, &e));
+                return Err(ConfigErrors(errors));
+            }
+        };
+        match validate(raw) {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(ConfigErrors(more)) => {
+                errors.extend(more);
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// Valid but risky choices, one line each, for `check-config` and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        admin::warnings(self.admin_listen, self.admin_token.as_ref())
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
@@ -224,7 +251,13 @@ fn validate_fetch(errors: &mut Vec<String>, raw: file::FileFetch) -> FetchConfig
             raw.read_timeout.as_deref(),
             Duration::from_secs(60),
         ),
-        max_manifest_size: raw.max_manifest_size.unwrap_or(4 * 1024 * 1024),
+        max_manifest_size: match raw.max_manifest_size {
+            Some(0) => {
+                errors.push("fetch.max_manifest_size: 0 refuses every manifest".into());
+                0
+            }
+            n => n.unwrap_or(4 * 1024 * 1024),
+        },
         finish_abandoned: raw.finish_abandoned.unwrap_or(true),
         breaker_threshold: raw.breaker_threshold.unwrap_or(5).max(1),
         breaker_probe_interval: duration(
@@ -236,45 +269,6 @@ fn validate_fetch(errors: &mut Vec<String>, raw: file::FileFetch) -> FetchConfig
     }
 }
 
-/// The built-in upstreams (unless turned off) overlaid with the configured ones; exactly one
-/// default.
-fn validate_upstreams(
-    errors: &mut Vec<String>,
-    builtin: bool,
-    all_offline: bool,
-    raw: Vec<file::FileUpstream>,
-) -> Vec<UpstreamConfig> {
-    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
-    if builtin {
-        for (i, (host, url)) in BUILTIN_UPSTREAMS.iter().enumerate() {
-            upstreams.push(UpstreamConfig::builtin(host, url, i == 0));
-        }
-    }
-    for (i, u) in raw.into_iter().enumerate() {
-        if let Some(u) = upstream::validate(errors, i, u) {
-            if u.default {
-                upstreams.iter_mut().for_each(|x| x.default = false);
-            }
-            match upstreams.iter_mut().find(|x| x.host == u.host) {
-                Some(existing) => *existing = u,
-                None => upstreams.push(u),
-            }
-        }
-    }
-    if all_offline {
-        upstreams.iter_mut().for_each(|u| u.offline = true);
-    }
-    let defaults = upstreams.iter().filter(|u| u.default).count();
-    if upstreams.is_empty() {
-        errors.push("no upstreams: add an [[upstreams]] entry or leave builtin_upstreams on".into());
-    } else if defaults > 1 {
-        errors.push("more than one upstream has default = true".into());
-    } else if defaults == 0 {
-        upstreams[0].default = true;
-    }
-    upstreams
-}
-
 fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let listen = address(
@@ -284,13 +278,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         "0.0.0.0:5000",
         SocketAddr::from(([0, 0, 0, 0], 5000)),
     );
-    let admin_listen = address(
-        &mut errors,
-        "admin.listen",
-        raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
-        "127.0.0.1:5001",
-        SocketAddr::from(([127, 0, 0, 1], 5001)),
-    );
+    let admin = admin::validate(&mut errors, raw.admin, listen);
     let shutdown_grace = duration(
         &mut errors,
         "shutdown_grace",
@@ -300,7 +288,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     let log = validate_log(&mut errors, raw.log);
     let cache = cache::validate(&mut errors, raw.cache);
     let fetch = validate_fetch(&mut errors, raw.fetch);
-    let upstreams = validate_upstreams(
+    let upstreams = upstream_set::validate(
         &mut errors,
         raw.builtin_upstreams.unwrap_or(true),
         raw.offline.unwrap_or(false),
@@ -312,7 +300,8 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     }
     Ok(Config {
         listen,
-        admin_listen,
+        admin_listen: admin.listen,
+        admin_token: admin.token,
         shutdown_grace,
         log,
         cache,

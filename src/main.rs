@@ -98,6 +98,9 @@ fn main() -> ExitCode {
                     }
                     println!("{line}");
                 }
+                for w in c.warnings() {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -124,7 +127,14 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("regcache: {e:#}");
-                    ExitCode::FAILURE
+                    let config_error = e
+                        .downcast_ref::<regcache::app::StartError>()
+                        .is_some_and(|e| e.is_config_error());
+                    if config_error {
+                        ExitCode::from(64)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }
@@ -170,7 +180,14 @@ fn cache_command(command: CacheCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("regcache: {e:#}");
-            ExitCode::FAILURE
+            let config_error = e
+                .downcast_ref::<regcache::cli::cache_cmd::ControlError>()
+                .is_some_and(|e| e.is_config_error());
+            if config_error {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 //! index/recency                snapshot of last access times (rewritten periodically)
 //! index/pinned                 digests that are never evicted
 //! lock                         advisory lock held by the process that owns the directory
+//! regcache-store               marks the directory as a store, with its format (store_mark.rs)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,10 @@ impl Layout {
 
     pub fn pinned(&self) -> PathBuf {
         self.dir.join("index").join("pinned")
+    }
+
+    pub fn marker(&self) -> PathBuf {
+        self.dir.join("regcache-store")
     }
 
     pub fn lock(&self) -> PathBuf {

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::admin_api::{self, GcReport, Stats};
 use crate::app::cache_settings;
 use crate::cache::dirlock::DirLock;
+use crate::cache::store_mark::{self, Found, NotAStore};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub enum ControlError {
     NoCache(PathBuf),
     #[error("cache directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    NotAStore(#[from] NotAStore),
     #[error("a running regcache holds the cache directory, and its admin listener at {addr} did not answer: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
     #[error("the running regcache at {addr} answered {status}: {body}")]
@@ -35,6 +38,13 @@ pub enum ControlError {
         status: StatusCode,
         body: String,
     },
+}
+
+impl ControlError {
+    /// The configuration, not the machine, is at fault (the command exits 64).
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, ControlError::NotAStore(NotAStore::Foreign { .. }))
+    }
 }
 
 /// Who did the work.
@@ -53,8 +63,9 @@ enum Owner {
 
 fn owner(config: &Config) -> Result<Owner, ControlError> {
     let dir = &config.cache.dir;
-    if !dir.join("blobs").is_dir() {
-        return Err(ControlError::NoCache(dir.clone()));
+    match store_mark::examine(dir)? {
+        Found::Missing | Found::Empty => return Err(ControlError::NoCache(dir.clone())),
+        Found::Marked | Found::Unmarked => {}
     }
     Ok(match DirLock::try_acquire(dir)? {
         Some(lock) => Owner::Us(lock),
@@ -85,18 +96,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ControlError::Io(std::io::Error::other(e)))?
 }
 
+/// One admin request, with `[admin] token_file`'s token when the config has one.
 async fn ask<T: serde::de::DeserializeOwned>(
+    config: &Config,
     addr: SocketAddr,
     method: Method,
     path_and_query: &str,
 ) -> Result<T, ControlError> {
     let unreachable = |reason: String| ControlError::Unreachable { addr, reason };
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
-        .uri(format!("http://{addr}{path_and_query}"))
-        .body(Empty::new())
-        .map_err(|e| unreachable(e.to_string()))?;
+        .uri(format!("http://{addr}{path_and_query}"));
+    if let Some(token) = &config.admin_token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+    }
+    let req = req.body(Empty::new()).map_err(|e| unreachable(e.to_string()))?;
     let resp = client
         .request(req)
         .await
@@ -131,7 +146,7 @@ pub async fn stats(config: &Config) -> Result<(Stats, Via), ControlError> {
             Ok((stats, Via::Directory))
         }
         Owner::Daemon(addr) => Ok((
-            ask(addr, Method::GET, admin_api::CACHE_STATS).await?,
+            ask(config, addr, Method::GET, admin_api::CACHE_STATS).await?,
             Via::Daemon(addr),
         )),
     }
@@ -153,7 +168,7 @@ pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), Con
         }
         Owner::Daemon(addr) => {
             let path = admin_api::gc_path(to);
-            Ok((ask(addr, Method::POST, &path).await?, Via::Daemon(addr)))
+            Ok((ask(config, addr, Method::POST, &path).await?, Via::Daemon(addr)))
         }
     }
 }

@@ -19,6 +19,9 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: FileCache) -> CacheConfig 
     if max_size == Some(0) {
         errors.push("cache.max_size: 0 leaves no room; leave it out for an unlimited cache".into());
     }
+    if raw.dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+        errors.push("cache.dir: an empty path; name the cache directory (e.g. \"/var/lib/regcache\")".into());
+    }
     let high_watermark = raw.high_watermark.unwrap_or(0.95);
     let low_watermark = raw.low_watermark.unwrap_or(0.85);
     if !(low_watermark > 0.0 && low_watermark < high_watermark && high_watermark <= 1.0) {
@@ -73,5 +76,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(Config::from_toml_str("[cache]\nmax_size = 0\n").is_err());
+        let e = Config::from_toml_str("[cache]\ndir = \"\"\n[fetch]\nmax_manifest_size = 0\n").unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(e.0[0].starts_with("cache.dir: an empty path"), "{e}");
+        assert!(e.0[1].starts_with("fetch.max_manifest_size: 0"), "{e}");
     }
 }

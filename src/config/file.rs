@@ -1,6 +1,7 @@
 //! The raw serde shape of the TOML configuration file. Permissive in types (strings for
 //! durations and URLs) but strict in keys: an unknown key is an error. `config.rs` turns this
-//! into the validated `Config`.
+//! into the validated `Config`. `keys.rs` lists the same fields, to name every unknown key
+//! at once; a test keeps the two in step.
 
 use serde::Deserialize;
 
@@ -80,6 +81,7 @@ pub(super) struct FileUpstream {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileAdmin {
     pub listen: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

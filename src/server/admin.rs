@@ -2,7 +2,10 @@
 //! Prometheus text format, `/healthz` (the process answers), `/readyz` (cache opened, listeners
 //! bound, not shutting down), and the cache operations that `regcache cache stats|gc` use while
 //! the daemon owns the cache directory: `GET /admin/cache` (index statistics as JSON) and
-//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE).
+//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE). Reading is open;
+//! what changes state passes the `AdminGuard` first (`admin/guard.rs`).
+
+mod guard;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub use guard::{AdminGuard, Denied};
 
 use super::State;
 use crate::admin_api as api;
@@ -36,10 +41,24 @@ fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
     }
 }
 
+fn refuse(denied: Denied) -> Response<Full<Bytes>> {
+    let mut resp = reply(denied.status, "text/plain", denied.message);
+    if denied.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"regcache-admin\""),
+        );
+    }
+    resp
+}
+
 /// `POST /admin/gc[?to=SIZE]`.
-async fn gc(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn gc(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
+    }
+    if let Err(denied) = guard.check(req.headers()) {
+        return refuse(denied);
     }
     let to = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "to")
@@ -56,10 +75,15 @@ async fn gc(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>
     }
 }
 
-async fn answer(state: &Arc<State>, stopping: bool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    state: &Arc<State>,
+    guard: &AdminGuard,
+    stopping: bool,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     match req.uri().path() {
         api::CACHE_STATS => json(&state.cache.stats()),
-        api::GC => gc(state, req).await,
+        api::GC => gc(state, guard, req).await,
         api::METRICS => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -81,6 +105,7 @@ async fn answer(state: &Arc<State>, stopping: bool, req: &Request<Incoming>) -> 
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
+    guard: Arc<AdminGuard>,
     stopping: watch::Receiver<bool>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -93,12 +118,14 @@ pub async fn serve(
             _ = async { let _ = done.wait_for(|s| *s).await; } => break,
         };
         let state = state.clone();
+        let guard = guard.clone();
         let stopping = stopping.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
+                let guard = guard.clone();
                 let stopping = *stopping.borrow();
-                async move { Ok::<_, Infallible>(answer(&state, stopping, &req).await) }
+                async move { Ok::<_, Infallible>(answer(&state, &guard, stopping, &req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

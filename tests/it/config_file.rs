@@ -170,3 +170,68 @@ fn help_names_the_commands() {
     let out = regcache().args(["cache", "gc", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--to"));
 }
+
+#[test]
+fn check_config_reports_unknown_keys_with_every_other_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+listen = "0.0.0.0:5000"
+[admin]
+listen = "0.0.0.0:5000"
+[cache]
+size = "10GB"
+dir = ""
+[fetch]
+max_manifest_size = 0
+[[upstreams]]
+host = "lab.example"
+[[upstreams]]
+host = "lab.example"
+pasword = "hunter2-secret"
+[[upstreams]]
+host = "LAB.example"
+"#,
+    )
+    .unwrap();
+    let out = regcache()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "cache.size: unknown field",
+        "upstreams[1].pasword: unknown field",
+        "admin.listen: 0.0.0.0:5000 is the registry's own listen address",
+        "cache.dir: an empty path",
+        "fetch.max_manifest_size: 0",
+        "upstreams[1].host: \"lab.example\" is already configured by upstreams[0]",
+        "upstreams[2].host: \"LAB.example\" differs only in case",
+    ] {
+        assert!(err.contains(needle), "missing {needle}: {err}");
+    }
+    assert_eq!(err.lines().count(), 7, "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn check_config_warns_about_a_public_admin_listener_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[admin]\nlisten = \"0.0.0.0:5001\"\n").unwrap();
+    let out = regcache()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: admin.listen 0.0.0.0:5001 is not a loopback address"),
+        "{text}"
+    );
+}

@@ -14,6 +14,7 @@ mod support {
     pub mod tools;
 }
 
+mod admin_token;
 mod cache_commands;
 mod config_file;
 mod deploy_files;

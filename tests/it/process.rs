@@ -344,3 +344,40 @@ async fn sighup_applies_new_upstream_credentials() {
         "a secret reached the log"
     );
 }
+
+#[test]
+fn serve_and_cache_commands_refuse_a_directory_that_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        free_port(),
+        free_port(),
+        "http://127.0.0.1:1",
+        "1s",
+        "info",
+    );
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("tmp")).unwrap();
+    std::fs::write(cache.join("tmp").join("draft.txt"), "precious").unwrap();
+    std::fs::write(cache.join("notes.txt"), "precious").unwrap();
+    for args in [&["serve"][..], &["cache", "stats"], &["cache", "gc"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_regcache"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(
+            err.contains("is not a regcache cache directory (it holds notes.txt, tmp"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(cache.join("tmp").join("draft.txt")).unwrap(),
+        "precious"
+    );
+    assert!(!cache.join("regcache-store").exists() && !cache.join("lock").exists());
+}

@@ -80,7 +80,11 @@ impl Daemon {
         let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let running = regcache::app::start(config).await.expect("daemon starts");
         let addr = running.local_addr();
-        let admin_addr = running.admin_addr();
+        let mut admin_addr = running.admin_addr();
+        if admin_addr.ip().is_unspecified() {
+            // A listener on every interface is reached on loopback: tests talk to nothing else.
+            admin_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         Daemon {
             running: Some(running),
             addr,
@@ -164,12 +168,18 @@ impl Daemon {
     }
 
     async fn admin_request(&self, method: &str, path: &str) -> Reply {
-        let req = Request::builder()
+        self.admin_with(method, path, &[]).await
+    }
+
+    /// A request on the admin listener with extra headers (`Authorization`).
+    pub async fn admin_with(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", self.admin_addr, path))
-            .body(Empty::new())
-            .unwrap();
-        self.send(req).await
+            .uri(format!("http://{}{}", self.admin_addr, path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        self.send(req.body(Empty::new()).unwrap()).await
     }
 
     /// The value of one sample of /metrics (0 when absent); labels must match exactly.

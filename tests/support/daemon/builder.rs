@@ -111,6 +111,7 @@ impl Upstream {
 pub struct DaemonBuilder {
     dir: Option<tempfile::TempDir>,
     offline: bool,
+    admin: Table,
     cache: Table,
     fetch: Table,
     tls: Table,
@@ -122,6 +123,7 @@ impl DaemonBuilder {
         DaemonBuilder {
             dir: None,
             offline: false,
+            admin: Table::new(),
             cache: Table::new(),
             fetch: Table::new(),
             tls: Table::new(),
@@ -149,6 +151,19 @@ impl DaemonBuilder {
     /// `offline = true`: no upstream is ever contacted.
     pub fn offline(mut self) -> DaemonBuilder {
         self.offline = true;
+        self
+    }
+
+    /// `[admin] listen` instead of `127.0.0.1:0` (`0.0.0.0:0`: a listener other machines reach).
+    pub fn admin_listen(mut self, addr: &str) -> DaemonBuilder {
+        self.admin.insert("listen".into(), addr.into());
+        self
+    }
+
+    /// `[admin] token_file`.
+    pub fn admin_token_file(mut self, file: &Path) -> DaemonBuilder {
+        self.admin
+            .insert("token_file".into(), file.display().to_string().into());
         self
     }
 
@@ -222,10 +237,9 @@ impl DaemonBuilder {
         if self.offline {
             file.insert("offline".into(), true.into());
         }
-        file.insert(
-            "admin".into(),
-            Table::from_iter([("listen".into(), listen())]).into(),
-        );
+        let mut admin = Table::from_iter([("listen".into(), listen())]);
+        admin.extend(self.admin.clone());
+        file.insert("admin".into(), admin.into());
         let mut cache = self.cache.clone();
         cache.insert("dir".into(), dir.display().to_string().into());
         file.insert("cache".into(), cache.into());
