@@ -215,6 +215,25 @@ async fn lock_cache_dir(config: &Config) -> Result<DirLock, StartError> {
     Err(StartError::CacheBusy { dir })
 }
 
+/// What the daemon serves, in the log: one line, tests read its `listen`.
+fn log_start(config: &Config, upstreams: &Upstreams, addr: SocketAddr, admin_addr: SocketAddr) {
+    for u in upstreams.all() {
+        tracing::debug!(host = u.host(), url = %u.config().base_url(), default = u.config().default, "upstream");
+    }
+    tracing::info!(
+        listen = %addr,
+        tls = config.tls.is_some(),
+        client_certificates = config.tls.as_ref().map(|t| format!("{:?}", t.client_auth).to_lowercase()),
+        admin = %admin_addr,
+        cache = %config.cache.dir.display(),
+        upstreams = upstreams.all().len(),
+        "regcache listening"
+    );
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let lock = lock_cache_dir(&config).await?;
@@ -231,21 +250,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let (listener, addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
-    for u in upstreams.all() {
-        tracing::debug!(host = u.host(), url = %u.config().base_url(), default = u.config().default, "upstream");
-    }
-    tracing::info!(
-        listen = %addr,
-        tls = tls.is_some(),
-        client_certificates = config.tls.as_ref().map(|t| format!("{:?}", t.client_auth).to_lowercase()),
-        admin = %admin_addr,
-        cache = %config.cache.dir.display(),
-        upstreams = upstreams.all().len(),
-        "regcache listening"
-    );
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
+    log_start(&config, &upstreams, addr, admin_addr);
     let grace = config.shutdown_grace;
     let registry = Registry::new(
         upstreams.clone(),
