@@ -59,9 +59,11 @@ impl Upstream {
             } else {
                 redirect::scope_of(uri.path())
             };
+            // A token for a host we were redirected to is fetched under the same address rule
+            // as the redirect itself: its realm may name any address.
             let sent = self
                 .auth
-                .header_for(&self.client, &host, hop_scope.as_deref())
+                .header_for(self.client_for(hop), &host, hop_scope.as_deref())
                 .await?;
             let resp = self
                 .send_once(hop, method, &uri, headers, sent.as_ref().map(|s| &s.value))
