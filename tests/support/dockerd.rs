@@ -205,22 +205,7 @@ impl Dockerd {
         for name in CLIENT_ENV_REMOVE {
             command.env_remove(name);
         }
-        let output = tokio::time::timeout(Duration::from_secs(90), command.output())
-            .await
-            .map_err(|_| format!("docker {args:?} timed out"))?
-            .map_err(|e| format!("docker {args:?}: {e}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        if output.status.success() {
-            Ok((stdout, stderr))
-        } else {
-            Err(format!(
-                "docker {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-                output.status,
-                stdout.trim(),
-                stderr.trim()
-            ))
-        }
+        crate::support::e2e::run(command, &format!("docker {args:?}"), Duration::from_secs(90)).await
     }
 
     /// `docker` that must succeed; returns stdout.

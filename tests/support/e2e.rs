@@ -152,3 +152,28 @@ impl Clock {
         eprintln!("[{} {:>6.2}s] {what}", self.0, self.1.elapsed().as_secs_f64());
     }
 }
+
+/// Runs a client command to its end within `limit`: (stdout, stderr) on success; otherwise a
+/// message with `what`, the exit status and both streams.
+pub async fn run(
+    mut command: tokio::process::Command,
+    what: &str,
+    limit: std::time::Duration,
+) -> Result<(String, String), String> {
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .map_err(|_| format!("{what} timed out"))?
+        .map_err(|e| format!("{what}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        Ok((stdout, stderr))
+    } else {
+        Err(format!(
+            "{what} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            stdout.trim(),
+            stderr.trim()
+        ))
+    }
+}

@@ -189,22 +189,8 @@ impl Containerd {
         for name in CTR_ENV_REMOVE {
             command.env_remove(name);
         }
-        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-            .await
-            .map_err(|_| format!("ctr {args:?} timed out"))?
-            .map_err(|e| format!("ctr {args:?}: {e}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        if output.status.success() {
-            Ok((stdout, stderr))
-        } else {
-            Err(format!(
-                "ctr -n {namespace} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-                output.status,
-                stdout.trim(),
-                stderr.trim()
-            ))
-        }
+        let what = format!("ctr -n {namespace} {args:?}");
+        crate::support::e2e::run(command, &what, Duration::from_secs(60)).await
     }
 
     /// `ctr` that must succeed; returns stdout.
