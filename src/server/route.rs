@@ -39,6 +39,13 @@ pub(super) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The push endpoints, matched from the right like every route: `<name>/blobs/uploads/[<id>]`.
+/// A repository may itself be called `…/blobs/uploads…` (`acme/blobs/uploads-cache`).
+fn is_upload(rest: &str) -> bool {
+    let head = rest.rsplit_once('/').map_or(rest, |(head, _)| head);
+    rest.ends_with("/blobs/") || rest.ends_with("/blobs/uploads") || head.ends_with("/blobs/uploads")
+}
+
 pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeError> {
     let rest = match path.strip_prefix("/v2") {
         Some("") | Some("/") => return Ok(Parsed::Base),
@@ -48,7 +55,7 @@ pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeErro
     if rest == "_catalog" {
         return Ok(Parsed::Catalog);
     }
-    if rest.contains("/blobs/uploads") || rest.ends_with("/blobs/") {
+    if is_upload(rest) {
         return Err(ServeError::Unsupported(
             "this mirror is read-only: pushing is not supported".into(),
         ));
@@ -127,6 +134,19 @@ mod tests {
         assert_eq!(err("/v2/alpine/blobs/uploads/", None), 405);
         assert_eq!(err("/v3/x", None), 404);
         assert!(matches!(parse("/v2/", None), Ok(Parsed::Base)));
+        assert_eq!(err("/v2/alpine/blobs/uploads/some-id", None), 405);
+        assert_eq!(err("/v2/alpine/blobs/uploads", None), 405);
+    }
+
+    #[test]
+    fn names_may_contain_blobs_and_uploads() {
+        let r = request("/v2/acme/blobs/uploads-cache/manifests/latest", None);
+        assert_eq!(r.name.as_str(), "acme/blobs/uploads-cache");
+        let r = request("/v2/acme/blobs/uploads/tags/list", None);
+        assert_eq!(
+            (r.name.as_str(), r.endpoint),
+            ("acme/blobs/uploads", Endpoint::Tags)
+        );
     }
 
     mod properties {
