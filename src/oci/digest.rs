@@ -177,4 +177,54 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn algorithm() -> impl Strategy<Value = Algorithm> {
+            prop_oneof![Just(Algorithm::Sha256), Just(Algorithm::Sha512)]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn canonical_digests_round_trip(alg in algorithm(), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                let d = Digest::of(alg, &bytes);
+                let text = d.to_string();
+                prop_assert_eq!(text.parse::<Digest>(), Ok(d.clone()));
+                prop_assert_eq!(d.hex().len(), alg.hex_len());
+            }
+
+            #[test]
+            fn wrong_lengths_are_refused(alg in algorithm(), len in 0usize..300) {
+                prop_assume!(len != alg.hex_len());
+                let text = format!("{}:{}", alg.as_str(), "a".repeat(len));
+                prop_assert_eq!(text.parse::<Digest>(), Err(DigestError::BadHex { expected: alg.hex_len() }));
+            }
+
+            #[test]
+            fn one_character_outside_the_alphabet_is_refused(
+                alg in algorithm(),
+                at in any::<prop::sample::Index>(),
+                bad in any::<char>().prop_filter("not lowercase hex", |c| !matches!(c, '0'..='9' | 'a'..='f')),
+            ) {
+                let mut hex: Vec<char> = "0".repeat(alg.hex_len()).chars().collect();
+                let i = at.index(hex.len());
+                hex[i] = bad;
+                let text = format!("{}:{}", alg.as_str(), hex.into_iter().collect::<String>());
+                prop_assert!(text.parse::<Digest>().is_err());
+            }
+
+            #[test]
+            fn whatever_parses_is_canonical(s in "\\PC{0,140}|(sha256|sha512|md5|SHA256):[0-9a-fA-F]{60,130}") {
+                if let Ok(d) = s.parse::<Digest>() {
+                    prop_assert_eq!(d.to_string(), s);
+                    prop_assert!(d.hex().bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+                    prop_assert_eq!(d.hex().len(), d.algorithm().hex_len());
+                }
+            }
+        }
+    }
 }

@@ -141,4 +141,48 @@ mod tests {
         let n: RepoName = "org/app".parse().unwrap();
         assert_eq!(n.with_library_prefix().as_str(), "org/app");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Names the grammar allows: components of `[a-z0-9]+` joined by `.`, `_`, `__` or dashes.
+        pub(crate) fn valid_name() -> impl Strategy<Value = String> {
+            let component = "[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,3}";
+            prop::collection::vec(component, 1..5).prop_map(|c| c.join("/"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn valid_names_round_trip(name in valid_name()) {
+                prop_assume!(name.len() <= MAX_NAME_LEN);
+                let parsed: RepoName = name.parse().unwrap();
+                prop_assert_eq!(parsed.as_str(), name.as_str());
+                prop_assert_eq!(parsed.to_string(), name.clone());
+                prop_assert_eq!(parsed.components().collect::<Vec<_>>().join("/"), name);
+            }
+
+            #[test]
+            fn accepted_names_are_safe_paths(s in "\\PC{0,300}|[a-z0-9./_-]{1,300}") {
+                if let Ok(name) = s.parse::<RepoName>() {
+                    prop_assert!(name.as_str().len() <= MAX_NAME_LEN);
+                    for c in name.components() {
+                        prop_assert!(!c.is_empty() && c != "." && c != "..", "{:?}", c);
+                        prop_assert!(c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)));
+                        prop_assert!(c.as_bytes()[0].is_ascii_alphanumeric());
+                    }
+                    let prefixed = name.with_library_prefix();
+                    prop_assert!(prefixed.as_str().ends_with(name.as_str()));
+                }
+            }
+
+            #[test]
+            fn overlong_names_are_refused(name in valid_name(), pad in 1usize..64) {
+                let long = format!("{}/{}", "a".repeat(MAX_NAME_LEN - name.len().min(MAX_NAME_LEN) + pad), name);
+                prop_assert_eq!(long.parse::<RepoName>(), Err(NameError::TooLong));
+            }
+        }
+    }
 }

@@ -97,4 +97,40 @@ mod tests {
         }
         assert!("sha256:totallywrong".parse::<Reference>().is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn valid_tags_round_trip(tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}") {
+                let parsed: Reference = tag.parse().unwrap();
+                prop_assert!(matches!(parsed, Reference::Tag(_)));
+                prop_assert_eq!(parsed.to_string(), tag);
+            }
+
+            #[test]
+            fn overlong_tags_are_refused(tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{128,300}") {
+                prop_assert!(tag.parse::<Reference>().is_err());
+            }
+
+            #[test]
+            fn accepted_references_are_safe_file_names(s in "\\PC{0,200}|[a-zA-Z0-9._:/-]{0,140}") {
+                match s.parse::<Reference>() {
+                    Ok(Reference::Tag(t)) => {
+                        prop_assert!(t.as_str().len() <= 128);
+                        prop_assert!(t.as_str() != "." && t.as_str() != "..");
+                        prop_assert!(!t.as_str().starts_with(['.', '-']));
+                        prop_assert!(t.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+                        prop_assert_eq!(t.to_string(), s);
+                    }
+                    Ok(Reference::Digest(d)) => prop_assert_eq!(d.to_string(), s),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
 }

@@ -62,4 +62,45 @@ mod tests {
         assert_eq!(parse(Some("items=0-1"), s), Ok(None));
         assert_eq!(parse(None, s), Ok(None));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Range headers as clients and attackers write them: numbers near the edges of `u64`,
+        /// missing parts, signs, lists, and arbitrary text.
+        fn header() -> impl Strategy<Value = String> {
+            let num = prop_oneof![
+                Just(String::new()),
+                (0u64..5000).prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                "-?[0-9]{15,25}",
+            ];
+            prop_oneof![
+                (num.clone(), num).prop_map(|(a, b)| format!("bytes={a}-{b}")),
+                "bytes=[0-9, -]{0,40}",
+                "\\PC{0,60}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn accepted_ranges_lie_within_the_size(h in header(), size in prop_oneof![0u64..5000, any::<u64>()]) {
+                if let Ok(Some((start, end))) = parse(Some(&h), size) {
+                    prop_assert!(start < end, "{h:?} on {size}: {start}..{end}");
+                    prop_assert!(end <= size, "{h:?} on {size}: {start}..{end}");
+                }
+            }
+
+            #[test]
+            fn satisfiable_pairs_are_served_exactly(size in 1u64..10_000, a in 0u64..10_000, len in 0u64..10_000) {
+                prop_assume!(a < size);
+                let b = a.saturating_add(len);
+                let got = parse(Some(&format!("bytes={a}-{b}")), size);
+                prop_assert_eq!(got, Ok(Some((a, (b + 1).min(size)))));
+            }
+        }
+    }
 }

@@ -39,6 +39,13 @@ pub(super) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The push endpoints, matched from the right like every route: `<name>/blobs/uploads/[<id>]`.
+/// A repository may itself be called `…/blobs/uploads…` (`acme/blobs/uploads-cache`).
+fn is_upload(rest: &str) -> bool {
+    let head = rest.rsplit_once('/').map_or(rest, |(head, _)| head);
+    rest.ends_with("/blobs/") || rest.ends_with("/blobs/uploads") || head.ends_with("/blobs/uploads")
+}
+
 pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeError> {
     let rest = match path.strip_prefix("/v2") {
         Some("") | Some("/") => return Ok(Parsed::Base),
@@ -48,7 +55,7 @@ pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeErro
     if rest == "_catalog" {
         return Ok(Parsed::Catalog);
     }
-    if rest.contains("/blobs/uploads") || rest.ends_with("/blobs/") {
+    if is_upload(rest) {
         return Err(ServeError::Unsupported(
             "this mirror is read-only: pushing is not supported".into(),
         ));
@@ -127,5 +134,83 @@ mod tests {
         assert_eq!(err("/v2/alpine/blobs/uploads/", None), 405);
         assert_eq!(err("/v3/x", None), 404);
         assert!(matches!(parse("/v2/", None), Ok(Parsed::Base)));
+        assert_eq!(err("/v2/alpine/blobs/uploads/some-id", None), 405);
+        assert_eq!(err("/v2/alpine/blobs/uploads", None), 405);
+    }
+
+    #[test]
+    fn names_may_contain_blobs_and_uploads() {
+        let r = request("/v2/acme/blobs/uploads-cache/manifests/latest", None);
+        assert_eq!(r.name.as_str(), "acme/blobs/uploads-cache");
+        let r = request("/v2/acme/blobs/uploads/tags/list", None);
+        assert_eq!(
+            (r.name.as_str(), r.endpoint),
+            ("acme/blobs/uploads", Endpoint::Tags)
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            let component = "[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,2}";
+            prop::collection::vec(component, 1..5).prop_map(|c| c.join("/"))
+        }
+
+        fn digest() -> impl Strategy<Value = Digest> {
+            prop::collection::vec(any::<u8>(), 0..32).prop_map(|b| Digest::sha256_of(&b))
+        }
+
+        /// Paths that look like registry paths, with hostile pieces mixed in.
+        fn path() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                "[a-z0-9._-]{0,10}",
+                Just("manifests".to_string()),
+                Just("blobs".to_string()),
+                Just("tags".to_string()),
+                Just("list".to_string()),
+                Just("..".to_string()),
+                "sha256(:|%3A|%3a)[0-9a-f]{0,66}",
+                "\\PC{0,12}",
+            ];
+            prop::collection::vec(piece, 0..8).prop_map(|p| format!("/v2/{}", p.join("/")))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn anything_routed_is_well_formed(p in prop_oneof![path(), "\\PC{0,80}"], q in proptest::option::of("\\PC{0,40}")) {
+                match parse(&p, q.as_deref()) {
+                    Ok(Parsed::Repo(r)) => {
+                        prop_assert_eq!(r.client_name.parse::<RepoName>(), Ok(r.name.clone()));
+                        let last = p.rsplit('/').next().unwrap_or_default().replace("%3A", ":").replace("%3a", ":");
+                        match &r.endpoint {
+                            Endpoint::Manifest(reference) => prop_assert_eq!(reference.to_string(), last),
+                            Endpoint::Blob(d) | Endpoint::Referrers(d) => prop_assert_eq!(d.to_string(), last),
+                            Endpoint::Tags => prop_assert!(p.ends_with("/tags/list")),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => prop_assert!(e.status().is_client_error(), "{p:?}: {}", e.status()),
+                }
+            }
+
+            #[test]
+            fn valid_requests_round_trip(n in name(), d in digest(), tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}") {
+                let r = request(&format!("/v2/{n}/blobs/{d}"), None);
+                prop_assert_eq!((r.name.as_str(), &r.endpoint), (n.as_str(), &Endpoint::Blob(d.clone())));
+                let r = request(&format!("/v2/{n}/referrers/{d}"), Some("ns=ghcr.io"));
+                prop_assert_eq!(&r.endpoint, &Endpoint::Referrers(d.clone()));
+                prop_assert_eq!(r.ns.as_deref(), Some("ghcr.io"));
+                let r = request(&format!("/v2/{n}/manifests/{tag}"), None);
+                prop_assert_eq!(r.endpoint, Endpoint::Manifest(tag.parse().unwrap()));
+                let r = request(&format!("/v2/{n}/manifests/{d}"), None);
+                prop_assert_eq!(r.endpoint, Endpoint::Manifest(Reference::Digest(d)));
+                let r = request(&format!("/v2/{n}/tags/list"), Some("n=5"));
+                prop_assert_eq!((r.client_name, r.endpoint), (n, Endpoint::Tags));
+            }
+        }
     }
 }

@@ -147,4 +147,49 @@ mod tests {
         assert_eq!(parse("Basic").len(), 1);
         assert!(parse("").is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A challenge and its header text: a scheme and parameters with quoted values, which
+        /// may hold quotes, backslashes, commas and non-ASCII text (escaped as RFC 7230 says).
+        fn challenge() -> impl Strategy<Value = (Challenge, String)> {
+            let params = prop::collection::hash_map("[a-z][a-z0-9_-]{0,8}", "\\PC{0,20}", 0..4);
+            ("[A-Za-z][A-Za-z0-9]{0,9}", params).prop_map(|(scheme, params)| {
+                let rendered: Vec<String> = params
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                    .collect();
+                let text = match rendered.is_empty() {
+                    true => scheme.clone(),
+                    false => format!("{scheme} {}", rendered.join(", ")),
+                };
+                let c = Challenge {
+                    scheme: scheme.to_ascii_lowercase(),
+                    params,
+                };
+                (c, text)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn never_panics(s in "\\PC{0,200}|[A-Za-z=,\" \\\\]{0,80}") {
+                for c in parse(&s) {
+                    prop_assert!(!c.scheme.is_empty());
+                    prop_assert_eq!(c.scheme.to_ascii_lowercase(), c.scheme);
+                }
+            }
+
+            #[test]
+            fn rendered_challenges_round_trip(list in prop::collection::vec(challenge(), 1..4)) {
+                let header = list.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(", ");
+                let want: Vec<Challenge> = list.into_iter().map(|(c, _)| c).collect();
+                prop_assert_eq!(parse(&header), want, "{}", header);
+            }
+        }
+    }
 }

@@ -17,8 +17,10 @@ mod support {
 mod admin_token;
 mod cache_commands;
 mod config_file;
+mod config_properties;
 mod deploy_files;
 mod disk_budget;
+mod hostile;
 mod operations;
 mod process;
 mod pull_api;
