@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +22,10 @@ use tracing::Instrument;
 use super::tls::{peer_identity, Tls};
 use super::{handle, State};
 use crate::registry::Client;
+
+/// How long a client may take to send a request head (also how long an idle HTTP/1.1
+/// keep-alive connection stays open).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a TLS client may take to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +40,14 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that opens a connection and sends half a request head does not hold it forever
+    // (hyper enforces the head's deadline only with a timer).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

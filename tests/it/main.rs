@@ -27,6 +27,7 @@ mod pull_api;
 mod repository_links;
 mod resilience;
 mod single_flight;
+mod slow_clients;
 mod tag_freshness;
 mod tls;
 mod upstream_auth;
