@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::Auth;
 use crate::cache::dirlock::DirLock;
 use crate::cache::store_mark::{self, NotAStore};
 use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::{ClientAuth, Config, TlsConfig};
 use crate::metrics::Metrics;
-use crate::registry::{AllowAll, MirrorPolicy, Registry};
+use crate::registry::{MirrorPolicy, Registry};
 use crate::server::admin::AdminGuard;
 use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
 use crate::server::{self, State};
@@ -92,6 +93,11 @@ impl Running {
             upstreams: self.upstreams.clone(),
             tls: self.tls.clone(),
         }
+    }
+
+    /// Client authentication (tests count its password checks).
+    pub fn auth(&self) -> &crate::auth::Auth {
+        &self.state.auth
     }
 
     pub fn cache(&self) -> &Cache {
@@ -189,6 +195,16 @@ fn mirror_policy(config: &Config) -> MirrorPolicy {
     }
 }
 
+/// Client authentication and read rules from `[auth]`, `[[access]]` and the private upstreams.
+fn auth(config: &Config) -> Auth {
+    let private = config
+        .upstreams
+        .iter()
+        .filter(|u| u.private)
+        .map(|u| u.host.clone());
+    Auth::new(&config.auth, private)
+}
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let listener = TcpListener::bind(addr)
         .await
@@ -252,15 +268,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     log_start(&config, &upstreams, addr, admin_addr);
     let grace = config.shutdown_grace;
+    let auth = Arc::new(auth(&config));
     let registry = Registry::new(
         upstreams.clone(),
         cache.clone(),
         mirror_policy(&config),
-        Arc::new(AllowAll),
+        auth.clone(),
         metrics.clone(),
     );
     let state = Arc::new(State {
         registry,
+        auth,
         cache,
         metrics,
     });

@@ -1,0 +1,132 @@
+//! Who a client is and what it may read. `Auth` holds the htpasswd users (bcrypt), robot
+//! tokens (SHA-256 digests), groups, the `[[access]]` rules, what anonymous clients may do and
+//! which upstreams are private. The server asks it to check credentials (`login`); the registry
+//! asks it, through `registry::Access`, before every read (hits included). It knows neither the
+//! server nor the registry beyond that trait and `Client`.
+//!
+//! Decision for a read of `<upstream>/<repo>`: an anonymous client never reads a private
+//! upstream; else the first `[[access]]` rule whose pattern matches decides by its `read` list;
+//! with no matching rule identified clients read, anonymous ones unless `anonymous = "none"`.
+
+mod limiter;
+mod verify;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use crate::config::{AccessRule, Anonymous, AuthConfig, Reader};
+use crate::registry::{Access, Client, Content, Place};
+use crate::secret::Secret;
+use limiter::Limiter;
+use verify::Verifier;
+
+/// Why a login failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("invalid username or password")]
+    Invalid,
+    /// Too many failed logins from this address lately.
+    #[error("too many failed logins; try again later")]
+    TooManyAttempts,
+}
+
+pub struct Auth {
+    verifier: Verifier,
+    /// member → the groups it is in.
+    groups: HashMap<String, HashSet<String>>,
+    rules: Vec<AccessRule>,
+    anonymous_read: bool,
+    private: HashSet<String>,
+    limiter: Limiter,
+}
+
+impl Auth {
+    /// From `[auth]`, `[[access]]` and the client-facing hosts of the private upstreams.
+    pub fn new(config: &AuthConfig, private_upstreams: impl IntoIterator<Item = String>) -> Auth {
+        let mut groups: HashMap<String, HashSet<String>> = HashMap::new();
+        for (group, members) in &config.groups {
+            for m in members {
+                groups.entry(m.clone()).or_default().insert(group.clone());
+            }
+        }
+        Auth {
+            verifier: Verifier::new(&config.users, &config.tokens),
+            groups,
+            rules: config.rules.clone(),
+            anonymous_read: config.anonymous == Anonymous::Read,
+            private: private_upstreams.into_iter().collect(),
+            limiter: Limiter::new(),
+        }
+    }
+
+    /// Everyone reads everything: no users, tokens, rules or private upstreams.
+    pub fn open() -> Auth {
+        Auth::new(&AuthConfig::default(), [])
+    }
+
+    /// Whether an anonymous `GET /v2/` is answered with a challenge, so `docker login` sends
+    /// the credentials it checks: some content needs them, or there is someone to log in as.
+    pub fn wants_login(&self) -> bool {
+        !self.anonymous_read || !self.private.is_empty() || !self.verifier.is_empty()
+    }
+
+    /// Checks a user's password or a robot token; `Ok` is the client's identity. Failed logins
+    /// count against `peer`; too many in a while refuse every login from it for a while.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &Secret,
+        peer: Option<IpAddr>,
+    ) -> Result<String, LoginError> {
+        if peer.is_some_and(|p| self.limiter.is_blocked(p)) {
+            return Err(LoginError::TooManyAttempts);
+        }
+        if self.verifier.check(user, password).await {
+            return Ok(user.to_string());
+        }
+        if let Some(p) = peer {
+            self.limiter.failed(p);
+        }
+        tracing::info!(user, peer = ?peer, "failed login");
+        Err(LoginError::Invalid)
+    }
+
+    /// How many passwords went through bcrypt (cached successes do not).
+    pub fn password_checks(&self) -> u64 {
+        self.verifier.bcrypt_runs()
+    }
+
+    fn admits(&self, reader: &Reader, who: Option<&str>) -> bool {
+        match reader {
+            Reader::Anonymous => true,
+            Reader::Authenticated => who.is_some(),
+            Reader::User(u) => who == Some(u.as_str()),
+            Reader::Group(g) => who
+                .and_then(|w| self.groups.get(w))
+                .is_some_and(|gs| gs.contains(g)),
+        }
+    }
+}
+
+impl Access for Auth {
+    fn may_read(&self, client: &Client, place: &Place<'_>, _: Content<'_>) -> Result<(), String> {
+        let who = client.identity.as_deref();
+        let (upstream, repo) = (place.upstream, place.repo.as_str());
+        if who.is_none() && self.private.contains(upstream) {
+            return Err(format!("{upstream} is private: log in to read {upstream}/{repo}"));
+        }
+        match self.rules.iter().find(|r| r.repository.matches(upstream, repo)) {
+            Some(rule) if rule.read.iter().any(|r| self.admits(r, who)) => Ok(()),
+            Some(rule) => Err(format!(
+                "the access rule for {:?} does not let {} read {upstream}/{repo}",
+                rule.repository.text,
+                who.unwrap_or("anonymous clients")
+            )),
+            None if who.is_some() || self.anonymous_read => Ok(()),
+            None => Err(format!("log in to read {upstream}/{repo}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
