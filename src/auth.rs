@@ -2,13 +2,15 @@
 //! tokens (SHA-256 digests), groups, the `[[access]]` rules, what anonymous clients may do and
 //! which upstreams are private. The server asks it to check credentials (`login`); the registry
 //! asks it, through `registry::Access`, before every read (hits included). It knows neither the
-//! server nor the registry beyond that trait and `Client`.
+//! server nor the registry beyond that trait and `Client`. It also issues and checks the bearer
+//! tokens of the token flow (`token.rs`).
 //!
 //! Decision for a read of `<upstream>/<repo>`: an anonymous client never reads a private
 //! upstream; else the first `[[access]]` rule whose pattern matches decides by its `read` list;
 //! with no matching rule identified clients read, anonymous ones unless `anonymous = "none"`.
 
 mod limiter;
+mod token;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +20,8 @@ use crate::config::{AccessRule, Anonymous, AuthConfig, Reader};
 use crate::registry::{Access, Client, Content, Place};
 use crate::secret::Secret;
 use limiter::Limiter;
+use token::Signer;
+pub use token::{Issued, TOKEN_LIFETIME};
 use verify::Verifier;
 
 /// Why a login failed.
@@ -38,6 +42,7 @@ pub struct Auth {
     anonymous_read: bool,
     private: HashSet<String>,
     limiter: Limiter,
+    signer: Signer,
 }
 
 impl Auth {
@@ -56,6 +61,7 @@ impl Auth {
             anonymous_read: config.anonymous == Anonymous::Read,
             private: private_upstreams.into_iter().collect(),
             limiter: Limiter::new(),
+            signer: Signer::new(),
         }
     }
 
@@ -89,6 +95,17 @@ impl Auth {
         }
         tracing::info!(user, peer = ?peer, "failed login");
         Err(LoginError::Invalid)
+    }
+
+    /// A bearer token naming `identity` (`None`: an anonymous client), for `/token`.
+    pub fn issue_token(&self, identity: Option<&str>) -> Issued {
+        self.signer.issue(identity)
+    }
+
+    /// The identity a bearer token this process issued names (`Ok(None)`: anonymous); `Err` for
+    /// a forged, foreign or expired token (clients then fetch a new one).
+    pub fn bearer(&self, token: &Secret) -> Result<Option<String>, LoginError> {
+        self.signer.verify(token.expose()).ok_or(LoginError::Invalid)
     }
 
     /// How many passwords went through bcrypt (cached successes do not).

@@ -16,6 +16,7 @@ mod range;
 pub mod response;
 mod route;
 pub mod tls;
+mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    if resp.status() == http::StatusCode::UNAUTHORIZED {
+        authn::challenge(&req, resp.headers_mut());
+    }
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         http::HeaderValue::from_static("registry/2.0"),
@@ -95,6 +99,9 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>, client: &Client) 
         return (Err(e), RequestKind::Other, String::new());
     }
     let uri = req.uri();
+    if uri.path() == authn::TOKEN_PATH {
+        return (token::issue(state, client), RequestKind::Other, String::new());
+    }
     let parsed = match route::parse(uri.path(), uri.query()) {
         Ok(p) => p,
         Err(e) => return (Err(e), RequestKind::Other, String::new()),

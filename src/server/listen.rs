@@ -62,7 +62,7 @@ pub async fn serve(
         tokio::spawn(
             async move {
                 match tls {
-                    None => conn.serve(TokioIo::new(stream), Client::anonymous()).await,
+                    None => conn.serve(TokioIo::new(stream), Client::anonymous(), false).await,
                     Some(tls) => conn.serve_tls(&tls, stream).await,
                 }
             }
@@ -94,14 +94,20 @@ impl Conn {
         let client = Client {
             identity: peer_identity(stream.get_ref().1),
         };
-        self.serve(TokioIo::new(stream), client).await
+        self.serve(TokioIo::new(stream), client, true).await
     }
 
-    async fn serve<I>(self, io: I, client: Client)
+    async fn serve<I>(self, io: I, client: Client, tls: bool)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (state, peer) = (self.state, Peer(self.peer.ip()));
+        let (state, peer) = (
+            self.state,
+            Peer {
+                ip: self.peer.ip(),
+                tls,
+            },
+        );
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let state = state.clone();
             req.extensions_mut().insert(client.clone());

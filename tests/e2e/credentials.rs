@@ -277,6 +277,11 @@ async fn trace_log_of_a_credentialed_pull_holds_no_secret() {
             "the token flow was not logged"
         );
         assert!(log.contains(r#""level":"TRACE""#), "no trace-level lines");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("/token?") && l.contains(r#""status":200"#)),
+            "skopeo did not follow regcache's token flow"
+        );
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
         let client = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{CLIENT_SECRET}"));
         for secret in [SECRET, encoded.as_str(), CLIENT_SECRET, client.as_str()] {

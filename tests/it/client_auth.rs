@@ -2,7 +2,7 @@
 //! upstream regcache holds credentials for, an `[[access]]` rule for one repository. Anonymous
 //! clients are challenged (401 + `WWW-Authenticate: Basic`), identified ones refused by a rule get
 //! 403 — on cache hits as on misses; wrong passwords are 401 and, repeated, 429; a pull checks
-//! the password with bcrypt once.
+//! the password with bcrypt once; bearer tokens from `/token` name their client.
 
 use base64::Engine as _;
 use toml::{Table, Value};
@@ -70,14 +70,43 @@ async fn get_as(d: &Daemon, who: Option<(&str, &str)>, path: &str) -> Reply {
     d.request("GET", path, &headers).await
 }
 
+/// 401 with the token flow's challenge first, then Basic.
 fn challenged(r: &Reply, what: &str) {
     assert_eq!(r.status, 401, "{what}");
-    assert_eq!(
-        r.header("www-authenticate"),
-        Some("Basic realm=\"regcache\""),
-        "{what}"
+    let all: Vec<&str> = r
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(all.len(), 2, "{what}: {all:?}");
+    assert!(
+        all[0].starts_with("Bearer realm=\"http://127.0.0.1:"),
+        "{what}: {all:?}"
     );
+    assert!(
+        all[0].contains("/token\",service=\"regcache\""),
+        "{what}: {all:?}"
+    );
+    assert_eq!(all[1], "Basic realm=\"regcache\"", "{what}");
     assert_eq!(r.error_code(), "UNAUTHORIZED", "{what}");
+}
+
+/// A bearer token from `/token`, fetched as `who`.
+async fn token(d: &Daemon, who: Option<(&str, &str)>) -> String {
+    let r = get_as(d, who, "/token?service=regcache&scope=repository:x:pull").await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes()).unwrap();
+    assert_eq!(v["expires_in"], 300);
+    assert_eq!(v["token"], v["access_token"]);
+    assert!(v["issued_at"].as_str().unwrap().ends_with('Z'));
+    v["token"].as_str().unwrap().to_string()
+}
+
+async fn get_with_token(d: &Daemon, token: &str, path: &str) -> Reply {
+    let header = format!("Bearer {token}");
+    d.request("GET", path, &[("authorization", header.as_str())])
+        .await
 }
 
 #[tokio::test]
@@ -208,4 +237,41 @@ async fn a_pull_checks_the_password_with_bcrypt_once() {
     assert_eq!(s.d.password_checks(), 1);
     assert_eq!(get_as(&s.d, Some(("alice", "other")), "/v2/").await.status, 401);
     assert_eq!(s.d.password_checks(), 2, "a different password is checked");
+}
+
+#[tokio::test]
+async fn the_token_flow_names_the_client_for_every_rule() {
+    let s = setup().await;
+    let (digest, bytes, _) = s.private.add_image("team/secret", "v1", &[bytes_of(100, 5)]);
+    let path = format!("/v2/{PRIVATE}/team/secret/manifests/v1");
+    let r = get_as(&s.d, None, &path).await;
+    challenged(&r, "anonymous");
+    let scope = format!("scope=\"repository:{PRIVATE}/team/secret:pull\"");
+    assert!(
+        r.header("www-authenticate").unwrap().ends_with(&scope),
+        "{:?}",
+        r.headers
+    );
+
+    let alice = token(&s.d, Some(("alice", "alice-pw"))).await;
+    assert_eq!(get_with_token(&s.d, &alice, &path).await.bytes(), bytes);
+    let by_digest = format!("/v2/{PRIVATE}/team/secret/manifests/{digest}");
+    assert_eq!(get_with_token(&s.d, &alice, &by_digest).await.status, 200);
+    assert_eq!(get_with_token(&s.d, &alice, "/v2/").await.status, 200);
+    let bob = token(&s.d, Some(("bob", "bob-pw"))).await;
+    assert_eq!(get_with_token(&s.d, &bob, &path).await.status, 403);
+    let anonymous = token(&s.d, None).await;
+    challenged(&get_with_token(&s.d, &anonymous, &path).await, "anonymous token");
+    challenged(
+        &get_with_token(&s.d, &anonymous, "/v2/").await,
+        "anonymous token /v2/",
+    );
+    challenged(&get_with_token(&s.d, &format!("{alice}x"), &path).await, "forged");
+    // Wrong credentials get no token; the token endpoint challenges with Basic only.
+    let r = get_as(&s.d, Some(("alice", "wrong")), "/token?service=regcache").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"regcache\""));
+    // containerd tries an OAuth2 POST first and falls back to GET on 405.
+    assert_eq!(s.d.request("POST", "/token", &[]).await.status, 405);
+    assert_eq!(s.d.password_checks(), 3, "alice, bob, and the wrong password");
 }
