@@ -92,6 +92,7 @@ impl Running {
         Reloader {
             upstreams: self.upstreams.clone(),
             tls: self.tls.clone(),
+            auth: self.state.auth.clone(),
         }
     }
 
@@ -139,12 +140,15 @@ impl Running {
 pub struct Reloader {
     upstreams: Arc<Upstreams>,
     tls: Option<(CertReloader, TlsConfig)>,
+    auth: Arc<Auth>,
 }
 
 impl Reloader {
-    /// Applies upstream credentials; returns what else changed and needs a restart.
+    /// Applies upstream credentials and client authentication (users, tokens, groups, access
+    /// rules, private upstreams); returns what else changed and needs a restart.
     pub fn apply(&self, config: &Config) -> Vec<String> {
         let mut changes = self.upstreams.reload(config);
+        self.auth.reload(&config.auth, private_upstreams(config));
         if self.tls.as_ref().map(|(_, t)| t) != config.tls.as_ref() {
             changes.push("[tls] settings (the files in use are reloaded, other files need a restart)".into());
         }
@@ -197,12 +201,13 @@ fn mirror_policy(config: &Config) -> MirrorPolicy {
 
 /// Client authentication and read rules from `[auth]`, `[[access]]` and the private upstreams.
 fn auth(config: &Config) -> Auth {
-    let private = config
-        .upstreams
-        .iter()
-        .filter(|u| u.private)
-        .map(|u| u.host.clone());
-    Auth::new(&config.auth, private)
+    Auth::new(&config.auth, private_upstreams(config))
+}
+
+/// The client-facing hosts of the private upstreams.
+fn private_upstreams(config: &Config) -> Vec<String> {
+    let private = config.upstreams.iter().filter(|u| u.private);
+    private.map(|u| u.host.clone()).collect()
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {

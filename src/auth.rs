@@ -10,16 +10,18 @@
 //! with no matching rule identified clients read, anonymous ones unless `anonymous = "none"`.
 
 mod limiter;
+mod policy;
 mod token;
 mod verify;
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
-use crate::config::{AccessRule, Anonymous, AuthConfig, Reader};
+use crate::config::AuthConfig;
 use crate::registry::{Access, Client, Content, Place};
 use crate::secret::Secret;
 use limiter::Limiter;
+use policy::Policy;
 use token::Signer;
 pub use token::{Issued, TOKEN_LIFETIME};
 use verify::Verifier;
@@ -35,12 +37,9 @@ pub enum LoginError {
 }
 
 pub struct Auth {
+    /// Replaced whole on a reload (SIGHUP).
+    policy: RwLock<Arc<Policy>>,
     verifier: Verifier,
-    /// member → the groups it is in.
-    groups: HashMap<String, HashSet<String>>,
-    rules: Vec<AccessRule>,
-    anonymous_read: bool,
-    private: HashSet<String>,
     limiter: Limiter,
     signer: Signer,
 }
@@ -48,18 +47,9 @@ pub struct Auth {
 impl Auth {
     /// From `[auth]`, `[[access]]` and the client-facing hosts of the private upstreams.
     pub fn new(config: &AuthConfig, private_upstreams: impl IntoIterator<Item = String>) -> Auth {
-        let mut groups: HashMap<String, HashSet<String>> = HashMap::new();
-        for (group, members) in &config.groups {
-            for m in members {
-                groups.entry(m.clone()).or_default().insert(group.clone());
-            }
-        }
         Auth {
-            verifier: Verifier::new(&config.users, &config.tokens),
-            groups,
-            rules: config.rules.clone(),
-            anonymous_read: config.anonymous == Anonymous::Read,
-            private: private_upstreams.into_iter().collect(),
+            policy: RwLock::new(Arc::new(Policy::new(config, private_upstreams))),
+            verifier: Verifier::new(),
             limiter: Limiter::new(),
             signer: Signer::new(),
         }
@@ -70,10 +60,22 @@ impl Auth {
         Auth::new(&AuthConfig::default(), [])
     }
 
+    /// Applies a reloaded configuration: users, tokens, groups, rules, private upstreams. Remembered
+    /// password checks are forgotten, so a removed user or changed password takes effect at once.
+    pub fn reload(&self, config: &AuthConfig, private_upstreams: impl IntoIterator<Item = String>) {
+        let policy = Arc::new(Policy::new(config, private_upstreams));
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        self.verifier.forget();
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Whether an anonymous `GET /v2/` is answered with a challenge, so `docker login` sends
     /// the credentials it checks: some content needs them, or there is someone to log in as.
     pub fn wants_login(&self) -> bool {
-        !self.anonymous_read || !self.private.is_empty() || !self.verifier.is_empty()
+        self.policy().wants_login()
     }
 
     /// Checks a user's password or a robot token; `Ok` is the client's identity. Failed logins
@@ -87,7 +89,7 @@ impl Auth {
         if peer.is_some_and(|p| self.limiter.is_blocked(p)) {
             return Err(LoginError::TooManyAttempts);
         }
-        if self.verifier.check(user, password).await {
+        if self.verifier.check(&self.policy(), user, password).await {
             return Ok(user.to_string());
         }
         if let Some(p) = peer {
@@ -112,36 +114,12 @@ impl Auth {
     pub fn password_checks(&self) -> u64 {
         self.verifier.bcrypt_runs()
     }
-
-    fn admits(&self, reader: &Reader, who: Option<&str>) -> bool {
-        match reader {
-            Reader::Anonymous => true,
-            Reader::Authenticated => who.is_some(),
-            Reader::User(u) => who == Some(u.as_str()),
-            Reader::Group(g) => who
-                .and_then(|w| self.groups.get(w))
-                .is_some_and(|gs| gs.contains(g)),
-        }
-    }
 }
 
 impl Access for Auth {
     fn may_read(&self, client: &Client, place: &Place<'_>, _: Content<'_>) -> Result<(), String> {
-        let who = client.identity.as_deref();
-        let (upstream, repo) = (place.upstream, place.repo.as_str());
-        if who.is_none() && self.private.contains(upstream) {
-            return Err(format!("{upstream} is private: log in to read {upstream}/{repo}"));
-        }
-        match self.rules.iter().find(|r| r.repository.matches(upstream, repo)) {
-            Some(rule) if rule.read.iter().any(|r| self.admits(r, who)) => Ok(()),
-            Some(rule) => Err(format!(
-                "the access rule for {:?} does not let {} read {upstream}/{repo}",
-                rule.repository.text,
-                who.unwrap_or("anonymous clients")
-            )),
-            None if who.is_some() || self.anonymous_read => Ok(()),
-            None => Err(format!("log in to read {upstream}/{repo}")),
-        }
+        self.policy()
+            .may_read(client.identity.as_deref(), place.upstream, place.repo.as_str())
     }
 }
 

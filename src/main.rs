@@ -231,7 +231,7 @@ async fn reload_on_sighup(
         for change in daemon.apply(&config) {
             tracing::warn!(%change, "not applied until a restart");
         }
-        tracing::info!(level = %config.log.level, "configuration reloaded (log level, upstream credentials)");
+        tracing::info!(level = %config.log.level, "configuration reloaded (log level, upstream credentials, client users and access rules)");
     }
 }
 

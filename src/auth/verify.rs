@@ -3,20 +3,18 @@
 //! for `REMEMBER` under (user, SHA-256 of the password), so a pull of fifty layers runs bcrypt
 //! once, not fifty times. Only successes are remembered; a changed password misses the cache.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
+use super::policy::Policy;
 use crate::secret::Secret;
 
 const REMEMBER: Duration = Duration::from_secs(60);
 
 pub(super) struct Verifier {
-    users: HashMap<String, Secret>,
-    tokens: HashMap<String, [u8; 32]>,
     verified: Cache<(String, [u8; 32]), ()>,
     bcrypt_runs: AtomicU64,
 }
@@ -31,10 +29,8 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl Verifier {
-    pub(super) fn new(users: &[(String, Secret)], tokens: &[(String, [u8; 32])]) -> Verifier {
+    pub(super) fn new() -> Verifier {
         Verifier {
-            users: users.iter().cloned().collect(),
-            tokens: tokens.iter().cloned().collect(),
             verified: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(REMEMBER)
@@ -43,20 +39,21 @@ impl Verifier {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.tokens.is_empty()
+    /// Forgets every remembered check (the users changed).
+    pub(super) fn forget(&self) {
+        self.verified.invalidate_all();
     }
 
     pub(super) fn bcrypt_runs(&self) -> u64 {
         self.bcrypt_runs.load(Ordering::Relaxed)
     }
 
-    pub(super) async fn check(&self, user: &str, password: &Secret) -> bool {
+    pub(super) async fn check(&self, policy: &Policy, user: &str, password: &Secret) -> bool {
         let digest = sha256(password.expose());
-        if let Some(token) = self.tokens.get(user) {
+        if let Some(token) = policy.tokens.get(user) {
             return same(token, &digest);
         }
-        let Some(hash) = self.users.get(user) else {
+        let Some(hash) = policy.users.get(user) else {
             return false;
         };
         let key = (user.to_string(), digest);

@@ -16,7 +16,7 @@ struct Setup {
     d: Daemon,
     public: Fake,
     private: Fake,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -60,7 +60,7 @@ async fn setup() -> Setup {
         d,
         public,
         private,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -274,4 +274,34 @@ async fn the_token_flow_names_the_client_for_every_rule() {
     // containerd tries an OAuth2 POST first and falls back to GET on 405.
     assert_eq!(s.d.request("POST", "/token", &[]).await.status, 405);
     assert_eq!(s.d.password_checks(), 3, "alice, bob, and the wrong password");
+}
+
+#[tokio::test]
+async fn a_reload_replaces_users_and_forgets_remembered_passwords() {
+    let s = setup().await;
+    let (_, bytes, _) = s.private.add_image("team/app", "1", &[bytes_of(100, 6)]);
+    let path = format!("/v2/{PRIVATE}/team/app/manifests/1");
+    let alice = Some(("alice", "alice-pw"));
+    assert_eq!(get_as(&s.d, alice, &path).await.bytes(), bytes);
+    let htpasswd = s.dir.path().join("htpasswd-2");
+    let hash = bcrypt::hash("carol-pw", 4).unwrap();
+    std::fs::write(&htpasswd, format!("carol:{hash}\n")).unwrap();
+    let text = format!(
+        "builtin_upstreams = false\n[auth]\nhtpasswd_file = {:?}\n\
+         [[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\n\
+         [[upstreams]]\nhost = \"{PRIVATE}\"\nurl = \"{}\"\nusername = \"robot\"\npassword = \"upstream-pw\"\n",
+        htpasswd.display().to_string(),
+        s.public.url(),
+        s.private.url()
+    );
+    let config = regcache::config::Config::from_toml_str(&text).unwrap();
+    s.d.running.as_ref().unwrap().reloader().apply(&config);
+    challenged(
+        &get_as(&s.d, alice, &path).await,
+        "a removed user, remembered before",
+    );
+    assert_eq!(
+        get_as(&s.d, Some(("carol", "carol-pw")), &path).await.bytes(),
+        bytes
+    );
 }
