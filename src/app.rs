@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::Auth;
 use crate::cache::dirlock::DirLock;
 use crate::cache::store_mark::{self, NotAStore};
 use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::{ClientAuth, Config, TlsConfig};
 use crate::metrics::Metrics;
-use crate::registry::{AllowAll, MirrorPolicy, Registry};
+use crate::registry::{MirrorPolicy, Registry};
 use crate::server::admin::AdminGuard;
 use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
 use crate::server::{self, State};
@@ -91,7 +92,13 @@ impl Running {
         Reloader {
             upstreams: self.upstreams.clone(),
             tls: self.tls.clone(),
+            auth: self.state.auth.clone(),
         }
+    }
+
+    /// Client authentication (tests count its password checks).
+    pub fn auth(&self) -> &crate::auth::Auth {
+        &self.state.auth
     }
 
     pub fn cache(&self) -> &Cache {
@@ -133,12 +140,15 @@ impl Running {
 pub struct Reloader {
     upstreams: Arc<Upstreams>,
     tls: Option<(CertReloader, TlsConfig)>,
+    auth: Arc<Auth>,
 }
 
 impl Reloader {
-    /// Applies upstream credentials; returns what else changed and needs a restart.
+    /// Applies upstream credentials and client authentication (users, tokens, groups, access
+    /// rules, private upstreams); returns what else changed and needs a restart.
     pub fn apply(&self, config: &Config) -> Vec<String> {
         let mut changes = self.upstreams.reload(config);
+        self.auth.reload(&config.auth, private_upstreams(config));
         if self.tls.as_ref().map(|(_, t)| t) != config.tls.as_ref() {
             changes.push("[tls] settings (the files in use are reloaded, other files need a restart)".into());
         }
@@ -187,6 +197,17 @@ fn mirror_policy(config: &Config) -> MirrorPolicy {
         negative_ttl: config.cache.negative_ttl,
         max_manifest_size: config.fetch.max_manifest_size,
     }
+}
+
+/// Client authentication and read rules from `[auth]`, `[[access]]` and the private upstreams.
+fn auth(config: &Config) -> Auth {
+    Auth::new(&config.auth, private_upstreams(config))
+}
+
+/// The client-facing hosts of the private upstreams.
+fn private_upstreams(config: &Config) -> Vec<String> {
+    let private = config.upstreams.iter().filter(|u| u.private);
+    private.map(|u| u.host.clone()).collect()
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -252,15 +273,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     log_start(&config, &upstreams, addr, admin_addr);
     let grace = config.shutdown_grace;
+    let auth = Arc::new(auth(&config));
     let registry = Registry::new(
         upstreams.clone(),
         cache.clone(),
         mirror_policy(&config),
-        Arc::new(AllowAll),
+        auth.clone(),
         metrics.clone(),
     );
     let state = Arc::new(State {
         registry,
+        auth,
         cache,
         metrics,
     });

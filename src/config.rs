@@ -3,6 +3,7 @@
 //! once, one readable line each. `regcache check-config` runs exactly this path.
 
 mod admin;
+mod auth;
 mod cache;
 pub mod docker_config;
 mod file;
@@ -20,6 +21,7 @@ use http::uri::{Authority, Scheme};
 
 use crate::secret::Secret;
 pub use crate::units::{parse_duration, parse_size};
+pub use auth::{AccessRule, Anonymous, AuthConfig, PatternPart, Reader, RepoPattern};
 use file::FileConfig;
 pub use tls::{ClientAuth, TlsConfig};
 pub use upstream::RedirectHost;
@@ -60,6 +62,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[tls]`: the registry listener speaks TLS; `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// `[auth]` and `[[access]]`: client authentication and read rules.
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +299,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         raw.upstreams,
     );
     let tls = tls::validate(&mut errors, raw.tls);
+    let auth = auth::validate(&mut errors, raw.auth, raw.access);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -308,6 +313,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         fetch,
         upstreams,
         tls,
+        auth,
     })
 }
 

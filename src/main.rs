@@ -75,29 +75,49 @@ fn load(path: Option<&PathBuf>) -> Result<Config, regcache::config::ConfigErrors
     }
 }
 
+/// What `check-config` found: listener, cache, each upstream, client authentication.
+fn print_summary(c: &Config) {
+    println!(
+        "config ok: listen {}, cache {}, {} upstreams (default {})",
+        c.listen,
+        c.cache.dir.display(),
+        c.upstreams.len(),
+        c.default_upstream().host
+    );
+    for u in &c.upstreams {
+        let mut line = format!("  {} {} auth: {}", u.host, u.base_url(), u.credentials.describe());
+        if let Some(n) = u.max_connections {
+            line.push_str(&format!(", max_connections {n}"));
+        }
+        if u.client_cert.is_some() {
+            line.push_str(", client certificate");
+        }
+        if u.private {
+            line.push_str(", private (never served to anonymous clients)");
+        }
+        println!("{line}");
+    }
+    let a = &c.auth;
+    println!(
+        "clients: {} users, {} robot tokens, {} groups, {} access rules, anonymous {}",
+        a.users.len(),
+        a.tokens.len(),
+        a.groups.len(),
+        a.rules.len(),
+        if a.anonymous == regcache::config::Anonymous::Read {
+            "read"
+        } else {
+            "none"
+        }
+    );
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match load(config.as_ref()) {
             Ok(c) => {
-                println!(
-                    "config ok: listen {}, cache {}, {} upstreams (default {})",
-                    c.listen,
-                    c.cache.dir.display(),
-                    c.upstreams.len(),
-                    c.default_upstream().host
-                );
-                for u in &c.upstreams {
-                    let mut line =
-                        format!("  {} {} auth: {}", u.host, u.base_url(), u.credentials.describe());
-                    if let Some(n) = u.max_connections {
-                        line.push_str(&format!(", max_connections {n}"));
-                    }
-                    if u.client_cert.is_some() {
-                        line.push_str(", client certificate");
-                    }
-                    println!("{line}");
-                }
+                print_summary(&c);
                 for w in c.warnings() {
                     println!("warning: {w}");
                 }
@@ -231,7 +251,7 @@ async fn reload_on_sighup(
         for change in daemon.apply(&config) {
             tracing::warn!(%change, "not applied until a restart");
         }
-        tracing::info!(level = %config.log.level, "configuration reloaded (log level, upstream credentials)");
+        tracing::info!(level = %config.log.level, "configuration reloaded (log level, upstream credentials, client users and access rules)");
     }
 }
 

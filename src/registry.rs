@@ -105,7 +105,10 @@ impl Registry {
     fn authorize(&self, client: &Client, repo: &Repo, content: Content<'_>) -> Result<(), RegistryError> {
         self.access
             .may_read(client, &repo.place(), content)
-            .map_err(RegistryError::Denied)
+            .map_err(|reason| match client.identity {
+                None => RegistryError::Unauthenticated(reason),
+                Some(_) => RegistryError::Denied(reason),
+            })
     }
 
     /// A manifest by tag or digest; `head` answers may lack the bytes.

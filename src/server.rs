@@ -2,10 +2,12 @@
 //! routing, and dispatch to one handler per endpoint family, which asks the registry layer and
 //! renders its answer. Only `GET` and `HEAD` are served: a mirror is read-only. Nothing here
 //! knows the configuration or the upstreams. The listener (`listen.rs`) speaks plain HTTP or
-//! TLS (`tls.rs`); a connection's verified client certificate names the request's `Client`.
+//! TLS (`tls.rs`); a connection's verified client certificate names the request's `Client`, HTTP
+//! Basic credentials checked by `auth` (`authn.rs`) name it instead.
 
 mod access_log;
 pub mod admin;
+mod authn;
 mod blobs;
 mod listen;
 mod listing;
@@ -14,6 +16,7 @@ mod range;
 pub mod response;
 mod route;
 pub mod tls;
+mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::auth::Auth;
 use crate::cache::Cache;
 use crate::metrics::{Metrics, RequestKind};
 use crate::registry::{CacheResult, Client, Registry};
@@ -33,6 +37,8 @@ use route::{Endpoint, Parsed, RepoRequest};
 /// Everything a request handler needs; immutable after start, shared by `Arc`.
 pub struct State {
     pub registry: Registry,
+    /// Checks credentials (the registry asks the same rules through `Access`).
+    pub auth: Arc<Auth>,
     /// For the admin endpoints (stats, gc).
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
@@ -46,12 +52,20 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let client = req.extensions().get::<Client>().and_then(|c| c.identity.clone());
-    let (outcome, kind, upstream) = dispatch(&state, &req).await;
+    let (outcome, kind, upstream, client) = match authn::identify(&state, &req).await {
+        Ok(client) => {
+            let (outcome, kind, upstream) = dispatch(&state, &req, &client).await;
+            (outcome, kind, upstream, client.identity)
+        }
+        Err(e) => (Err(e), RequestKind::Other, String::new(), None),
+    };
     let mut resp = match outcome {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    if resp.status() == http::StatusCode::UNAUTHORIZED {
+        authn::challenge(&req, resp.headers_mut());
+    }
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         http::HeaderValue::from_static("registry/2.0"),
@@ -78,18 +92,26 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
 
 type Outcome = (Result<Response<ServeBody>, ServeError>, RequestKind, String);
 
-async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
+async fn dispatch(state: &Arc<State>, req: &Request<Incoming>, client: &Client) -> Outcome {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         let e = ServeError::Unsupported(format!("{method} is not supported: this mirror is read-only"));
         return (Err(e), RequestKind::Other, String::new());
     }
     let uri = req.uri();
+    if uri.path() == authn::TOKEN_PATH {
+        return (token::issue(state, client), RequestKind::Other, String::new());
+    }
     let parsed = match route::parse(uri.path(), uri.query()) {
         Ok(p) => p,
         Err(e) => return (Err(e), RequestKind::Other, String::new()),
     };
     match parsed {
+        Parsed::Base if client.identity.is_none() && state.auth.wants_login() => (
+            Err(ServeError::Unauthorized("log in to use this registry".into())),
+            RequestKind::Base,
+            String::new(),
+        ),
         Parsed::Base => {
             let r = Response::builder()
                 .header(http::header::CONTENT_TYPE, "application/json")
@@ -104,11 +126,16 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>) -> Outcome {
             RequestKind::Other,
             String::new(),
         ),
-        Parsed::Repo(request) => repo_request(state, req, &request).await,
+        Parsed::Repo(request) => repo_request(state, req, client, &request).await,
     }
 }
 
-async fn repo_request(state: &Arc<State>, req: &Request<Incoming>, request: &RepoRequest) -> Outcome {
+async fn repo_request(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    client: &Client,
+    request: &RepoRequest,
+) -> Outcome {
     let kind = match &request.endpoint {
         Endpoint::Manifest(_) => RequestKind::Manifest,
         Endpoint::Blob(_) => RequestKind::Blob,
@@ -120,19 +147,14 @@ async fn repo_request(state: &Arc<State>, req: &Request<Incoming>, request: &Rep
         Err(e) => return (Err(e.into()), RequestKind::Other, String::new()),
     };
     let upstream = repo.namespace().to_string();
-    let client = req
-        .extensions()
-        .get::<Client>()
-        .cloned()
-        .unwrap_or_else(Client::anonymous);
     let (method, query) = (req.method(), req.uri().query());
     let span = tracing::info_span!("repo", upstream = %upstream, repo = %repo.name());
     let r = async {
         match &request.endpoint {
-            Endpoint::Manifest(r) => manifests::handle(state, &client, &repo, r, method, req.headers()).await,
-            Endpoint::Blob(d) => blobs::handle(state, &client, &repo, d, method, req.headers()).await,
-            Endpoint::Tags => listing::tags(state, &client, &repo, request, query).await,
-            Endpoint::Referrers(d) => listing::referrers(state, &client, &repo, d, query).await,
+            Endpoint::Manifest(r) => manifests::handle(state, client, &repo, r, method, req.headers()).await,
+            Endpoint::Blob(d) => blobs::handle(state, client, &repo, d, method, req.headers()).await,
+            Endpoint::Tags => listing::tags(state, client, &repo, request, query).await,
+            Endpoint::Referrers(d) => listing::referrers(state, client, &repo, d, query).await,
         }
     }
     .instrument(span)

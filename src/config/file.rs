@@ -23,6 +23,9 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub upstreams: Vec<FileUpstream>,
     pub tls: Option<FileTls>,
+    pub auth: Option<FileAuth>,
+    #[serde(default)]
+    pub access: Vec<FileAccess>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +78,8 @@ pub(super) struct FileUpstream {
     pub client_cert_file: Option<String>,
     pub client_key_file: Option<String>,
     pub redirect_hosts: Option<Vec<String>>,
+    pub private: Option<bool>,
+    pub public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,4 +103,20 @@ pub(super) struct FileTls {
     pub key_file: Option<String>,
     pub client_ca_file: Option<String>,
     pub client_auth: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAuth {
+    pub htpasswd_file: Option<String>,
+    pub tokens_file: Option<String>,
+    pub anonymous: Option<String>,
+    pub groups: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAccess {
+    pub repository: Option<String>,
+    pub read: Option<Vec<String>>,
 }

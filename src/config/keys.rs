@@ -18,6 +18,8 @@ const ROOT: &[&str] = &[
     "fetch",
     "tls",
     "upstreams",
+    "auth",
+    "access",
 ];
 
 /// The keys of each table (`upstreams` is an array of tables).
@@ -25,6 +27,8 @@ const TABLES: &[(&str, &[&str])] = &[
     ("admin", &["listen", "token_file"]),
     ("tls", &["cert_file", "key_file", "client_ca_file", "client_auth"]),
     ("log", &["format", "level"]),
+    ("auth", &["htpasswd_file", "tokens_file", "anonymous", "groups"]),
+    ("access", &["repository", "read"]),
     (
         "cache",
         &[
@@ -67,6 +71,8 @@ const TABLES: &[(&str, &[&str])] = &[
             "client_cert_file",
             "client_key_file",
             "redirect_hosts",
+            "private",
+            "public",
         ],
     ),
 ];
@@ -107,7 +113,9 @@ fn strip(errors: &mut Vec<String>, prefix: &str, place: &str, known: &[&str], ta
 
 #[cfg(test)]
 mod tests {
-    use super::super::file::{FileAdmin, FileCache, FileConfig, FileFetch, FileLog, FileUpstream};
+    use super::super::file::{
+        FileAccess, FileAdmin, FileAuth, FileCache, FileConfig, FileFetch, FileLog, FileUpstream,
+    };
     use super::*;
 
     /// The fields a `deny_unknown_fields` struct names when it meets an unknown one.
@@ -149,6 +157,8 @@ mod tests {
         check(fields_of::<FileCache>(), known("cache"));
         check(fields_of::<FileFetch>(), known("fetch"));
         check(fields_of::<FileUpstream>(), known("upstreams"));
+        check(fields_of::<FileAuth>(), known("auth"));
+        check(fields_of::<FileAccess>(), known("access"));
     }
 
     #[test]

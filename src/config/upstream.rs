@@ -5,6 +5,7 @@
 //! they are read, and no error message repeats one.
 
 mod redirect_hosts;
+mod visibility;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct UpstreamConfig {
     pub offline: bool,
     /// Hosts a redirect may lead to although they are not public (see `upstream/redirect.rs`).
     pub redirect_hosts: Vec<RedirectHost>,
+    /// Never served to anonymous clients (`private = true`; default with credentials).
+    pub private: bool,
 }
 
 /// A client certificate (PEM chain) and its private key (PEM) for mutual TLS.
@@ -97,6 +100,7 @@ impl UpstreamConfig {
             client_cert: None,
             offline: false,
             redirect_hosts: Vec::new(),
+            private: false,
         }
     }
 
@@ -284,6 +288,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         }
     };
     let redirect_hosts = redirect_hosts::parse_all(errors, &at, u.redirect_hosts.take());
+    let private = visibility::private(errors, &at, &u, &credentials);
     let (scheme, authority) = parsed?;
     (errors.len() == before).then_some(UpstreamConfig {
         host,
@@ -297,6 +302,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         client_cert,
         offline: u.offline.unwrap_or(false),
         redirect_hosts,
+        private,
     })
 }
 

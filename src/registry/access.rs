@@ -1,12 +1,12 @@
 //! The one hook where the registry asks whether a client may read something. Every read (a
 //! cache hit as much as a miss) passes through `Registry::authorize` before any content or
 //! upstream request is touched, so cached private content can never reach a client that may not
-//! read it. Today every client is anonymous and every read is allowed; client authentication
-//! plugs its rules in here.
+//! read it. `AllowAll` serves a mirror without client authentication; `auth::Auth` decides
+//! by users, groups, access rules and private upstreams.
 
 use crate::oci::{Digest, Reference};
 
-/// Who is asking. Anonymous until client authentication identifies clients.
+/// Who is asking: a user or robot token the server verified, or a client certificate's name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Client {
     /// The authenticated identity (user, robot token, certificate subject), if any.
@@ -36,7 +36,8 @@ pub struct Place<'a> {
 
 /// Decides reads. Implementations must be cheap: this runs on every request.
 pub trait Access: Send + Sync + 'static {
-    /// `Err(reason)` refuses the read; the client gets `DENIED`.
+    /// `Err(reason)` refuses the read: an anonymous client gets `UNAUTHORIZED` (with a challenge,
+    /// so it can retry with credentials), an identified one `DENIED`.
     fn may_read(&self, client: &Client, place: &Place<'_>, content: Content<'_>) -> Result<(), String>;
 }
 

@@ -52,6 +52,9 @@ pub enum RegistryError {
     BlobUnknown(String),
     #[error("access denied: {0}")]
     Denied(String),
+    /// Refused to an anonymous client: credentials may change the answer.
+    #[error("authentication required: {0}")]
+    Unauthenticated(String),
     #[error("{source}")]
     Upstream {
         subject: Subject,
@@ -85,6 +88,7 @@ pub enum ErrorKind {
     ManifestUnknown,
     BlobUnknown,
     Denied,
+    Unauthenticated,
     BadUpstreamManifest,
     Internal,
     Upstream(Subject, Fault),
@@ -101,6 +105,7 @@ impl RegistryError {
             RegistryError::ManifestUnknown(_) => ErrorKind::ManifestUnknown,
             RegistryError::BlobUnknown(_) => ErrorKind::BlobUnknown,
             RegistryError::Denied(_) => ErrorKind::Denied,
+            RegistryError::Unauthenticated(_) => ErrorKind::Unauthenticated,
             RegistryError::BadUpstreamManifest(_) => ErrorKind::BadUpstreamManifest,
             RegistryError::Internal(_) => ErrorKind::Internal,
             RegistryError::Upstream { subject, source } => ErrorKind::Upstream(*subject, classify(source)),

@@ -6,6 +6,7 @@
 //! request's extensions as a `registry::Client`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::authn::Peer;
 use super::tls::{peer_identity, Tls};
 use super::{handle, State};
 use crate::registry::Client;
@@ -62,6 +64,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let conn = Conn {
+            peer,
             state: state.clone(),
             builder: builder.clone(),
             watcher: graceful.watcher(),
@@ -70,7 +73,7 @@ pub async fn serve(
         tokio::spawn(
             async move {
                 match tls {
-                    None => conn.serve(TokioIo::new(stream), Client::anonymous()).await,
+                    None => conn.serve(TokioIo::new(stream), Client::anonymous(), false).await,
                     Some(tls) => conn.serve_tls(&tls, stream).await,
                 }
             }
@@ -86,6 +89,7 @@ pub async fn serve(
 
 /// One accepted connection, before it is served.
 struct Conn {
+    peer: SocketAddr,
     state: Arc<State>,
     builder: auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -101,17 +105,24 @@ impl Conn {
         let client = Client {
             identity: peer_identity(stream.get_ref().1),
         };
-        self.serve(TokioIo::new(stream), client).await
+        self.serve(TokioIo::new(stream), client, true).await
     }
 
-    async fn serve<I>(self, io: I, client: Client)
+    async fn serve<I>(self, io: I, client: Client, tls: bool)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let state = self.state;
+        let (state, peer) = (
+            self.state,
+            Peer {
+                ip: self.peer.ip(),
+                tls,
+            },
+        );
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let state = state.clone();
             req.extensions_mut().insert(client.clone());
+            req.extensions_mut().insert(peer);
             let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
             async move { Ok::<_, Infallible>(handle(state, req).await) }.instrument(span)
         });

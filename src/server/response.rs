@@ -15,6 +15,9 @@ use http_body_util::{BodyExt, Full};
 
 use crate::registry::{ErrorKind, Fault, RegistryError, Subject};
 
+/// The challenge of every 401: clients retry with the credentials they were given.
+pub const CHALLENGE: &str = "Basic realm=\"regcache\"";
+
 pub type ServeBody = BoxBody<Bytes, io::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ServeBody {
@@ -47,6 +50,11 @@ pub enum ServeError {
     PaginationInvalid(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Missing or wrong credentials; answered with a challenge.
+    #[error("authentication required: {0}")]
+    Unauthorized(String),
+    #[error("too many failed logins from this address; try again later")]
+    TooManyLogins,
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -72,6 +80,8 @@ impl ServeError {
             ServeError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
             ServeError::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
             ServeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            ServeError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ServeError::TooManyLogins => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             ServeError::Registry(e) => registry_status(e.kind()),
         }
     }
@@ -97,6 +107,9 @@ impl ServeError {
         if let Some(after) = self.retry_after() {
             resp = resp.header(RETRY_AFTER, after.as_secs().max(1));
         }
+        if status == StatusCode::UNAUTHORIZED {
+            resp = resp.header(http::header::WWW_AUTHENTICATE, CHALLENGE);
+        }
         if let ServeError::RangeNotSatisfiable { size } = self {
             resp = resp.header(http::header::CONTENT_RANGE, format!("bytes */{size}"));
         }
@@ -105,6 +118,7 @@ impl ServeError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
+            ServeError::TooManyLogins => Some(Duration::from_secs(60)),
             ServeError::Registry(e) => match e.kind() {
                 ErrorKind::Upstream(_, Fault::RateLimited(after)) => Some(after),
                 _ => None,
@@ -120,6 +134,7 @@ fn registry_status(kind: ErrorKind) -> (StatusCode, &'static str) {
         ErrorKind::ManifestUnknown => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ErrorKind::BlobUnknown => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
         ErrorKind::Denied => (StatusCode::FORBIDDEN, "DENIED"),
+        ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         ErrorKind::BadUpstreamManifest => (StatusCode::BAD_GATEWAY, "MANIFEST_INVALID"),
         ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         ErrorKind::Upstream(subject, fault) => match fault {

@@ -166,6 +166,7 @@ mod tests {
             client_cert,
             offline: false,
             redirect_hosts: Vec::new(),
+            private: false,
         }
     }
 

@@ -3,7 +3,9 @@
 //! be pulled by a known user; regcache pulls it as `reader:reader-secret` with
 //! credentials from each source (static password, Docker config.json, docker
 //! credential helper), refuses cleanly without them, and — running as the real
-//! binary with trace logging — never writes the secret to its log.
+//! binary with trace logging — never writes the secret to its log. An upstream with
+//! credentials is private: clients pull through regcache as an htpasswd user
+//! (`skopeo --src-creds`); anonymous clients are refused.
 //!
 //! Needs `docker-registry` and `skopeo` on PATH (see `registry.rs`).
 
@@ -23,6 +25,9 @@ use crate::support::e2e::{self, tools_present, HttpClient, Skopeo};
 const HOST: &str = "registry.e2e.test";
 const USER: &str = "reader";
 const SECRET: &str = "reader-secret";
+/// The regcache user clients pull as (`[auth] htpasswd_file`).
+const CLIENT: &str = "dev";
+const CLIENT_SECRET: &str = "dev-client-secret";
 
 struct Private {
     token: TokenServer,
@@ -63,9 +68,14 @@ impl Private {
         }
     }
 
+    /// `[auth]` with the client user, and the registry as the default upstream with `auth`.
     fn upstream(&self, auth: &str) -> String {
+        let htpasswd = self.work.path().join("htpasswd");
+        let hash = bcrypt::hash(CLIENT_SECRET, 4).expect("bcrypt");
+        std::fs::write(&htpasswd, format!("{CLIENT}:{hash}\n")).expect("write htpasswd");
         format!(
-            "[[upstreams]]\nhost = \"{HOST}\"\nurl = \"{}\"\ndefault = true\n{auth}",
+            "[auth]\nhtpasswd_file = \"{}\"\n[[upstreams]]\nhost = \"{HOST}\"\nurl = \"{}\"\ndefault = true\n{auth}",
+            htpasswd.display(),
             self.registry.url()
         )
     }
@@ -94,9 +104,20 @@ impl Private {
         path
     }
 
-    /// skopeo copies `myorg/private` through the mirror at `mirror`; the copy
-    /// must equal the pushed layout.
+    /// skopeo copies `myorg/private` through the mirror at `mirror` as the
+    /// regcache user; the copy must equal the pushed layout.
     async fn pull_through(&self, mirror: &str, what: &str) -> Result<(), String> {
+        let creds = format!("--src-creds={CLIENT}:{CLIENT_SECRET}");
+        self.copy(mirror, what, &creds).await
+    }
+
+    /// The same without credentials.
+    async fn pull_anonymously(&self, mirror: &str, what: &str) -> Result<(), String> {
+        self.copy(mirror, &format!("{what}-anonymous"), "--src-no-creds")
+            .await
+    }
+
+    async fn copy(&self, mirror: &str, what: &str, creds: &str) -> Result<(), String> {
         let dst = self.work.path().join("out").join(what);
         std::fs::create_dir_all(dst.parent().expect("parent")).map_err(|e| e.to_string())?;
         let src = format!("docker://{mirror}/{}", self.image.reference());
@@ -104,7 +125,7 @@ impl Private {
             .copy(
                 &src,
                 &format!("dir:{}", dst.display()),
-                &["--src-tls-verify=false", "--src-no-creds"],
+                &["--src-tls-verify=false", creds],
                 None,
             )
             .await?;
@@ -160,6 +181,11 @@ async fn private_repository_with_credentials_from_every_source() {
             let before = up.token.requests().len();
             let (running, _cache) = mirror(&up.upstream(auth)).await;
             let addr = running.local_addr().to_string();
+            let anonymous = up.pull_anonymously(&addr, what).await;
+            assert!(
+                anonymous.is_err(),
+                "{what}: an anonymous client pulled a private upstream"
+            );
             up.pull_through(&addr, what)
                 .await
                 .unwrap_or_else(|e| panic!("pull with credentials from {what}: {e}"));
@@ -251,8 +277,14 @@ async fn trace_log_of_a_credentialed_pull_holds_no_secret() {
             "the token flow was not logged"
         );
         assert!(log.contains(r#""level":"TRACE""#), "no trace-level lines");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("/token?") && l.contains(r#""status":200"#)),
+            "skopeo did not follow regcache's token flow"
+        );
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
-        for secret in [SECRET, encoded.as_str()] {
+        let client = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{CLIENT_SECRET}"));
+        for secret in [SECRET, encoded.as_str(), CLIENT_SECRET, client.as_str()] {
             if let Some(line) = log.lines().find(|l| l.contains(secret)) {
                 panic!("the secret reached the log: {line}");
             }

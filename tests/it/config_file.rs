@@ -23,6 +23,9 @@ fn documented_example_parses_and_matches_defaults() {
     assert_eq!(c.fetch.breaker_threshold, d.fetch.breaker_threshold);
     assert_eq!(c.fetch.breaker_probe_interval, d.fetch.breaker_probe_interval);
     assert!(!c.upstreams.iter().any(|u| u.offline));
+    assert!(!c.upstreams.iter().any(|u| u.private));
+    assert_eq!(c.auth.anonymous, d.auth.anonymous);
+    assert!(c.auth.users.is_empty() && c.auth.rules.is_empty());
     assert_eq!(c.cache.max_size, d.cache.max_size);
     assert_eq!(c.cache.high_watermark, d.cache.high_watermark);
     assert_eq!(c.cache.low_watermark, d.cache.low_watermark);

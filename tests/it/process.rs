@@ -294,7 +294,9 @@ async fn sighup_applies_new_upstream_credentials() {
     let with_password = |p: &Proc, password: &str| {
         let config = write_config(dir.path(), p.port, p.admin, &up.url(), "1s", "info");
         let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str(&format!("username = \"puller\"\npassword = \"{password}\"\n"));
+        text.push_str(&format!(
+            "username = \"puller\"\npassword = \"{password}\"\npublic = true\n"
+        ));
         std::fs::write(&config, text).unwrap();
     };
     let mut p = spawn_with(dir.path(), &up.url(), "1s", "info", &[]).await;

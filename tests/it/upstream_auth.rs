@@ -111,12 +111,13 @@ async fn blob_redirects_are_followed_without_authorization() {
 }
 
 /// A daemon pulling from `up` as docker.io with `username` and `password`, allowed to follow
-/// redirects to its storage host.
+/// redirects to its storage host; public, so anonymous test clients are served.
 async fn with_credentials(up: &Fake, user: &str, pass: &str) -> Daemon {
     DaemonBuilder::new()
         .with_upstream(
             Upstream::new("docker.io", up)
                 .credentials(user, pass)
+                .public()
                 .redirect_hosts(&[up.storage_host()]),
         )
         .start()
@@ -259,7 +260,7 @@ async fn identity_tokens_are_exchanged_by_oauth2_post() {
     )
     .unwrap();
     let d = DaemonBuilder::new()
-        .with_upstream(Upstream::new("docker.io", &up).docker_config(&config))
+        .with_upstream(Upstream::new("docker.io", &up).docker_config(&config).public())
         .start()
         .await;
     assert_eq!(d.get("/v2/org/private/manifests/1").await.bytes(), bytes);

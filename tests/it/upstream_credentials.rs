@@ -48,9 +48,9 @@ fn runs(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// The ECR-like registry as the default upstream.
+/// The ECR-like registry as the default upstream; public, so anonymous test clients are served.
 fn ecr_upstream(up: &Fake) -> Upstream {
-    Upstream::new(ECR_HOST, up).default_upstream()
+    Upstream::new(ECR_HOST, up).default_upstream().public()
 }
 
 #[tokio::test]
@@ -236,15 +236,18 @@ url = "{hub}"
 default = true
 username = "hubuser"
 password = "{STATIC}"
+public = true
 [[upstreams]]
 host = "{ECR_HOST}"
 url = "{ecr}"
 docker_config = "{docker_config}"
+public = true
 [[upstreams]]
 host = "lab.example:5000"
 url = "{lab}"
 username = "labuser"
 password_env = "REGCACHE_TEST_LAB_PASSWORD"
+public = true
 "#,
             cache = dir.join("cache").display(),
             hub = hub.url(),

@@ -129,6 +129,15 @@ impl Daemon {
         }
     }
 
+    /// How many client passwords went through bcrypt.
+    pub fn password_checks(&self) -> u64 {
+        self.running
+            .as_ref()
+            .expect("daemon is running")
+            .auth()
+            .password_checks()
+    }
+
     /// The running daemon's cache, for tests that look inside (index, fills, fault injection).
     pub fn cache(&self) -> &regcache::cache::Cache {
         self.running.as_ref().expect("daemon is running").cache()

@@ -65,6 +65,12 @@ impl Upstream {
     }
 
     /// `username` and `password`.
+    /// `public = true`: served to anonymous clients although regcache holds credentials for it
+    /// (an upstream with credentials is private by default).
+    pub fn public(self) -> Upstream {
+        self.set("public", true)
+    }
+
     pub fn credentials(self, user: &str, password: &str) -> Upstream {
         self.set("username", user).set("password", password)
     }
@@ -115,6 +121,7 @@ pub struct DaemonBuilder {
     cache: Table,
     fetch: Table,
     tls: Table,
+    extra: Table,
     upstreams: Vec<Upstream>,
 }
 
@@ -127,6 +134,7 @@ impl DaemonBuilder {
             cache: Table::new(),
             fetch: Table::new(),
             tls: Table::new(),
+            extra: Table::new(),
             upstreams: Vec::new(),
         }
     }
@@ -213,6 +221,12 @@ impl DaemonBuilder {
         }
     }
 
+    /// A top-level key or table written as given (`auth`, `access`).
+    pub fn toml_entry(mut self, key: &str, value: impl Into<Value>) -> DaemonBuilder {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
     fn tls_key(mut self, key: &str, value: impl Into<Value>) -> DaemonBuilder {
         self.tls.insert(key.into(), value.into());
         self
@@ -249,6 +263,7 @@ impl DaemonBuilder {
         if !self.tls.is_empty() {
             file.insert("tls".into(), self.tls.clone().into());
         }
+        file.extend(self.extra.clone());
         let upstreams: Vec<Value> = self.upstreams.iter().map(|u| u.0.clone().into()).collect();
         file.insert("upstreams".into(), upstreams.into());
         file.to_string()
