@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod cache;
 pub mod docker_config;
+mod exposure;
 mod file;
 mod keys;
 mod tls;
@@ -164,7 +165,9 @@ impl Config {
 
     /// Valid but risky choices, one line each, for `check-config` and the start-up log.
     pub fn warnings(&self) -> Vec<String> {
-        admin::warnings(self.admin_listen, self.admin_token.as_ref())
+        let mut all = admin::warnings(self.admin_listen, self.admin_token.as_ref());
+        all.extend(exposure::warnings(self));
+        all
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
