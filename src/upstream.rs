@@ -15,6 +15,7 @@ mod client;
 mod credential_helper;
 mod credentials;
 mod exchange;
+mod health;
 mod permits;
 mod ratelimit;
 mod redirect;
@@ -27,8 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderMap;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Method, Response, StatusCode};
 
 use crate::config::{FetchConfig, UpstreamConfig};
 use crate::metrics::{Metrics, StatusClass, UpstreamCounters};
@@ -77,11 +77,15 @@ impl UpstreamError {
 
     /// Failures that say the upstream is unhealthy (as opposed to answering "no").
     fn is_outage(&self) -> bool {
-        match self {
-            UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } => true,
-            UpstreamError::Status { status, .. } => status.is_server_error(),
-            _ => false,
-        }
+        matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::Timeout { .. }
+        )
+    }
+
+    /// A 5xx: the upstream's trouble, or only this repository's (`health.rs` tells which).
+    fn is_server_error(&self) -> bool {
+        matches!(self, UpstreamError::Status { status, .. } if status.is_server_error())
     }
 
     /// We did not ask: offline mode, a downed upstream, or a rate limit still in force.
@@ -103,6 +107,7 @@ pub struct Upstream {
     permits: permits::Permits,
     rate_limit: ratelimit::RateLimit,
     breaker: Arc<Breaker>,
+    health: health::Health,
     read_timeout: Duration,
     counters: UpstreamCounters,
 }
@@ -143,6 +148,7 @@ impl Upstream {
             permits,
             rate_limit: ratelimit::RateLimit::default(),
             breaker,
+            health: health::Health::default(),
             config,
             client: clients.upstream,
             redirect_client: clients.redirects,
@@ -246,10 +252,13 @@ impl Upstream {
             None => exchange.await,
         };
         match &outcome {
-            Err(e) if e.is_outage() => {
-                if self.breaker.failure() {
-                    tracing::warn!(upstream = %self.host(), error = %e, "upstream marked down; serving from cache only");
-                    self.probe_until_up();
+            Err(e) if e.is_outage() => self.failed(e),
+            Err(e) if e.is_server_error() => {
+                let base = self.config.base_url();
+                if self.health.answers(&self.client, &base, self.read_timeout).await {
+                    self.breaker.success();
+                } else {
+                    self.failed(e);
                 }
             }
             Err(e) if e.is_not_attempted() => {}
@@ -258,23 +267,25 @@ impl Upstream {
         outcome
     }
 
+    /// Counts a failure of the upstream as a whole; opening the breaker starts the probe.
+    fn failed(&self, e: &UpstreamError) {
+        if self.breaker.failure() {
+            tracing::warn!(upstream = %self.host(), error = %e, "upstream marked down; serving from cache only");
+            self.probe_until_up();
+        }
+    }
+
     /// Probes `GET /v2/` in the background until the upstream answers again.
     fn probe_until_up(&self) {
         let breaker = self.breaker.clone();
         let client = self.client.clone();
-        let url = format!("{}/v2/", self.config.base_url());
+        let base = self.config.base_url();
         let host = self.host().to_string();
         let timeout = self.read_timeout;
         tokio::spawn(async move {
             while breaker.is_open() {
                 tokio::time::sleep(breaker.probe_interval()).await;
-                let Ok(req) = Request::get(url.as_str())
-                    .header(http::header::USER_AGENT, USER_AGENT)
-                    .body(Full::default())
-                else {
-                    return;
-                };
-                if let Ok(Ok(_)) = tokio::time::timeout(timeout, client.request(req)).await {
+                if health::v2_answers(&client, &base, timeout).await {
                     breaker.success();
                     tracing::info!(upstream = %host, "upstream answers again");
                 }

@@ -44,7 +44,7 @@ async fn breaker_fails_fast_then_recovers() {
         .breaker(2, "50ms")
         .start()
         .await;
-    up.set_fault(Some(Fault::Status(503)));
+    up.set_fault(Some(Fault::Down(503)));
     for _ in 0..2 {
         assert_eq!(d.get("/v2/library/app/manifests/1").await.status, 502);
     }
@@ -75,7 +75,39 @@ async fn breaker_fails_fast_then_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(up.count("GET", "/v2/") >= 1, "probed with GET /v2/");
+    assert!(base_requests(&up) >= 1, "probed with GET /v2/");
+    assert_eq!(d.get("/v2/library/app/manifests/1").await.bytes(), bytes);
+}
+
+/// Requests for the registry's own endpoint, `GET /v2/`.
+fn base_requests(up: &Fake) -> usize {
+    up.requests()
+        .iter()
+        .filter(|l| l.method == "GET" && l.path == "/v2/")
+        .count()
+}
+
+#[tokio::test]
+async fn one_failing_repository_does_not_take_the_upstream_down() {
+    let up = Fake::start().await;
+    let (_, bytes, _) = up.add_image("library/app", "1", &[bytes_of(10, 1)]);
+    let d = DaemonBuilder::new().upstream(&up).breaker(2, "1h").start().await;
+    // Every repository request fails with 503, but /v2/ answers: one repository's trouble.
+    up.set_fault(Some(Fault::Status(503)));
+    for _ in 0..10 {
+        assert_eq!(d.get("/v2/library/broken/manifests/1").await.status, 502);
+    }
+    assert_eq!(
+        d.metric("regcache_upstream_down", &[("upstream", "docker.io")])
+            .await,
+        0.0,
+        "a flood for one repository leaves the upstream up"
+    );
+    assert!(
+        up.count("GET", "/v2/") >= 1,
+        "the upstream's own endpoint was asked"
+    );
+    up.set_fault(None);
     assert_eq!(d.get("/v2/library/app/manifests/1").await.bytes(), bytes);
 }
 

@@ -66,6 +66,8 @@ pub enum Fault {
     },
     /// Answer every blob/manifest request with this status.
     Status(u16),
+    /// The whole registry fails: every request, `/v2/` included, gets this status.
+    Down(u16),
     /// Answer every blob/manifest/tags request with 429 and this `Retry-After`.
     RateLimit { retry_after: String },
     /// Hold every manifest request (after logging it) until the gate opens.

@@ -133,6 +133,9 @@ fn storage(state: &Arc<State>, seen: &Logged) -> Response<ChanBody> {
 /// What is answered before any content is looked up: the 401 challenge, registry.k8s.io's
 /// redirect, the `/v2/` base, and the whole-registry faults.
 fn before_content(state: &Arc<State>, seen: &Logged, rest: &str) -> Option<Response<ChanBody>> {
+    if let Some(Fault::Down(s)) = state.fault.lock().unwrap().clone() {
+        return Some(error(s, "DOWN"));
+    }
     let addr = state.addr.lock().unwrap().unwrap();
     let name = if rest.ends_with("/tags/list") {
         rest.trim_end_matches("/tags/list")
