@@ -30,6 +30,7 @@ mod resilience;
 mod single_flight;
 mod slow_clients;
 mod tag_freshness;
+mod tag_lists;
 mod tls;
 mod upstream_auth;
 mod upstream_credentials;
