@@ -1,7 +1,8 @@
 //! The HTTP side: accepting connections (HTTP/1.1 and HTTP/2), one tracing span per request,
 //! routing, and dispatch to one handler per endpoint family, which asks the registry layer and
-//! renders its answer. Only `GET` and `HEAD` are served: a mirror is read-only. Nothing here
-//! knows the configuration or the upstreams. The listener (`listen.rs`) speaks plain HTTP or
+//! renders its answer. Only `GET` and `HEAD` are served: a mirror is read-only, and a refused
+//! write's body is read (bounded) before its 405, so a pushing client reads it (`refused.rs`).
+//! Nothing here knows the configuration or the upstreams. The listener (`listen.rs`) speaks plain HTTP or
 //! TLS (`tls.rs`); a connection's verified client certificate names the request's `Client`, HTTP
 //! Basic credentials checked by `auth` (`authn.rs`) name it instead.
 
@@ -13,6 +14,7 @@ mod listen;
 mod listing;
 mod manifests;
 mod range;
+mod refused;
 pub mod response;
 mod route;
 pub mod tls;
@@ -21,7 +23,7 @@ mod token;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -46,6 +48,13 @@ pub struct State {
 
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<LoggedBody> {
     let started = tokio::time::Instant::now();
+    let (parts, body) = req.into_parts();
+    // A refused write's body is read first, so the client gets to read its 405.
+    let close = match refused::is_refused(&parts.method) {
+        true => refused::discard(body, parts.version).await,
+        false => false,
+    };
+    let req = Request::from_parts(parts, ());
     let method = req.method().clone();
     let target = req
         .uri()
@@ -70,6 +79,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
         "docker-distribution-api-version",
         http::HeaderValue::from_static("registry/2.0"),
     );
+    if close {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     let status = resp.status();
     let result = match resp.extensions().get::<CacheResult>() {
         Some(r) => *r,
@@ -92,9 +105,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
 
 type Outcome = (Result<Response<ServeBody>, ServeError>, RequestKind, String);
 
-async fn dispatch(state: &Arc<State>, req: &Request<Incoming>, client: &Client) -> Outcome {
+async fn dispatch(state: &Arc<State>, req: &Request<()>, client: &Client) -> Outcome {
     let method = req.method();
-    if method != Method::GET && method != Method::HEAD {
+    if refused::is_refused(method) {
         let e = ServeError::Unsupported(format!("{method} is not supported: this mirror is read-only"));
         return (Err(e), RequestKind::Other, String::new());
     }
@@ -132,7 +145,7 @@ async fn dispatch(state: &Arc<State>, req: &Request<Incoming>, client: &Client) 
 
 async fn repo_request(
     state: &Arc<State>,
-    req: &Request<Incoming>,
+    req: &Request<()>,
     client: &Client,
     request: &RepoRequest,
 ) -> Outcome {

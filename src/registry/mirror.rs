@@ -10,9 +10,10 @@ mod blobs;
 mod fetch;
 mod links;
 mod listing;
-pub use listing::Page;
 mod manifests;
 mod remembered;
+mod tag_list;
+pub use tag_list::Page;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -253,12 +253,12 @@ async fn tags_list_paginates_with_rewritten_links() {
     assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
     assert_eq!(
         r.header("link"),
-        Some("</v2/ghcr.io/org/app/tags/list?last=b&n=2>; rel=\"next\"")
+        Some("</v2/ghcr.io/org/app/tags/list?n=2&last=b>; rel=\"next\"")
     );
     let r = d.get("/v2/org/app/tags/list?n=2&ns=ghcr.io").await;
     assert_eq!(
         r.header("link"),
-        Some("</v2/org/app/tags/list?last=b&n=2&ns=ghcr.io>; rel=\"next\"")
+        Some("</v2/org/app/tags/list?n=2&last=b&ns=ghcr.io>; rel=\"next\"")
     );
     let r = d.get("/v2/ghcr.io/org/app/tags/list?n=2&last=b").await;
     let v: serde_json::Value = serde_json::from_slice(&r.bytes()).unwrap();

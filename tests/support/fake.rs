@@ -74,6 +74,19 @@ pub enum Fault {
     HoldManifests { gate: watch::Receiver<bool> },
 }
 
+/// How the fake answers `tags/list`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TagListing {
+    /// Sorted, `n` and `last` honoured, a `Link` when `n` cut the list.
+    #[default]
+    Spec,
+    /// The tags in stored order, whole: `n` and `last` ignored (distribution 2.x without `n`).
+    Ignores,
+    /// Pages of this many tags in stored order whatever `n` says, continued after `last`, with
+    /// an absolute `Link` to the next page (registries that page by default).
+    PagesOf(usize),
+}
+
 #[derive(Default)]
 struct Repo {
     manifests: HashMap<String, (String, Bytes)>,
@@ -96,6 +109,7 @@ struct State {
     /// registry.k8s.io: every `/v2/<path>` but `/v2/` answers 307 to `<this>/v2/<prefix>/<path>`.
     redirect_all: Mutex<Option<(String, String)>>,
     ratelimit: Mutex<Option<(u64, u64)>>,
+    tag_listing: Mutex<TagListing>,
 }
 
 #[derive(Clone)]
@@ -116,6 +130,7 @@ impl Fake {
             redirect_blobs: Mutex::new(None),
             redirect_all: Mutex::new(None),
             ratelimit: Mutex::new(None),
+            tag_listing: Mutex::new(TagListing::Spec),
         });
         let addr = serve::listen(state.clone(), "registry").await;
         let storage = serve::listen(state.clone(), "storage").await;
@@ -160,6 +175,16 @@ impl Fake {
     /// redirected to `base_url` + `/v2/<prefix>/<path>`.
     pub fn redirect_all(&self, base_url: &str, prefix: &str) {
         *self.state.redirect_all.lock().unwrap() = Some((base_url.into(), prefix.into()));
+    }
+
+    pub fn set_tag_listing(&self, listing: TagListing) {
+        *self.state.tag_listing.lock().unwrap() = listing;
+    }
+
+    /// Replaces a repository's tag list with these tags, in this order (no manifests).
+    pub fn set_tags(&self, repo: &str, tags: &[&str]) {
+        let mut repos = self.state.repos.lock().unwrap();
+        repos.entry(repo.into()).or_default().tags = tags.iter().map(|t| t.to_string()).collect();
     }
 
     pub fn set_fault(&self, fault: Option<Fault>) {

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::body::{blob_response, ChanBody};
-use super::{sha256, Fault, Logged, Repo, State};
+use super::{sha256, Fault, Logged, Repo, State, TagListing};
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
@@ -173,33 +173,51 @@ fn before_content(state: &Arc<State>, seen: &Logged, rest: &str) -> Option<Respo
     }
 }
 
-/// `tags/list` with `n` and `last` pagination and a `Link` to the next page.
+/// `tags/list` as `State::tag_listing` says: by the spec, ignoring the query, or in pages.
 fn tags_list(state: &Arc<State>, name: &str, query: &str) -> Response<ChanBody> {
     let repos = state.repos.lock().unwrap();
     let Some(r) = repos.get(name) else {
         return error(404, "NAME_UNKNOWN");
     };
-    let n: Option<usize> = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "n")
-        .and_then(|(_, v)| v.parse().ok());
-    let last = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "last")
-        .map(|(_, v)| v.into_owned());
-    let mut tags: Vec<&String> = r
-        .tags
-        .iter()
-        .filter(|t| last.as_ref().is_none_or(|l| *t > l))
-        .collect();
+    let param = |key: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    };
+    let n: Option<usize> = param("n").and_then(|v| v.parse().ok());
+    let last = param("last");
     let mut headers = vec![("content-type", "application/json".to_string())];
-    if let Some(n) = n {
-        if tags.len() > n {
-            tags.truncate(n);
-            headers.push((
-                "link",
-                format!("</v2/{name}/tags/list?last={}&n={n}>; rel=\"next\"", tags[n - 1]),
-            ));
+    let tags: Vec<&String> = match *state.tag_listing.lock().unwrap() {
+        TagListing::Spec => {
+            let mut tags: Vec<&String> = r
+                .tags
+                .iter()
+                .filter(|t| last.as_ref().is_none_or(|l| *t > l))
+                .collect();
+            if let Some(n) = n.filter(|n| tags.len() > *n) {
+                tags.truncate(n);
+                let next = format!("</v2/{name}/tags/list?last={}&n={n}>; rel=\"next\"", tags[n - 1]);
+                headers.push(("link", next));
+            }
+            tags
         }
-    }
+        TagListing::Ignores => r.tags.iter().collect(),
+        TagListing::PagesOf(k) => {
+            let start = last
+                .and_then(|l| r.tags.iter().position(|t| *t == l))
+                .map_or(0, |i| i + 1);
+            let tags: Vec<&String> = r.tags.iter().skip(start).take(k).collect();
+            if start + k < r.tags.len() {
+                let addr = state.addr.lock().unwrap().expect("listening");
+                let next = format!(
+                    "<http://{addr}/v2/{name}/tags/list?n={k}&last={}>; rel=\"next\"",
+                    tags[k - 1]
+                );
+                headers.push(("link", next));
+            }
+            tags
+        }
+    };
     let list: Vec<String> = tags.iter().map(|t| format!("\"{t}\"")).collect();
     reply(
         200,
