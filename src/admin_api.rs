@@ -2,11 +2,15 @@
 //! operator commands (`cli/`), so the two cannot drift apart.
 
 pub use crate::cache::{GcReport, Stats};
+pub use crate::registry::PurgeReport;
 
 /// `GET`: the cache index statistics (`Stats` as JSON).
 pub const CACHE_STATS: &str = "/admin/cache";
 /// `POST [?to=SIZE]`: evict now, to the low watermark or down to SIZE (`GcReport` as JSON).
 pub const GC: &str = "/admin/gc";
+/// `POST ?image=IMAGE[:TAG]`: drop a tag record, or every tag record of the repository without
+/// a tag, so the next pull revalidates with the upstream (`PurgeReport` as JSON).
+pub const PURGE: &str = "/admin/purge";
 /// Prometheus text format.
 pub const METRICS: &str = "/metrics";
 /// The process answers.
@@ -20,4 +24,10 @@ pub fn gc_path(to: Option<u64>) -> String {
         Some(n) => format!("{GC}?to={n}"),
         None => GC.to_string(),
     }
+}
+
+/// The purge path for an image as an operator names it (`alpine:3.20`, `ghcr.io/org/app`).
+pub fn purge_path(image: &str) -> String {
+    let image: String = form_urlencoded::byte_serialize(image.as_bytes()).collect();
+    format!("{PURGE}?image={image}")
 }

@@ -190,7 +190,7 @@ pub fn cache_settings(config: &Config) -> CacheSettings {
 }
 
 /// The pull-through policy from `[cache]` and `[fetch]`.
-fn mirror_policy(config: &Config) -> MirrorPolicy {
+pub fn mirror_policy(config: &Config) -> MirrorPolicy {
     MirrorPolicy {
         tag_ttl: config.cache.tag_ttl,
         revalidate_timeout: config.cache.revalidate_timeout,

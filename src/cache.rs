@@ -163,6 +163,12 @@ impl Cache {
         self.tags.put(upstream, repo, tag, rec).await
     }
 
+    /// Drops the record of `tag`, or every tag record of the repository without one (content
+    /// by digest, repository links and kept tag lists stay); returns how many went.
+    pub async fn purge_tags(&self, upstream: &str, repo: &RepoName, tag: Option<&Tag>) -> io::Result<u64> {
+        self.tags.purge(upstream, repo, tag).await
+    }
+
     /// The last copy of a per-repository document (tag list, referrers) kept for outages.
     pub async fn doc(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Option<Bytes>> {
         self.tags.get_doc(upstream, repo, name).await

@@ -1,6 +1,6 @@
 //! The `regcache` command line: `serve` runs the mirror, `check-config` validates a config file,
-//! `cache stats` and `cache gc` inspect and trim the cache (directly, or through the running
-//! daemon's admin listener when it owns the directory).
+//! `cache stats`, `cache gc` and `cache purge` inspect and trim the cache and drop tag records
+//! (directly, or through the running daemon's admin listener when it owns the directory).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +65,17 @@ enum CacheCommand {
         /// Target usage, like "10GiB", "500MB" or a number of bytes.
         #[arg(long, value_parser = regcache::config::parse_size)]
         to: Option<u64>,
+    },
+    /// Drop the tag record of IMAGE:TAG (every tag record of IMAGE without a tag), so the next
+    /// pull revalidates with the upstream at once. Content by digest stays.
+    Purge {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// An image as clients name it: alpine:3.20, docker.io/library/alpine, ghcr.io/org/app:v1.
+        image: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -162,7 +173,9 @@ fn main() -> ExitCode {
 }
 
 fn cache_command(command: CacheCommand) -> ExitCode {
-    let (CacheCommand::Stats { config, .. } | CacheCommand::Gc { config, .. }) = &command;
+    let (CacheCommand::Stats { config, .. }
+    | CacheCommand::Gc { config, .. }
+    | CacheCommand::Purge { config, .. }) = &command;
     let config = match load(config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -185,6 +198,14 @@ fn cache_command(command: CacheCommand) -> ExitCode {
             CacheCommand::Gc { to, .. } => {
                 let (report, via) = cache_cmd::gc(&config, to).await?;
                 Ok(render::render_gc(&report, via))
+            }
+            CacheCommand::Purge { image, json, .. } => {
+                let (report, via) = cache_cmd::purge(&config, &image).await?;
+                Ok(if json {
+                    format!("{}\n", serde_json::to_string_pretty(&report)?)
+                } else {
+                    render::render_purge(&report, via)
+                })
             }
         }
     };

@@ -9,6 +9,7 @@ mod access;
 mod answer;
 mod error;
 mod mirror;
+mod purge;
 mod single_flight;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub use access::{Access, AllowAll, Client, Content, Place};
 pub use answer::{Blob, CacheResult, Manifest, Referrers, TagPage};
 pub use error::{ErrorKind, Fault, RegistryError, Subject};
 pub use mirror::{MirrorPolicy, Page};
+pub use purge::{BadImage, ImageRef, PurgeReport};
 
 use crate::cache::Cache;
 use crate::metrics::Metrics;

@@ -263,6 +263,35 @@ impl Index {
         result
     }
 
+    /// Takes the records whose path `matches` out of the store and the index now (a purge), read
+    /// or not, pinned or not; returns how many went. Blocking.
+    pub fn remove_records(&self, matches: impl Fn(&RecordPath) -> bool) -> u64 {
+        let mut trash = self.trash();
+        let removed = {
+            let mut ledger = self.ledger.lock();
+            let victims: Vec<(Key, RecordPath)> = ledger
+                .entries
+                .iter()
+                .filter_map(|(k, e)| {
+                    e.record
+                        .as_ref()
+                        .filter(|p| matches(p))
+                        .map(|p| (k.clone(), p.clone()))
+                })
+                .collect();
+            let mut removed = 0;
+            for (key, path) in victims {
+                if trash.take(&self.layout.files(&key, Some(&path))) && ledger.remove(&key).is_some() {
+                    removed += 1;
+                }
+            }
+            ledger.report();
+            removed
+        };
+        trash.discard();
+        removed
+    }
+
     /// Marks `key` pinned (never evicted) or not, and persists the pinned set. A digest may be
     /// pinned before it is cached.
     pub fn pin(&self, key: Key, pinned: bool) -> io::Result<()> {

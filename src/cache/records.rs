@@ -53,6 +53,17 @@ impl Records {
         });
         kept.await.map_err(io::Error::other)?
     }
+
+    /// Removes every record whose path `matches`, now; returns how many there were.
+    pub(super) async fn remove_where(
+        &self,
+        matches: impl Fn(&RecordPath) -> bool + Send + 'static,
+    ) -> io::Result<u64> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.remove_records(matches))
+            .await
+            .map_err(io::Error::other)
+    }
 }
 
 #[cfg(test)]

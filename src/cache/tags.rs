@@ -92,6 +92,22 @@ impl TagStore {
         }
     }
 
+    /// Drops the record of `tag`, or every tag record of the repository without one, so the
+    /// next pull asks the upstream; kept documents and repository links stay. Returns how many
+    /// records went.
+    pub async fn purge(&self, upstream: &str, repo: &RepoName, tag: Option<&Tag>) -> io::Result<u64> {
+        if let Some(tag) = tag {
+            let path = record_path(upstream, repo, "@tags", tag.as_str())?;
+            return self.records.remove_where(move |p| *p == path).await;
+        }
+        // `@` cannot occur in a repository name: this prefix never matches a nested repository.
+        let probe = record_path(upstream, repo, "@tags", "-")?;
+        let prefix = probe.as_str().trim_end_matches('-').to_string();
+        self.records
+            .remove_where(move |p| p.as_str().starts_with(&prefix))
+            .await
+    }
+
     /// The last copy of a per-repository document (tag list, referrers) kept for offline use.
     /// `name` is chosen by regcache, never by a client.
     pub async fn get_doc(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Option<Bytes>> {
@@ -168,5 +184,48 @@ mod tests {
         assert!(tags.get_doc("docker.io", &repo, &name).await.unwrap().is_some());
         let first = format!("referrers-sha256-{}", Digest::sha256_of(&[0]).hex());
         assert!(tags.get_doc("docker.io", &repo, &first).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn purge_drops_tag_records_of_one_repository_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let index = Index::open(layout.clone(), Budget::unlimited(), metrics.clone()).unwrap();
+        let tags = TagStore::open(&layout, index.clone(), metrics).unwrap();
+        let (app, nested): (RepoName, RepoName) =
+            ("library/app".parse().unwrap(), "library/app/sub".parse().unwrap());
+        let (v1, v2): (Tag, Tag) = ("v1".parse().unwrap(), "v2".parse().unwrap());
+        let rec = TagRecord {
+            digest: Digest::sha256_of(b"m").to_string(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 1,
+        };
+        for (repo, tag) in [(&app, &v1), (&app, &v2), (&nested, &v1)] {
+            assert!(tags.put("docker.io", repo, tag, &rec).await.unwrap());
+        }
+        tags.put_doc("docker.io", &app, "tags", b"{}").await.unwrap();
+        tags.link("docker.io", &app, &Digest::sha256_of(b"m"))
+            .await
+            .unwrap();
+        assert_eq!(tags.purge("docker.io", &app, Some(&v1)).await.unwrap(), 1);
+        assert!(tags.get("docker.io", &app, &v1).await.unwrap().is_none());
+        assert!(tags.get("docker.io", &app, &v2).await.unwrap().is_some());
+        assert_eq!(tags.purge("ghcr.io", &app, None).await.unwrap(), 0);
+        assert_eq!(tags.purge("docker.io", &app, None).await.unwrap(), 1);
+        assert!(tags.get("docker.io", &app, &v2).await.unwrap().is_none());
+        assert!(!dir.path().join("tags/docker.io/library/app/@tags/v2").exists());
+        assert!(tags.get("docker.io", &nested, &v1).await.unwrap().is_some());
+        assert!(tags.get_doc("docker.io", &app, "tags").await.unwrap().is_some());
+        assert!(tags
+            .is_linked("docker.io", &app, &Digest::sha256_of(b"m"))
+            .await
+            .unwrap());
+        assert_eq!(
+            index.stats().records,
+            3,
+            "the nested tag, the kept list and the link"
+        );
     }
 }

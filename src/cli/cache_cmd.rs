@@ -1,4 +1,4 @@
-//! The operator commands `regcache cache stats` and `regcache cache gc`. They work on the cache
+//! The operator commands `regcache cache stats`, `gc` and `purge`. They work on the cache
 //! directory whether the daemon runs or not, without racing it: if the directory's lock is free
 //! (`cache::dirlock`) the command takes it and opens the directory itself; if a daemon holds it,
 //! the command asks that daemon through its admin listener (`admin_api` paths), found at
@@ -14,13 +14,15 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::admin_api::{self, GcReport, Stats};
-use crate::app::cache_settings;
+use crate::admin_api::{self, GcReport, PurgeReport, Stats};
+use crate::app::{cache_settings, mirror_policy};
 use crate::cache::dirlock::DirLock;
 use crate::cache::store_mark::{self, Found, NotAStore};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::registry::{AllowAll, BadImage, ImageRef, Registry, RegistryError};
+use crate::upstream::Upstreams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -32,6 +34,12 @@ pub enum ControlError {
     NotAStore(#[from] NotAStore),
     #[error("a running regcache holds the cache directory, and its admin listener at {addr} did not answer: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    BadImage(#[from] BadImage),
+    #[error("{0}")]
+    Purge(#[from] RegistryError),
+    #[error("upstreams: {0}")]
+    Upstreams(String),
     #[error("the running regcache at {addr} answered {status}: {body}")]
     Refused {
         addr: SocketAddr,
@@ -171,6 +179,42 @@ pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), Con
             Ok((ask(config, addr, Method::POST, &path).await?, Via::Daemon(addr)))
         }
     }
+}
+
+/// Drops the tag record of `image` (every tag record of its repository without a tag).
+pub async fn purge(config: &Config, image: &str) -> Result<(PurgeReport, Via), ControlError> {
+    let parsed: ImageRef = image.parse()?;
+    match owner(config)? {
+        Owner::Us(lock) => {
+            let report = purge_here(config, &parsed).await?;
+            drop(lock);
+            Ok((report, Via::Directory))
+        }
+        Owner::Daemon(addr) => {
+            let path = admin_api::purge_path(image);
+            Ok((ask(config, addr, Method::POST, &path).await?, Via::Daemon(addr)))
+        }
+    }
+}
+
+/// A purge on the directory of a stopped daemon (the caller holds its lock), with the names
+/// resolved by the same upstreams the daemon would use.
+async fn purge_here(config: &Config, image: &ImageRef) -> Result<PurgeReport, ControlError> {
+    let owned = config.clone();
+    let cache = Arc::new(blocking(move || open_here(&owned)).await?);
+    let metrics = Arc::new(Metrics::new());
+    let upstreams =
+        Upstreams::from_config(config, &metrics).map_err(|e| ControlError::Upstreams(e.to_string()))?;
+    let registry = Registry::new(
+        Arc::new(upstreams),
+        cache.clone(),
+        mirror_policy(config),
+        Arc::new(AllowAll),
+        metrics,
+    );
+    let report = registry.purge(image).await?;
+    blocking(move || Ok(cache.save_recency()?)).await?;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Text for people: sizes, times and the reports of `regcache cache stats|gc`.
+//! Text for people: sizes, times and the reports of `regcache cache stats|gc|purge`.
 
-use crate::admin_api::{GcReport, Stats};
+use crate::admin_api::{GcReport, PurgeReport, Stats};
 
 use super::cache_cmd::Via;
 
@@ -92,6 +92,21 @@ pub fn render_gc(r: &GcReport, via: Via) -> String {
         r.evicted,
         human_bytes(r.freed_bytes),
         human_bytes(r.bytes),
+    )
+}
+
+pub fn render_purge(r: &PurgeReport, via: Via) -> String {
+    let what = match &r.tag {
+        Some(t) => format!("{}/{}:{t}", r.upstream, r.repository),
+        None => format!("{}/{} (every tag)", r.upstream, r.repository),
+    };
+    let source = match via {
+        Via::Directory => "read from the directory (no daemon running)".to_string(),
+        Via::Daemon(a) => format!("answered by the running daemon at {a}"),
+    };
+    format!(
+        "dropped {} tag records of {what}; the next pull asks the upstream\nsource: {source}\n",
+        r.removed
     )
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::cache::{Cache, StoredManifest};
 use crate::metrics::{Metrics, RequestKind};
-use crate::oci::RepoName;
+use crate::oci::{RepoName, Tag};
 use crate::upstream::Upstream;
 
 use super::single_flight::SingleFlight;
@@ -89,5 +89,18 @@ impl Mirror {
         if joined {
             self.metrics.request.coalesced(RequestKind::Manifest);
         }
+    }
+
+    /// Drops the tag record of `tag` (every tag record of the repository without one) and
+    /// forgets that it was fresh, and what the upstream said the repository lacks, so the next
+    /// pull asks the upstream. Content by digest, links and kept tag lists stay.
+    pub(super) async fn purge(&self, at: &At<'_>, tag: Option<&Tag>) -> Result<u64, RegistryError> {
+        let host = at.upstream.host();
+        let removed = self.cache.purge_tags(host, at.repo, tag).await?;
+        let here = |k: &remembered::RefKey| k.0 == host && k.1 == *at.repo;
+        self.fresh
+            .forget_where(|k| here(k) && tag.is_none_or(|t| k.2 == t.as_str()));
+        self.missing.forget_where(here);
+        Ok(removed)
     }
 }

@@ -2,7 +2,9 @@
 //! Prometheus text format, `/healthz` (the process answers), `/readyz` (cache opened, listeners
 //! bound, not shutting down), and the cache operations that `regcache cache stats|gc` use while
 //! the daemon owns the cache directory: `GET /admin/cache` (index statistics as JSON) and
-//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE). Reading is open;
+//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE), and
+//! `POST /admin/purge?image=IMAGE[:TAG]` (drop tag records, so the next pull revalidates with the
+//! upstream). Reading is open;
 //! what changes state passes the `AdminGuard` first (`admin/guard.rs`).
 
 mod guard;
@@ -24,6 +26,7 @@ pub use guard::{AdminGuard, Denied};
 
 use super::State;
 use crate::admin_api as api;
+use crate::registry::{ImageRef, RegistryError};
 use crate::units::parse_size;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -75,6 +78,31 @@ async fn gc(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> 
     }
 }
 
+/// `POST /admin/purge?image=IMAGE[:TAG]`.
+async fn purge(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
+    }
+    if let Err(denied) = guard.check(req.headers()) {
+        return refuse(denied);
+    }
+    let image = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "image")
+        .map(|(_, v)| v.parse::<ImageRef>());
+    let image = match image {
+        Some(Ok(i)) => i,
+        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        None => return reply(StatusCode::BAD_REQUEST, "text/plain", "image= is missing\n"),
+    };
+    match state.registry.purge(&image).await {
+        Ok(report) => json(&report),
+        Err(e @ RegistryError::NameUnknown(_)) => {
+            reply(StatusCode::NOT_FOUND, "text/plain", format!("{e}\n"))
+        }
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+    }
+}
+
 async fn answer(
     state: &Arc<State>,
     guard: &AdminGuard,
@@ -84,6 +112,7 @@ async fn answer(
     match req.uri().path() {
         api::CACHE_STATS => json(&state.cache.stats()),
         api::GC => gc(state, guard, req).await,
+        api::PURGE => purge(state, guard, req).await,
         api::METRICS => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -95,7 +124,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics, /healthz, /readyz, /admin/cache or POST /admin/gc\n",
+            "try /metrics, /healthz, /readyz, /admin/cache, POST /admin/gc or POST /admin/purge?image=\n",
         ),
     }
 }

@@ -25,6 +25,7 @@ mod hostile;
 mod operations;
 mod process;
 mod pull_api;
+mod purge;
 mod refused_writes;
 mod repository_links;
 mod resilience;

@@ -47,6 +47,15 @@ impl Remembered {
             self.seen.insert(key, Instant::now());
         }
     }
+
+    /// Forgets every key `matches` accepts, at once.
+    pub(super) fn forget_where(&self, matches: impl Fn(&RefKey) -> bool) {
+        for (key, _) in self.seen.iter() {
+            if matches(&key) {
+                self.seen.invalidate(key.as_ref());
+            }
+        }
+    }
 }
 
 /// Tags confirmed with the upstream (trusted for `tag_ttl`).

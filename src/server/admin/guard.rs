@@ -1,6 +1,7 @@
 //! Who may change state through the admin listener. Reading (`/metrics`, health, cache stats) is
-//! open; a state-changing request (`POST /admin/gc`, and later purge, pin, import) must carry
-//! `Authorization: Bearer <token>` with the token of `[admin] token_file`. Without a configured
+//! open; a state-changing request (`POST /admin/gc`, `POST /admin/purge`; later pin, import)
+//! must carry `Authorization: Bearer <token>` with the token of `[admin] token_file`. Without a
+//! configured
 //! token such requests are served only when the admin listener is bound to a loopback address,
 //! where only this machine can reach it. Tokens are compared by their SHA-256 digests in constant
 //! time, so neither the token's bytes nor its length leak through timing, and never logged.
