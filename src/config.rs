@@ -101,8 +101,11 @@ pub struct CacheConfig {
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
     pub connect_timeout: Duration,
-    /// Longest wait for response headers or for the next body bytes from an upstream.
+    /// Longest wait for the next body bytes from an upstream.
     pub read_timeout: Duration,
+    /// Longest wait for an upstream's response headers once connected (a black-holed upstream
+    /// fails within `connect_timeout` + this).
+    pub header_timeout: Duration,
     pub max_manifest_size: u64,
     /// Finish a blob download even when every client that wanted it has gone, so the next pull
     /// is a hit.
@@ -257,6 +260,12 @@ fn validate_fetch(errors: &mut Vec<String>, raw: file::FileFetch) -> FetchConfig
             "fetch.read_timeout",
             raw.read_timeout.as_deref(),
             Duration::from_secs(60),
+        ),
+        header_timeout: duration(
+            errors,
+            "fetch.header_timeout",
+            raw.header_timeout.as_deref(),
+            Duration::from_secs(10),
         ),
         max_manifest_size: match raw.max_manifest_size {
             Some(0) => {

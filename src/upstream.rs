@@ -109,6 +109,8 @@ pub struct Upstream {
     breaker: Arc<Breaker>,
     health: health::Health,
     read_timeout: Duration,
+    /// Connect plus response headers: the longest an upstream may keep us waiting for an answer.
+    answer_deadline: Duration,
     counters: UpstreamCounters,
 }
 
@@ -133,7 +135,7 @@ impl Upstream {
             config.scheme == http::uri::Scheme::HTTP,
             credentials,
             counters.token_fetches.clone(),
-            fetch.read_timeout,
+            fetch.connect_timeout + fetch.header_timeout,
         );
         let permits = permits::Permits::new(config.max_connections, counters.active_requests.clone());
         let down = counters.down.clone();
@@ -153,6 +155,7 @@ impl Upstream {
             client: clients.upstream,
             redirect_client: clients.redirects,
             read_timeout: fetch.read_timeout,
+            answer_deadline: fetch.connect_timeout + fetch.header_timeout,
             counters,
         })
     }
@@ -255,7 +258,11 @@ impl Upstream {
             Err(e) if e.is_outage() => self.failed(e),
             Err(e) if e.is_server_error() => {
                 let base = self.config.base_url();
-                if self.health.answers(&self.client, &base, self.read_timeout).await {
+                if self
+                    .health
+                    .answers(&self.client, &base, self.answer_deadline)
+                    .await
+                {
                     self.breaker.success();
                 } else {
                     self.failed(e);
@@ -281,7 +288,7 @@ impl Upstream {
         let client = self.client.clone();
         let base = self.config.base_url();
         let host = self.host().to_string();
-        let timeout = self.read_timeout;
+        let timeout = self.answer_deadline;
         tokio::spawn(async move {
             while breaker.is_open() {
                 tokio::time::sleep(breaker.probe_interval()).await;

@@ -53,6 +53,7 @@ pub(super) enum FileSize {
 pub(super) struct FileFetch {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    pub header_timeout: Option<String>,
     pub max_manifest_size: Option<u64>,
     pub finish_abandoned: Option<bool>,
     pub breaker_threshold: Option<u32>,

@@ -46,6 +46,7 @@ const TABLES: &[(&str, &[&str])] = &[
         &[
             "connect_timeout",
             "read_timeout",
+            "header_timeout",
             "max_manifest_size",
             "finish_abandoned",
             "breaker_threshold",

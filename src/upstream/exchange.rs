@@ -143,7 +143,7 @@ impl Upstream {
             .body(Full::default())
             .map_err(|e| self.protocol(e.to_string()))?;
         let client = self.client_for(hop);
-        match tokio::time::timeout(self.read_timeout, client.request(req)).await {
+        match tokio::time::timeout(self.answer_deadline, client.request(req)).await {
             Err(_) => {
                 self.observe(method, StatusClass::Failed, None);
                 Err(UpstreamError::Timeout {

@@ -108,6 +108,27 @@ async fn one_failing_repository_does_not_take_the_upstream_down() {
     assert_eq!(d.get("/v2/library/app/manifests/1").await.bytes(), bytes);
 }
 
+/// An upstream that accepts connections and never answers fails an uncached pull at its header
+/// deadline, not after the body's read timeout (tokio's paused clock passes the time).
+#[tokio::test(start_paused = true)]
+async fn black_holed_upstream_fails_an_uncached_pull_at_the_header_deadline() {
+    let hole = BlackHole::start().await;
+    let d = DaemonBuilder::new()
+        .upstream(&hole)
+        .header_timeout("3s")
+        .read_timeout("60s")
+        .start()
+        .await;
+    let started = tokio::time::Instant::now();
+    let r = d.get("/v2/library/app/manifests/latest").await;
+    let waited = started.elapsed();
+    assert_eq!(r.status, 504, "the upstream did not answer in time");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(30),
+        "answered after {waited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_holed_upstream_does_not_stall_cached_tags() {
     let up = Fake::start().await;
