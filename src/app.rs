@@ -194,6 +194,7 @@ pub fn mirror_policy(config: &Config) -> MirrorPolicy {
     MirrorPolicy {
         tag_ttl: config.cache.tag_ttl,
         revalidate_timeout: config.cache.revalidate_timeout,
+        revalidate_in_background: config.cache.revalidate_in_background,
         negative_ttl: config.cache.negative_ttl,
         max_manifest_size: config.fetch.max_manifest_size,
     }

@@ -90,6 +90,8 @@ pub struct CacheConfig {
     pub negative_ttl: Duration,
     /// How long a stale tag's revalidation may take before the cached tag is served anyway.
     pub revalidate_timeout: Duration,
+    /// `revalidate = "background"`: a stale tag is served at once and revalidated behind it.
+    pub revalidate_in_background: bool,
     /// Hard budget for blobs and manifests on disk; `None`: unlimited.
     pub max_size: Option<u64>,
     /// Fraction of `max_size` past which an insert evicts least-recently-used content...

@@ -194,6 +194,7 @@ mod tests {
         let policy = MirrorPolicy {
             tag_ttl: c.cache.tag_ttl,
             revalidate_timeout: c.cache.revalidate_timeout,
+            revalidate_in_background: false,
             negative_ttl: c.cache.negative_ttl,
             max_manifest_size: c.fetch.max_manifest_size,
         };

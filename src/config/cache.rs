@@ -50,6 +50,16 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: FileCache) -> CacheConfig 
             raw.revalidate_timeout.as_deref(),
             Duration::from_secs(2),
         ),
+        revalidate_in_background: match raw.revalidate.as_deref() {
+            None | Some("wait") => false,
+            Some("background") => true,
+            Some(other) => {
+                errors.push(format!(
+                    "cache.revalidate: {other:?} is not \"wait\" or \"background\""
+                ));
+                false
+            }
+        },
         max_size,
         high_watermark,
         low_watermark,

@@ -35,6 +35,7 @@ pub(super) struct FileCache {
     pub tag_ttl: Option<String>,
     pub negative_ttl: Option<String>,
     pub revalidate_timeout: Option<String>,
+    pub revalidate: Option<String>,
     pub max_size: Option<FileSize>,
     pub high_watermark: Option<f64>,
     pub low_watermark: Option<f64>,

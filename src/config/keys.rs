@@ -36,6 +36,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "tag_ttl",
             "negative_ttl",
             "revalidate_timeout",
+            "revalidate",
             "max_size",
             "high_watermark",
             "low_watermark",

@@ -6,6 +6,7 @@
 //! single download per digest, with the upstream as the fill's origin. Cached content is served
 //! under a repository only when it was fetched or confirmed for that repository (`links.rs`).
 
+mod behind;
 mod blobs;
 mod fetch;
 mod links;
@@ -34,6 +35,8 @@ pub struct MirrorPolicy {
     pub tag_ttl: Duration,
     /// A stale tag whose revalidation takes longer is served from the cache.
     pub revalidate_timeout: Duration,
+    /// Serve a stale tag at once and revalidate it behind the answer.
+    pub revalidate_in_background: bool,
     /// How long an upstream "manifest unknown" is remembered (zero: off).
     pub negative_ttl: Duration,
     /// The largest manifest accepted from an upstream.

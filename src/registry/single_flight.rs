@@ -54,29 +54,43 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let (mut rx, joined) = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            match running.get(&key) {
-                Some(rx) => (rx.clone(), true),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    running.insert(key.clone(), rx.clone());
-                    let fut = op();
-                    let guard = KeyGuard {
-                        running: self.running.clone(),
-                        key: Some(key),
-                    };
-                    tokio::spawn(async move {
-                        let v = fut.await;
-                        drop(guard);
-                        let _ = tx.send(Some(v));
-                    });
-                    (rx, false)
-                }
-            }
-        };
+        let (mut rx, joined) = self.start(key, op);
         let v = rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone());
         (v, joined)
+    }
+
+    /// Starts `op()` unless a run for `key` is already under way, without waiting for it: the
+    /// run's result arrives on the receiver; `true` when someone else's run was joined.
+    pub(super) fn start<F, Fut>(&self, key: K, op: F) -> (watch::Receiver<Option<V>>, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = running.get(&key) {
+            return (rx.clone(), true);
+        }
+        let (tx, rx) = watch::channel(None);
+        running.insert(key.clone(), rx.clone());
+        let fut = op();
+        let guard = KeyGuard {
+            running: self.running.clone(),
+            key: Some(key),
+        };
+        tokio::spawn(async move {
+            let v = fut.await;
+            drop(guard);
+            let _ = tx.send(Some(v));
+        });
+        (rx, false)
+    }
+
+    /// Whether a run for `key` is under way.
+    pub(super) fn is_running(&self, key: &K) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
     }
 }
 

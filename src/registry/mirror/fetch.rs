@@ -134,7 +134,11 @@ impl Mirror {
     }
 }
 
-async fn head_now(at: &At<'_>, reference: &str, deadline: Option<Duration>) -> Result<Head, RegistryError> {
+pub(super) async fn head_now(
+    at: &At<'_>,
+    reference: &str,
+    deadline: Option<Duration>,
+) -> Result<Head, RegistryError> {
     let resp = at
         .upstream
         .request_within(

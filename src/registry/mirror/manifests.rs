@@ -110,11 +110,29 @@ impl Mirror {
         if usable && (at.upstream.is_offline() || self.fresh.holds(&key)) {
             return Ok(Some(answer_from(rec, digest, cached)));
         }
+        if !usable && !at.upstream.is_offline() && self.fresh.holds(&key) {
+            let reference = digest.to_string();
+            return Ok(Some(self.fetch(at, &reference, Some(&digest)).await?));
+        }
+        // Stale-while-revalidate: nobody waits on a revalidation another pull already started,
+        // and in background mode nobody waits at all.
+        if usable && (self.policy.revalidate_in_background || self.manifest_heads.is_running(&key)) {
+            if self.policy.revalidate_in_background {
+                self.revalidate_behind(at, tag, digest.clone());
+            }
+            return Ok(Some(answer_from(rec, digest, cached).with(CacheResult::Stale)));
+        }
         let deadline = usable.then_some(self.policy.revalidate_timeout);
         match self.head_upstream(at, tag.as_str(), deadline).await {
             Ok(now) if now.digest == digest => {
                 self.fresh.remember(key);
-                Ok(usable.then(|| answer_from(rec, digest, cached)))
+                if usable {
+                    return Ok(Some(answer_from(rec, digest, cached)));
+                }
+                // Confirmed, but its manifest is not cached (evicted, or the tag moved in the
+                // background): fetch it by digest.
+                let reference = digest.to_string();
+                Ok(Some(self.fetch(at, &reference, Some(&digest)).await?))
             }
             Ok(now) => {
                 tracing::info!(repo = %at.repo, %tag, old = %digest, new = %now.digest, "tag moved upstream");

@@ -18,6 +18,7 @@ const MAX_ENTRIES: u64 = 100_000;
 pub(super) type RefKey = (String, RepoName, String);
 
 /// When each key was last seen, for at most `ttl`.
+#[derive(Clone)]
 pub(super) struct Remembered {
     ttl: Duration,
     seen: Cache<RefKey, Instant>,

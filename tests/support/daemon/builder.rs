@@ -187,6 +187,11 @@ impl DaemonBuilder {
         self.cache("revalidate_timeout", timeout)
     }
 
+    /// `[cache] revalidate`: `"wait"` or `"background"`.
+    pub fn revalidate(self, mode: &str) -> DaemonBuilder {
+        self.cache("revalidate", mode)
+    }
+
     /// `[cache] max_size`: bytes (`1_000_000`) or a size with a unit (`"12MB"`).
     pub fn max_size(self, size: impl Into<Value>) -> DaemonBuilder {
         self.cache("max_size", size)

@@ -1,0 +1,54 @@
+//! Revalidating a tag behind the answer (`[cache] revalidate = "background"`): the stale tag is
+//! served from the cache at once, and one upstream `HEAD` (shared with anyone else asking about
+//! that tag) runs on its own task; its answer marks the tag fresh or moves the tag record to the
+//! new digest, so the next pull sees it. A failure changes nothing: the cached tag keeps being
+//! served and the next pull tries again.
+
+use std::sync::Arc;
+
+use super::fetch::head_now;
+use super::{At, Mirror};
+use crate::cache::TagRecord;
+use crate::oci::{Digest, Tag};
+
+impl Mirror {
+    /// Starts (or joins) the upstream `HEAD` for `tag` without waiting for it.
+    pub(super) fn revalidate_behind(&self, at: &At<'_>, tag: &Tag, known: Digest) {
+        let key = at.key(tag.as_str());
+        let (upstream, repo, tag) = (at.upstream.clone(), at.repo.clone(), tag.clone());
+        let (cache, fresh) = (self.cache.clone(), self.fresh.clone());
+        let fresh_key = key.clone();
+        self.manifest_heads.start(key, move || async move {
+            let at = At {
+                upstream: &upstream,
+                repo: &repo,
+            };
+            let head = head_now(&at, tag.as_str(), None).await;
+            match &head {
+                Ok(now) if now.digest == known => fresh.remember(fresh_key),
+                Ok(now) => {
+                    tracing::info!(%repo, %tag, old = %known, new = %now.digest, "tag moved upstream (revalidated in the background)");
+                    let rec = TagRecord {
+                        digest: now.digest.to_string(),
+                        media_type: now.media_type.clone(),
+                        size: now.size,
+                    };
+                    let host = upstream.host();
+                    match cache.put_tag(host, &repo, &tag, &rec).await {
+                        Ok(true) => {
+                            // The tag's new target belongs to this repository.
+                            if let Err(e) = cache.link(host, &repo, &now.digest).await {
+                                tracing::warn!(%repo, error = %e, "cannot record a repository link");
+                            }
+                            fresh.remember(fresh_key);
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(%repo, %tag, error = %e, "cannot record a moved tag"),
+                    }
+                }
+                Err(e) => tracing::debug!(%repo, %tag, error = %e, "background revalidation failed; the cached tag stays"),
+            }
+            head.map_err(Arc::new)
+        });
+    }
+}
