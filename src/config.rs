@@ -7,6 +7,7 @@ mod auth;
 mod cache;
 pub mod docker_config;
 mod exposure;
+mod fetch;
 mod file;
 mod keys;
 mod tls;
@@ -249,44 +250,6 @@ fn validate_log(errors: &mut Vec<String>, raw: file::FileLog) -> LogConfig {
     LogConfig { format, level }
 }
 
-fn validate_fetch(errors: &mut Vec<String>, raw: file::FileFetch) -> FetchConfig {
-    FetchConfig {
-        connect_timeout: duration(
-            errors,
-            "fetch.connect_timeout",
-            raw.connect_timeout.as_deref(),
-            Duration::from_secs(10),
-        ),
-        read_timeout: duration(
-            errors,
-            "fetch.read_timeout",
-            raw.read_timeout.as_deref(),
-            Duration::from_secs(60),
-        ),
-        header_timeout: duration(
-            errors,
-            "fetch.header_timeout",
-            raw.header_timeout.as_deref(),
-            Duration::from_secs(10),
-        ),
-        max_manifest_size: match raw.max_manifest_size {
-            Some(0) => {
-                errors.push("fetch.max_manifest_size: 0 refuses every manifest".into());
-                0
-            }
-            n => n.unwrap_or(4 * 1024 * 1024),
-        },
-        finish_abandoned: raw.finish_abandoned.unwrap_or(true),
-        breaker_threshold: raw.breaker_threshold.unwrap_or(5).max(1),
-        breaker_probe_interval: duration(
-            errors,
-            "fetch.breaker_probe_interval",
-            raw.breaker_probe_interval.as_deref(),
-            Duration::from_secs(5),
-        ),
-    }
-}
-
 fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let listen = address(
@@ -305,7 +268,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     );
     let log = validate_log(&mut errors, raw.log);
     let cache = cache::validate(&mut errors, raw.cache);
-    let fetch = validate_fetch(&mut errors, raw.fetch);
+    let fetch = fetch::validate(&mut errors, raw.fetch);
     let upstreams = upstream_set::validate(
         &mut errors,
         raw.builtin_upstreams.unwrap_or(true),
