@@ -144,6 +144,15 @@ impl RegistryError {
         self.upstream_error().is_some_and(UpstreamError::is_not_attempted)
     }
 
+    /// The upstream did not answer at all (timeout, connection error), as opposed to answering
+    /// with an error.
+    pub(crate) fn unanswered(&self) -> bool {
+        matches!(
+            self.upstream_error(),
+            Some(UpstreamError::Timeout { .. } | UpstreamError::Connect { .. })
+        )
+    }
+
     /// A kept copy may stand in: the upstream failed or was not asked, rather than answering
     /// that the repository does not exist or refusing access.
     pub(crate) fn kept_copy_allowed(&self) -> bool {

@@ -54,6 +54,8 @@ pub(super) struct Mirror {
     manifest_gets: SingleFlight<FetchKey, Shared<StoredManifest>>,
     manifest_heads: SingleFlight<FetchKey, Shared<Head>>,
     fresh: remembered::Remembered,
+    /// Tags whose revalidation got no answer (served stale for a while without asking again).
+    backoff: remembered::Remembered,
     missing: remembered::Remembered,
     links: links::Links,
 }
@@ -78,6 +80,7 @@ impl Mirror {
     pub(super) fn new(cache: Arc<Cache>, policy: MirrorPolicy, metrics: Arc<Metrics>) -> Mirror {
         Mirror {
             fresh: remembered::freshness(policy.tag_ttl),
+            backoff: remembered::unanswered_revalidations(),
             missing: remembered::missing(policy.negative_ttl),
             cache,
             policy,
@@ -101,8 +104,9 @@ impl Mirror {
         let host = at.upstream.host();
         let removed = self.cache.purge_tags(host, at.repo, tag).await?;
         let here = |k: &remembered::RefKey| k.0 == host && k.1 == *at.repo;
-        self.fresh
-            .forget_where(|k| here(k) && tag.is_none_or(|t| k.2 == t.as_str()));
+        let this_tag = |k: &remembered::RefKey| here(k) && tag.is_none_or(|t| k.2 == t.as_str());
+        self.fresh.forget_where(this_tag);
+        self.backoff.forget_where(this_tag);
         self.missing.forget_where(here);
         Ok(removed)
     }

@@ -86,3 +86,29 @@ async fn a_pull_does_not_wait_for_a_revalidation_already_under_way() {
     );
     first.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unanswered_revalidation_the_cached_tag_is_served_without_asking_again() {
+    let up = Fake::start().await;
+    let (digest, _, layers) = up.add_image("library/app", "latest", &[bytes_of(10, 1)]);
+    let d = DaemonBuilder::new().upstream(&up).start().await;
+    d.pull("library/app", "latest", &layers).await;
+    let dir = d.stop().await;
+    let hole = BlackHole::start().await;
+    let d = DaemonBuilder::new()
+        .upstream(&hole)
+        .in_dir(dir)
+        .tag_ttl("0s")
+        .revalidate_timeout("200ms")
+        .start()
+        .await;
+    let first = d.get("/v2/library/app/manifests/latest").await;
+    assert_eq!(first.header("docker-content-digest"), Some(digest.as_str()));
+    let asked = hole.accepted();
+    assert!(asked >= 1, "the first pull tried the upstream");
+    for _ in 0..5 {
+        let r = d.get("/v2/library/app/manifests/latest").await;
+        assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    }
+    assert_eq!(hole.accepted(), asked, "no new attempt while backing off");
+}

@@ -116,8 +116,11 @@ impl Mirror {
         }
         // Stale-while-revalidate: nobody waits on a revalidation another pull already started,
         // and in background mode nobody waits at all.
-        if usable && (self.policy.revalidate_in_background || self.manifest_heads.is_running(&key)) {
-            if self.policy.revalidate_in_background {
+        let backing_off = self.backoff.holds(&key);
+        if usable
+            && (backing_off || self.policy.revalidate_in_background || self.manifest_heads.is_running(&key))
+        {
+            if self.policy.revalidate_in_background && !backing_off {
                 self.revalidate_behind(at, tag, digest.clone());
             }
             return Ok(Some(answer_from(rec, digest, cached).with(CacheResult::Stale)));
@@ -149,6 +152,9 @@ impl Mirror {
             }
             Err(e) if e.is_gone() => Err(e),
             Err(e) if usable => {
+                if e.unanswered() {
+                    self.backoff.remember(key);
+                }
                 if e.not_attempted() {
                     tracing::debug!(repo = %at.repo, %tag, error = %e, "serving the cached tag");
                 } else {

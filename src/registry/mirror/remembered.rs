@@ -64,6 +64,17 @@ pub(super) fn freshness(tag_ttl: Duration) -> Remembered {
     Remembered::new(tag_ttl, MAX_ENTRIES)
 }
 
+/// Tags whose revalidation met an upstream that did not answer (timeout, connection error):
+/// served from the cache without asking again for a while, so an unresponsive upstream costs
+/// one wait, not one per pull. An upstream that answers (even with an error) is asked each time,
+/// so a tag deleted upstream is noticed at once.
+pub(super) fn unanswered_revalidations() -> Remembered {
+    Remembered::new(UNANSWERED_BACKOFF, 10_000)
+}
+
+/// How long a tag whose revalidation got no answer is served without asking again.
+pub(super) const UNANSWERED_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Upstream "manifest unknown" answers (remembered for `negative_ttl`).
 pub(super) fn missing(negative_ttl: Duration) -> Remembered {
     Remembered::new(negative_ttl, 10_000)
