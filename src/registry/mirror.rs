@@ -111,3 +111,10 @@ impl Mirror {
         Ok(removed)
     }
 }
+
+/// An upstream response's announced `Content-Length`.
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}

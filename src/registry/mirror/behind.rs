@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use super::fetch::head_now;
+use super::manifests::record_tag;
 use super::{At, Mirror};
-use crate::cache::TagRecord;
 use crate::oci::{Digest, Tag};
 
 impl Mirror {
@@ -28,19 +28,12 @@ impl Mirror {
                 Ok(now) if now.digest == known => fresh.remember(fresh_key),
                 Ok(now) => {
                     tracing::info!(%repo, %tag, old = %known, new = %now.digest, "tag moved upstream (revalidated in the background)");
-                    let rec = TagRecord {
-                        digest: now.digest.to_string(),
-                        media_type: now.media_type.clone(),
-                        size: now.size,
-                    };
-                    let host = upstream.host();
-                    match cache.put_tag(host, &repo, &tag, &rec).await {
+                    match record_tag(&cache, &fresh, &at, &tag, now).await {
+                        // The tag's new target belongs to this repository.
                         Ok(true) => {
-                            // The tag's new target belongs to this repository.
-                            if let Err(e) = cache.link(host, &repo, &now.digest).await {
+                            if let Err(e) = cache.link(upstream.host(), &repo, &now.digest).await {
                                 tracing::warn!(%repo, error = %e, "cannot record a repository link");
                             }
-                            fresh.remember(fresh_key);
                         }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(%repo, %tag, error = %e, "cannot record a moved tag"),

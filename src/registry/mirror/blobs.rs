@@ -6,11 +6,10 @@
 
 use std::sync::Arc;
 
-use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 
-use super::{At, Mirror};
+use super::{content_length, At, Mirror};
 use crate::cache::origin::{Fetched, Fetching, Origin, OriginError};
 use crate::cache::{FillState, Lookup, Source};
 use crate::oci::{Digest, RepoName};
@@ -44,12 +43,6 @@ impl Origin for UpstreamOrigin {
             Ok(Fetched { size, body })
         })
     }
-}
-
-fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
 }
 
 impl Mirror {
@@ -119,5 +112,20 @@ impl Mirror {
             .await?
             .ok_or_else(|| RegistryError::BlobUnknown(format!("upstream gave no size for {digest}")))?;
         Ok((size, CacheResult::Miss))
+    }
+
+    /// An upstream `HEAD` of a blob in this repository; its announced size.
+    pub(super) async fn head_blob(&self, at: &At<'_>, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        let resp = at
+            .upstream
+            .request(
+                Method::HEAD,
+                at.repo,
+                &format!("blobs/{digest}"),
+                &HeaderMap::new(),
+            )
+            .await
+            .map_err(RegistryError::upstream(Subject::Blob))?;
+        Ok(content_length(resp.headers()))
     }
 }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
 
-use super::{At, Mirror};
+use super::{content_length, At, Mirror};
 use crate::cache::StoredManifest;
 use crate::oci::{Digest, MediaType, MANIFEST_ACCEPT};
 use crate::registry::{CacheResult, Manifest, RegistryError, Subject};
@@ -55,12 +55,6 @@ fn media_type_of(headers: &HeaderMap, bytes: Option<&[u8]>) -> String {
 
 fn ended() -> Arc<RegistryError> {
     Arc::new(RegistryError::Internal("upstream request task ended".into()))
-}
-
-fn header_u64(h: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<u64> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
 }
 
 impl Mirror {
@@ -155,7 +149,7 @@ pub(super) async fn head_now(
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Digest>().ok());
-    match (digest, header_u64(h, CONTENT_LENGTH)) {
+    match (digest, content_length(h)) {
         (Some(digest), Some(size)) => Ok(Manifest {
             digest,
             media_type: media_type_of(h, None),

@@ -13,7 +13,6 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, Method};
 use moka::sync::Cache as Memory;
 
 use super::{At, Mirror};
@@ -115,25 +114,6 @@ impl Mirror {
         }
         tracing::debug!(repo = %at.repo, %digest, "cached content confirmed for this repository");
         self.link(at, digest).await
-    }
-
-    /// An upstream `HEAD` of a blob in this repository; its announced size.
-    pub(super) async fn head_blob(&self, at: &At<'_>, digest: &Digest) -> Result<Option<u64>, RegistryError> {
-        let resp = at
-            .upstream
-            .request(
-                Method::HEAD,
-                at.repo,
-                &format!("blobs/{digest}"),
-                &HeaderMap::new(),
-            )
-            .await
-            .map_err(RegistryError::upstream(Subject::Blob))?;
-        Ok(resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok()))
     }
 
     /// Links `digest` to this repository once the download this request started is verified.

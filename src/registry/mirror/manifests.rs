@@ -6,8 +6,9 @@
 
 use std::future::Future;
 
+use super::remembered::Remembered;
 use super::{At, Mirror};
-use crate::cache::{StoredManifest, TagRecord};
+use crate::cache::{Cache, StoredManifest, TagRecord};
 use crate::oci::{Digest, MediaType, Tag};
 use crate::registry::{CacheResult, Manifest, RegistryError, Subject};
 
@@ -185,16 +186,30 @@ impl Mirror {
     }
 
     async fn remember(&self, at: &At<'_>, tag: &Tag, a: &Manifest) -> Result<(), RegistryError> {
-        let rec = TagRecord {
-            digest: a.digest.to_string(),
-            media_type: a.media_type.clone(),
-            size: a.size,
-        };
-        if self.cache.put_tag(at.upstream.host(), at.repo, tag, &rec).await? {
-            self.fresh.remember(at.key(tag.as_str()));
-        }
+        record_tag(&self.cache, &self.fresh, at, tag, a).await?;
         Ok(())
     }
+}
+
+/// Records where `tag` points now and, once that is kept, that it was just confirmed; false
+/// when the record was not kept (then the tag is asked about again next time).
+pub(super) async fn record_tag(
+    cache: &Cache,
+    fresh: &Remembered,
+    at: &At<'_>,
+    tag: &Tag,
+    a: &Manifest,
+) -> std::io::Result<bool> {
+    let rec = TagRecord {
+        digest: a.digest.to_string(),
+        media_type: a.media_type.clone(),
+        size: a.size,
+    };
+    let kept = cache.put_tag(at.upstream.host(), at.repo, tag, &rec).await?;
+    if kept {
+        fresh.remember(at.key(tag.as_str()));
+    }
+    Ok(kept)
 }
 
 fn answer_from(rec: &TagRecord, digest: Digest, cached: Option<StoredManifest>) -> Manifest {
