@@ -14,6 +14,7 @@ mod challenge;
 mod client;
 mod credential_helper;
 mod credentials;
+mod deadline;
 mod exchange;
 mod health;
 mod permits;
@@ -110,7 +111,7 @@ pub struct Upstream {
     health: health::Health,
     read_timeout: Duration,
     /// Connect plus response headers: the longest an upstream may keep us waiting for an answer.
-    answer_deadline: Duration,
+    answer_deadline: deadline::AnswerDeadline,
     counters: UpstreamCounters,
 }
 
@@ -121,6 +122,10 @@ impl Upstream {
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
         let clients = client::build(&config, fetch.connect_timeout)?;
+        let answer_deadline = deadline::AnswerDeadline {
+            connect: fetch.connect_timeout,
+            header: fetch.header_timeout,
+        };
         let counters = metrics.upstream.for_upstream(&config.host);
         let credentials = credentials::CredentialProvider::new(
             &config,
@@ -135,7 +140,7 @@ impl Upstream {
             config.scheme == http::uri::Scheme::HTTP,
             credentials,
             counters.token_fetches.clone(),
-            fetch.connect_timeout + fetch.header_timeout,
+            answer_deadline,
         );
         let permits = permits::Permits::new(config.max_connections, counters.active_requests.clone());
         let down = counters.down.clone();
@@ -155,7 +160,7 @@ impl Upstream {
             client: clients.upstream,
             redirect_client: clients.redirects,
             read_timeout: fetch.read_timeout,
-            answer_deadline: fetch.connect_timeout + fetch.header_timeout,
+            answer_deadline,
             counters,
         })
     }

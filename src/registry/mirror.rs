@@ -58,6 +58,8 @@ pub(super) struct Mirror {
     backoff: remembered::Remembered,
     missing: remembered::Remembered,
     links: links::Links,
+    /// Whole tag lists fetched lately, for clients walking their pages.
+    lists: tag_list::RecentLists,
 }
 
 /// A repository of one upstream, as the mirror sees it.
@@ -88,6 +90,7 @@ impl Mirror {
             manifest_gets: SingleFlight::default(),
             manifest_heads: SingleFlight::default(),
             links: links::Links::new(),
+            lists: tag_list::recent_lists(),
         }
     }
 
@@ -108,6 +111,7 @@ impl Mirror {
         self.fresh.forget_where(this_tag);
         self.backoff.forget_where(this_tag);
         self.missing.forget_where(here);
+        self.lists.invalidate(&(host.to_string(), at.repo.clone()));
         Ok(removed)
     }
 }

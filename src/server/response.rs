@@ -142,7 +142,9 @@ fn registry_status(kind: ErrorKind) -> (StatusCode, &'static str) {
             Fault::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             Fault::Denied => (StatusCode::FORBIDDEN, "DENIED"),
             Fault::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            Fault::Timeout => (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE"),
+            // A registry that does not answer is unavailable: 503, which clients retry, with a
+            // message that says it did not answer in time.
+            Fault::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Fault::Stalled => (StatusCode::GATEWAY_TIMEOUT, "UNKNOWN"),
             Fault::BadGateway => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
             Fault::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use base64::Engine as _;
 use http::HeaderValue;
@@ -17,6 +16,7 @@ use prometheus::IntCounter;
 use super::challenge::Challenge;
 use super::client::HttpClient;
 use super::credentials::{CredentialProvider, Reloaded};
+use super::deadline::AnswerDeadline;
 use super::token::{self, TokenRequest};
 use super::token_cache::{TokenCache, TokenKey};
 use super::UpstreamError;
@@ -54,7 +54,7 @@ pub(super) struct Auth {
     schemes: Mutex<HashMap<String, Scheme>>,
     tokens: TokenCache,
     token_fetches: IntCounter,
-    timeout: Duration,
+    timeout: AnswerDeadline,
 }
 
 pub(super) fn basic_header(username: &str, password: &Secret) -> HeaderValue {
@@ -80,7 +80,7 @@ impl Auth {
         plain_http_origin: bool,
         credentials: CredentialProvider,
         token_fetches: IntCounter,
-        timeout: Duration,
+        timeout: AnswerDeadline,
     ) -> Auth {
         Auth {
             upstream,

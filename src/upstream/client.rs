@@ -1,6 +1,7 @@
 //! The HTTP clients regcache uses towards upstream registries: hyper-util's pooled client over
 //! rustls (webpki and system roots, or an upstream's own `ca_file`; a client certificate for
-//! mutual TLS when configured), HTTP/1.1 and HTTP/2 via ALPN, with a connect timeout. Each
+//! mutual TLS when configured), HTTP/1.1 and HTTP/2 via ALPN, with a connect timeout (its connector
+//! tells `deadline.rs` when a request connected). Each
 //! upstream has two with the same TLS setup: one for the upstream itself and its token service,
 //! and one for redirects to other hosts, whose resolver checks every address (`resolve.rs`).
 
@@ -18,11 +19,12 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
+use super::deadline::Marked;
 use super::resolve::Resolver;
 use crate::config::UpstreamConfig;
 
 /// Request bodies are empty except for OAuth2 token POSTs.
-pub(super) type HttpClient = Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
+pub(super) type HttpClient = Client<Marked<HttpsConnector<HttpConnector<Resolver>>>, Full<Bytes>>;
 
 /// An upstream's two clients.
 pub(super) struct Clients {
@@ -141,7 +143,7 @@ fn client_over(
         // Requests are capped at `n` (see permits.rs); keep no more idle connections than that.
         client.pool_max_idle_per_host(n);
     }
-    client.build(https)
+    client.build(Marked(https))
 }
 
 #[cfg(test)]

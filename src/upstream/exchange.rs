@@ -143,8 +143,8 @@ impl Upstream {
             .body(Full::default())
             .map_err(|e| self.protocol(e.to_string()))?;
         let client = self.client_for(hop);
-        match tokio::time::timeout(self.answer_deadline, client.request(req)).await {
-            Err(_) => {
+        match self.answer_deadline.within(client.request(req)).await.ok_or(()) {
+            Err(()) => {
                 self.observe(method, StatusClass::Failed, None);
                 Err(UpstreamError::Timeout {
                     upstream: self.host().to_string(),

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::client::HttpClient;
+use super::deadline::AnswerDeadline;
 use super::USER_AGENT;
 
 const REUSE: Duration = Duration::from_secs(1);
@@ -24,7 +25,7 @@ pub(super) struct Health {
 
 impl Health {
     /// Whether `GET <base>/v2/` answers below 500 within `timeout` (a recent answer is reused).
-    pub(super) async fn answers(&self, client: &HttpClient, base: &str, timeout: Duration) -> bool {
+    pub(super) async fn answers(&self, client: &HttpClient, base: &str, timeout: AnswerDeadline) -> bool {
         let mut last = self.last.lock().await;
         if let Some((at, up)) = *last {
             if at.elapsed() < REUSE {
@@ -38,7 +39,7 @@ impl Health {
 }
 
 /// One `GET <base>/v2/`: true for any answer below 500 (401 included: it is alive).
-pub(super) async fn v2_answers(client: &HttpClient, base: &str, timeout: Duration) -> bool {
+pub(super) async fn v2_answers(client: &HttpClient, base: &str, timeout: AnswerDeadline) -> bool {
     let Ok(req) = Request::get(format!("{base}/v2/"))
         .header(http::header::USER_AGENT, USER_AGENT)
         .body(Full::default())
@@ -46,7 +47,7 @@ pub(super) async fn v2_answers(client: &HttpClient, base: &str, timeout: Duratio
         return false;
     };
     matches!(
-        tokio::time::timeout(timeout, client.request(req)).await,
-        Ok(Ok(resp)) if !resp.status().is_server_error()
+        timeout.within(client.request(req)).await,
+        Some(Ok(resp)) if !resp.status().is_server_error()
     )
 }

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::auth::basic_header;
 use super::client::HttpClient;
+use super::deadline::AnswerDeadline;
 use super::ratelimit::parse_retry_after;
 use super::UpstreamError;
 use crate::config::Credentials;
@@ -85,7 +86,7 @@ fn build(t: &TokenRequest<'_>) -> Result<Request<Full<Bytes>>, String> {
 pub(super) async fn fetch(
     client: &HttpClient,
     upstream: &str,
-    timeout: Duration,
+    timeout: AnswerDeadline,
     t: TokenRequest<'_>,
 ) -> Result<Token, UpstreamError> {
     let err = |reason: String| UpstreamError::Token {
@@ -121,9 +122,14 @@ pub(super) async fn fetch(
             .map(|c| c.to_bytes())
             .map_err(|e| err(format!("reading token: {e}")))
     };
-    let body = tokio::time::timeout(timeout, exchange)
+    // A token service that does not answer is the upstream not answering (a 503 for the client,
+    // a failure for the breaker), not a malformed answer.
+    let body = timeout
+        .within(exchange)
         .await
-        .map_err(|_| err(format!("no answer within {timeout:?}")))??;
+        .ok_or_else(|| UpstreamError::Timeout {
+            upstream: upstream.to_string(),
+        })??;
     // Not serde's message: it could quote the token.
     let parsed: TokenResponse =
         serde_json::from_slice(&body).map_err(|_| err("token response is not the expected JSON".into()))?;

@@ -109,22 +109,54 @@ async fn one_failing_repository_does_not_take_the_upstream_down() {
 }
 
 /// An upstream that accepts connections and never answers fails an uncached pull at its header
-/// deadline, not after the body's read timeout (tokio's paused clock passes the time).
+/// deadline, counted from the connection: not after the body's read timeout, and not after
+/// `connect_timeout` on top when the connect took no time (tokio's paused clock passes the time).
 #[tokio::test(start_paused = true)]
 async fn black_holed_upstream_fails_an_uncached_pull_at_the_header_deadline() {
     let hole = BlackHole::start().await;
     let d = DaemonBuilder::new()
         .upstream(&hole)
         .header_timeout("3s")
+        .connect_timeout("10s")
         .read_timeout("60s")
         .start()
         .await;
     let started = tokio::time::Instant::now();
     let r = d.get("/v2/library/app/manifests/latest").await;
     let waited = started.elapsed();
-    assert_eq!(r.status, 504, "the upstream did not answer in time");
+    assert_eq!(r.status, 503, "the upstream did not answer in time");
+    assert_eq!(r.error_code(), "UNAVAILABLE");
+    let body = String::from_utf8_lossy(&r.bytes()).into_owned();
     assert!(
-        waited >= Duration::from_secs(3) && waited < Duration::from_secs(30),
+        body.contains("did not answer in time"),
+        "the error says why: {body}"
+    );
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+        "answered after {waited:?}"
+    );
+}
+
+/// A token service that accepts and never answers is the upstream not answering: 503 at the
+/// header deadline, not a malformed-token 502 after the whole connect + header budget.
+#[tokio::test(start_paused = true)]
+async fn a_silent_token_service_fails_at_the_header_deadline() {
+    let up = Fake::start().await;
+    up.set_auth(crate::support::fake::Auth::Bearer { expires_in: None });
+    up.delay_tokens(Duration::from_secs(3600));
+    up.add_image("library/app", "1", &[bytes_of(10, 1)]);
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .header_timeout("3s")
+        .connect_timeout("10s")
+        .start()
+        .await;
+    let started = tokio::time::Instant::now();
+    let r = d.get("/v2/library/app/manifests/1").await;
+    let waited = started.elapsed();
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "UNAVAILABLE"));
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
         "answered after {waited:?}"
     );
 }

@@ -79,6 +79,31 @@ async fn the_upstreams_own_pages_are_followed() {
     let pages = walk(&d, "/v2/org/app/tags/list?n=4").await;
     let all = sorted();
     assert_eq!((&pages[0].0[..], &pages[1].0[..]), (&all[..4], &all[4..]));
+    assert_eq!(
+        up.count("GET", "/tags/list"),
+        8,
+        "the second page is cut from the list fetched for the first"
+    );
+}
+
+#[tokio::test]
+async fn a_walk_asks_the_upstream_once_and_a_new_walk_again() {
+    let (up, d) = upstream(TagListing::Ignores).await;
+    let pages = walk(&d, "/v2/org/app/tags/list?n=2").await;
+    assert_eq!(pages.len(), 4);
+    assert_eq!(
+        up.count("GET", "/tags/list"),
+        1,
+        "one upstream list for four pages"
+    );
+    up.set_tags("org/app", &["zz-new"]);
+    let again = walk(&d, "/v2/org/app/tags/list?n=2").await;
+    assert_eq!(
+        again,
+        vec![(vec!["zz-new".to_string()], None)],
+        "a first page is fresh"
+    );
+    assert_eq!(up.count("GET", "/tags/list"), 2);
 }
 
 #[tokio::test]

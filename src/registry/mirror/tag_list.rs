@@ -2,14 +2,21 @@
 //! whole list is fetched (following its own `Link` pages, bounded in pages and bytes), kept for
 //! outages, then sorted in byte order and paged here with `last` (tags strictly after it) and `n`
 //! (at most n; `n=0` is an empty list). A fresh answer and the kept copy page the same way, so a
-//! client walking pages never notices which one served it. Distribution 2.x neither sorts nor
+//! client walking pages never notices which one served it. A walk's later pages (`last` set) are
+//! cut from the list fetched for its first page (held for 30 s), so walking k pages asks the
+//! upstream once. Distribution 2.x neither sorts nor
 //! honours `last`, and registries page by default; neither shows through the mirror.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::LINK;
+use moka::sync::Cache;
 
 use super::listing::fetch_json;
 use super::{At, Mirror};
+use crate::oci::RepoName;
 use crate::registry::{CacheResult, RegistryError, Subject, TagPage};
 use crate::upstream::UpstreamError;
 
@@ -18,6 +25,10 @@ const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
 /// The most upstream pages followed for one list.
 const MAX_PAGES: usize = 100;
 const TAGS_DOC: &str = "tags-list";
+/// How long a client walking the pages of a list reads the list fetched for its first page.
+const WALK_WINDOW: Duration = Duration::from_secs(30);
+/// The most tag bytes held for page walks, all lists together.
+const WALK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Which page of a tag list a client asked for.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +38,8 @@ pub struct Page {
 }
 
 /// A tag list's JSON shape: the repository name as the upstream names it, and its tags.
-#[derive(serde::Deserialize, serde::Serialize)]
-struct TagList {
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
+pub(super) struct TagList {
     name: String,
     #[serde(default, deserialize_with = "null_is_empty")]
     tags: Vec<String>,
@@ -40,13 +51,54 @@ fn null_is_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     Ok(v.unwrap_or_default())
 }
 
+/// Whole lists fetched lately, by (upstream host, repository): a client walking pages (`last`
+/// set) reads the list its first page was cut from, so a walk of k pages is one upstream
+/// list, not k, and sees one consistent list. A first page always asks the upstream.
+pub(super) type RecentLists = Cache<(String, RepoName), Arc<TagList>>;
+
+pub(super) fn recent_lists() -> RecentLists {
+    Cache::builder()
+        .max_capacity(WALK_BYTES)
+        .weigher(|_, list: &Arc<TagList>| {
+            let bytes: usize = list.tags.iter().map(|t| t.len() + 8).sum();
+            u32::try_from(bytes).unwrap_or(u32::MAX)
+        })
+        .time_to_live(WALK_WINDOW)
+        .build()
+}
+
 impl Mirror {
     pub(crate) async fn tags(&self, at: &At<'_>, page: &Page) -> Result<TagPage, RegistryError> {
         let host = at.upstream.host();
-        let (list, result) = match whole_list(at).await {
+        let key = (host.to_string(), at.repo.clone());
+        let walking = page.last.is_some().then(|| self.lists.get(&key)).flatten();
+        let (list, result) = match walking {
+            Some(list) => ((*list).clone(), CacheResult::Hit),
+            None => self.fetch_list(at, key).await?,
+        };
+        let (body, more) = paginate(list, page)?;
+        let next = more.map(|after| {
+            vec![
+                ("n".to_string(), page.n.unwrap_or(0).to_string()),
+                ("last".to_string(), after),
+            ]
+        });
+        Ok(TagPage { body, next, result })
+    }
+
+    /// The upstream's whole list, kept for outages and for page walks; the kept copy when the
+    /// upstream fails in a way that allows it.
+    async fn fetch_list(
+        &self,
+        at: &At<'_>,
+        key: (String, RepoName),
+    ) -> Result<(TagList, CacheResult), RegistryError> {
+        let host = at.upstream.host();
+        Ok(match whole_list(at).await {
             Ok(list) => {
                 let body = serde_json::to_vec(&list).map_err(|e| RegistryError::Internal(e.to_string()))?;
                 self.cache.put_doc(host, at.repo, TAGS_DOC, &body).await?;
+                self.lists.insert(key, Arc::new(list.clone()));
                 (list, CacheResult::Pass)
             }
             Err(e) => {
@@ -62,15 +114,7 @@ impl Mirror {
                     .map_err(|e| RegistryError::Internal(format!("kept tag list is not JSON: {e}")))?;
                 (list, CacheResult::Stale)
             }
-        };
-        let (body, more) = paginate(list, page)?;
-        let next = more.map(|after| {
-            vec![
-                ("n".to_string(), page.n.unwrap_or(0).to_string()),
-                ("last".to_string(), after),
-            ]
-        });
-        Ok(TagPage { body, next, result })
+        })
     }
 }
 

@@ -209,6 +209,10 @@ impl DaemonBuilder {
         self.fetch("header_timeout", timeout)
     }
 
+    pub fn connect_timeout(self, timeout: &str) -> DaemonBuilder {
+        self.fetch("connect_timeout", timeout)
+    }
+
     /// `breaker_threshold` and `breaker_probe_interval`.
     pub fn breaker(self, threshold: u32, probe_interval: &str) -> DaemonBuilder {
         self.fetch("breaker_threshold", threshold)
