@@ -9,6 +9,7 @@ mod budget;
 pub mod dirlock;
 mod download;
 mod evict;
+mod file_body;
 mod fill;
 mod index;
 mod key;

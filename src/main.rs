@@ -234,10 +234,12 @@ fn cache_command(command: CacheCommand) -> ExitCode {
 }
 
 fn serve(path: Option<PathBuf>, config: Config, logs: LogControl) -> anyhow::Result<()> {
-    // Each response streaming a cached blob reads on its own blocking thread: allow many.
+    // Blocking work (disk reads that miss the page cache, writes and syncs of downloads) is
+    // short and bounded by the disk: a small pool, so a thousand slow clients are not a thousand
+    // threads.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(4096)
+        .max_blocking_threads(48)
         .build()?;
     rt.block_on(async {
         let stop = shutdown_signal()?;

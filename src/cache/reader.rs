@@ -1,8 +1,8 @@
 //! Response bodies that stream a byte range of a blob from disk: from a complete cached file
-//! (`CachedBlob`, held by its lease), or from a fill's growing temp file, waiting for bytes that
-//! have not arrived yet. A reader of a
-//! fill never hands out a blob's last byte before the fill is verified, and a failed fill ends
-//! the body with an error, so a client can never take a short or corrupt body for a whole one.
+//! (`CachedBlob`, held by its lease; read on demand by `file_body.rs`), or from a fill's growing
+//! temp file, waiting for bytes that have not arrived yet. A reader of a fill never hands out a
+//! blob's last byte before the fill is verified, and a failed fill ends the body with an error,
+//! so a client can never take a short or corrupt body for a whole one.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -15,12 +15,11 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use super::blobs::CachedBlob;
+use super::file_body::FileBody;
 use super::passthrough;
 use super::progress::{Fill, FillState, Progress};
 
 const READ_CHUNK: usize = 128 * 1024;
-/// Chunk size when streaming a complete file from a blocking thread.
-const COMPLETE_CHUNK: usize = 128 * 1024;
 
 /// Where the bytes come from.
 pub enum Source {
@@ -28,8 +27,17 @@ pub enum Source {
     Filling(Arc<Fill>),
 }
 
-/// A streaming body fed by a reader task; an `Err` item aborts the response.
-pub struct BlobBody {
+/// A blob response's body: an `Err` frame aborts the response.
+pub struct BlobBody(Inner);
+
+enum Inner {
+    /// A complete file, read as the connection asks for it.
+    File(FileBody),
+    /// Fed by a reader task that follows a fill.
+    Pumped(Pumped),
+}
+
+struct Pumped {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     remaining: Option<u64>,
 }
@@ -37,32 +45,52 @@ pub struct BlobBody {
 impl BlobBody {
     /// Streams bytes `start..end` (`end` = None: until the fill ends, size unknown).
     pub fn spawn(source: Source, start: u64, end: Option<u64>) -> BlobBody {
+        let source = match (source, end) {
+            (Source::Complete(blob), Some(end)) if end <= blob.size => {
+                return BlobBody(Inner::File(FileBody::new(blob, start, end)));
+            }
+            (source, _) => source,
+        };
         let (tx, rx) = mpsc::channel(2);
-        match (source, end) {
-            // A complete file: one blocking reader for the whole response, no hop per chunk.
-            (Source::Complete(blob), Some(end)) => {
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = read_complete(&blob, start, end, &tx) {
-                        let _ = tx.blocking_send(Err(e));
-                    }
-                });
+        tokio::spawn(async move {
+            if let Err(e) = pump(&source, start, end, &tx).await {
+                let _ = tx.send(Err(e)).await;
             }
-            (source, end) => {
-                tokio::spawn(async move {
-                    if let Err(e) = pump(&source, start, end, &tx).await {
-                        let _ = tx.send(Err(e)).await;
-                    }
-                });
-            }
-        }
-        BlobBody {
+        });
+        BlobBody(Inner::Pumped(Pumped {
             rx,
             remaining: end.map(|e| e - start),
-        }
+        }))
     }
 }
 
 impl Body for BlobBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        match &mut self.get_mut().0 {
+            Inner::File(f) => Pin::new(f).poll_frame(cx),
+            Inner::Pumped(p) => Pin::new(p).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::File(f) => f.is_end_stream(),
+            Inner::Pumped(p) => p.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::File(f) => f.size_hint(),
+            Inner::Pumped(p) => p.size_hint(),
+        }
+    }
+}
+
+impl Body for Pumped {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -93,27 +121,6 @@ impl Body for BlobBody {
             None => SizeHint::default(),
         }
     }
-}
-
-/// Streams `start..end` of a complete cached blob from a blocking thread; the blob's lease is
-/// held until the last byte is handed over or the client leaves.
-fn read_complete(
-    blob: &CachedBlob,
-    start: u64,
-    end: u64,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<()> {
-    let mut pos = start;
-    while pos < end {
-        let n = (end - pos).min(COMPLETE_CHUNK as u64) as usize;
-        let mut buf = BytesMut::zeroed(n);
-        blob.file.read_exact_at(&mut buf, pos)?;
-        pos += n as u64;
-        if tx.blocking_send(Ok(buf.freeze())).is_err() {
-            return Ok(()); // client went away
-        }
-    }
-    Ok(())
 }
 
 /// Waits for the fill's progress to satisfy `ready`; None when the client went away first, so a

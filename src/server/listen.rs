@@ -29,6 +29,11 @@ use crate::registry::Client;
 /// keep-alive connection stays open).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most a connection buffers, each way: a request head must fit, and a response body is not
+/// asked for more while this much waits for the client (hyper's default is about 400 KiB, which
+/// a thousand slow clients turn into 400 MB). nginx's own request head limit is 4 x 8 KiB.
+const CONNECTION_BUFFER: usize = 32 * 1024;
+
 /// How long a TLS client may take to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,7 +53,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(CONNECTION_BUFFER);
     builder.http2().timer(TokioTimer::new());
     loop {
         let (stream, peer) = tokio::select! {

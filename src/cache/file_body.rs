@@ -1,0 +1,281 @@
+//! The body of a response that serves a complete cached blob (whole or a range), read on demand:
+//! a chunk is read only when the connection asks for the next one, so a slow client holds one
+//! chunk and no thread, and a thousand of them cost a thousand small buffers, not a thousand
+//! blocked threads. A chunk in the page cache is read on the async thread at once (`preadv2`
+//! with `RWF_NOWAIT`, which fails instead of waiting for the disk); only a chunk that needs the
+//! disk goes to the blocking pool, and then the next chunk is read ahead the same way while the
+//! client takes the current one. Chunks grow (up to 1 MiB) while the client takes them as fast
+//! as they come, after a first 100 ms in small chunks, and shrink (down to 16 KiB) while it is
+//! slow, so fast clients pay few reads per gigabyte and slow ones hold little memory. The blob's lease is held by the body until the
+//! client has it all or leaves.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use rustix::io::{preadv2, Errno, ReadWriteFlags};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::blobs::CachedBlob;
+
+const MIN_CHUNK: usize = 16 * 1024;
+const FIRST_CHUNK: usize = 32 * 1024;
+const MAX_CHUNK: usize = 1024 * 1024;
+/// A client that asks for the next chunk sooner than this after the last takes them as fast as
+/// they come: the chunk doubles.
+const FAST: Duration = Duration::from_millis(5);
+/// A client that asks later than this is slow: the chunk halves.
+const SLOW: Duration = Duration::from_millis(50);
+/// Chunks stay small for this long: at first even a slow client's chunks are taken at once, into
+/// the socket buffers, and that must not earn it megabyte chunks.
+const PROVE_FAST: Duration = Duration::from_millis(100);
+
+pub(super) struct FileBody {
+    file: Arc<File>,
+    /// The blob's lease, held until the body ends.
+    _blob: Option<CachedBlob>,
+    /// Where the next read starts.
+    next: u64,
+    end: u64,
+    /// Bytes read and not yet handed to the connection.
+    remaining: u64,
+    chunk: usize,
+    /// A read from the disk, in the blocking pool.
+    reading: Option<JoinHandle<io::Result<Bytes>>>,
+    /// When the last chunk went to the connection.
+    handed: Option<Instant>,
+    /// When the first chunk was asked for.
+    first: Option<Instant>,
+    /// Whether reads try the page cache first (off where `RWF_NOWAIT` is not supported).
+    nowait: bool,
+}
+
+impl FileBody {
+    pub(super) fn new(blob: CachedBlob, start: u64, end: u64) -> FileBody {
+        FileBody::over(blob.file.clone(), start, end, Some(blob))
+    }
+
+    fn over(file: Arc<File>, start: u64, end: u64, blob: Option<CachedBlob>) -> FileBody {
+        FileBody {
+            file,
+            _blob: blob,
+            next: start,
+            end,
+            remaining: end - start,
+            chunk: FIRST_CHUNK,
+            reading: None,
+            handed: None,
+            first: None,
+            nowait: true,
+        }
+    }
+
+    /// Sizes the next chunk by how soon the client asked for it (see `PROVE_FAST`).
+    fn adapt(&mut self) {
+        let (Some(at), Some(first)) = (self.handed, self.first) else {
+            self.first = Some(Instant::now());
+            return;
+        };
+        let gap = at.elapsed();
+        if gap < FAST && first.elapsed() >= PROVE_FAST {
+            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+        } else if gap > SLOW {
+            self.chunk = (self.chunk / 2).max(MIN_CHUNK);
+        }
+    }
+
+    /// The length of the next read, 0 at the end.
+    fn next_len(&self) -> usize {
+        (self.end - self.next).min(self.chunk as u64) as usize
+    }
+
+    /// Reads the next chunk from the page cache without waiting; None when (part of) it would
+    /// need the disk. A short read takes what the page cache holds.
+    fn read_cached(&mut self) -> io::Result<Option<Bytes>> {
+        let n = self.next_len();
+        let mut buf = BytesMut::zeroed(n);
+        let read = preadv2(
+            &*self.file,
+            &mut [IoSliceMut::new(&mut buf)],
+            self.next,
+            ReadWriteFlags::NOWAIT,
+        );
+        match read {
+            Ok(0) if n > 0 => Err(truncated()),
+            Ok(got) => {
+                buf.truncate(got);
+                self.next += got as u64;
+                Ok(Some(buf.freeze()))
+            }
+            Err(Errno::AGAIN) => Ok(None),
+            // A kernel or filesystem without RWF_NOWAIT: the blocking pool does every read.
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
+                self.nowait = false;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts reading the next chunk in the blocking pool.
+    fn read_from_disk(&mut self) {
+        let n = self.next_len();
+        let (file, at) = (self.file.clone(), self.next);
+        self.next += n as u64;
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(n);
+            file.read_exact_at(&mut buf, at).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => truncated(),
+                _ => e,
+            })?;
+            Ok(buf.freeze())
+        }));
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        if self.reading.is_none() {
+            if self.nowait {
+                if let Some(chunk) = self.read_cached()? {
+                    return Poll::Ready(Ok(chunk));
+                }
+            }
+            self.read_from_disk();
+        }
+        let reading = self.reading.as_mut().expect("a read is under way");
+        let chunk = ready!(Pin::new(reading).poll(cx)).map_err(io::Error::other)??;
+        self.reading = None;
+        // The disk was needed: read the next chunk ahead while the client takes this one.
+        if self.next < self.end {
+            self.read_from_disk();
+        }
+        Poll::Ready(Ok(chunk))
+    }
+}
+
+fn truncated() -> io::Error {
+    io::Error::other("cached blob is shorter than its recorded size")
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        if self.reading.is_none() {
+            self.adapt();
+        }
+        let chunk = match ready!(self.poll_chunk(cx)) {
+            Ok(c) => c,
+            Err(e) => {
+                self.remaining = 0;
+                return Poll::Ready(Some(Err(e)));
+            }
+        };
+        self.remaining -= chunk.len() as u64;
+        self.handed = Some(Instant::now());
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+impl Drop for FileBody {
+    fn drop(&mut self) {
+        // A read ahead for a client that left is not waited for (it only holds the lease a
+        // moment longer).
+        if let Some(r) = self.reading.take() {
+            r.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn file_of(bytes: &[u8]) -> Arc<File> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        Arc::new(f)
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// Every frame of `body`, or the error that ended it.
+    async fn frames(mut body: FileBody) -> Result<Vec<Bytes>, io::Error> {
+        let mut out = Vec::new();
+        while let Some(f) = body.frame().await {
+            out.push(f?.into_data().unwrap());
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn whole_files_and_ranges_come_out_exact_in_bounded_chunks() {
+        let bytes = pattern(3 * 1024 * 1024 + 17);
+        let file = file_of(&bytes);
+        let ranges = [(0, bytes.len()), (1, 2), (100_000, 2_500_001), (5, 5)];
+        for ((start, end), nowait) in ranges.into_iter().flat_map(|r| [(r, true), (r, false)]) {
+            let mut body = FileBody::over(file.clone(), start as u64, end as u64, None);
+            body.nowait = nowait; // false: every read in the blocking pool, as from the disk
+            assert_eq!(body.size_hint().exact(), Some((end - start) as u64));
+            let got = frames(body).await.unwrap();
+            assert!(got.iter().all(|c| !c.is_empty() && c.len() <= MAX_CHUNK));
+            assert_eq!(got.concat(), bytes[start..end], "{start}..{end}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_its_size_ends_in_an_error() {
+        let file = file_of(&pattern(1000));
+        for nowait in [true, false] {
+            let mut body = FileBody::over(file.clone(), 0, 5000, None);
+            body.nowait = nowait;
+            assert!(frames(body).await.is_err(), "never a clean end short of the size");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_grow_for_fast_clients_and_shrink_for_slow_ones() {
+        let file = file_of(&pattern(64 * 1024 * 1024));
+        let mut body = FileBody::over(file, 0, 64 * 1024 * 1024, None);
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            sizes.push(body.frame().await.unwrap().unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(sizes, [FIRST_CHUNK; 3], "small at first, however fast");
+        tokio::time::advance(PROVE_FAST).await;
+        for _ in 0..8 {
+            sizes.push(body.frame().await.unwrap().unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(sizes.last(), Some(&MAX_CHUNK), "fast: {sizes:?}");
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            sizes.push(body.frame().await.unwrap().unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(sizes.last(), Some(&MIN_CHUNK), "slow: {sizes:?}");
+    }
+}
