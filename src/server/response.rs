@@ -34,7 +34,10 @@ pub enum ServeError {
     NameInvalid(String),
     #[error("invalid digest {0}")]
     DigestInvalid(String),
-    #[error("invalid tag: {0}")]
+    /// A manifest reference that is no tag by the spec's grammar (`.INVALID_MANIFEST_NAME`): no
+    /// manifest can have it, so it is unknown, 404 `MANIFEST_UNKNOWN` as the spec answers a pull
+    /// of what the registry does not have (`TAG_INVALID` is a push error).
+    #[error("manifest unknown: {0}")]
     TagInvalid(String),
     /// The manifest exists in a form the client's `Accept` does not allow (distribution answers
     /// `MANIFEST_UNKNOWN`).
@@ -73,7 +76,7 @@ impl ServeError {
         match self {
             ServeError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             ServeError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-            ServeError::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            ServeError::TagInvalid(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             ServeError::NotAcceptable(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             ServeError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ServeError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),

@@ -31,6 +31,7 @@ mod repository_links;
 mod resilience;
 mod single_flight;
 mod slow_clients;
+mod spec_read_only;
 mod stale_while_revalidate;
 mod tag_freshness;
 mod tag_lists;

@@ -158,7 +158,11 @@ async fn bad_input_gets_oci_errors_not_5xx() {
             "DIGEST_INVALID",
         ),
         ("/v2/library/x/blobs/md5:abc".to_string(), 400, "DIGEST_INVALID"),
-        ("/v2/library/x/manifests/-bad".to_string(), 400, "TAG_INVALID"),
+        (
+            "/v2/library/x/manifests/-bad".to_string(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
         (
             "/v2/library/missing/manifests/latest".to_string(),
             404,

@@ -33,6 +33,11 @@ async fn private_content_is_not_served_under_another_name() {
         assert_eq!(d.head(&path).await.status, 404, "HEAD {path}");
     }
     assert_eq!(up.count("GET", "/blobs/"), 0, "nothing was downloaded for them");
+    assert_eq!(
+        up.count("HEAD", "/library/alpine/manifests/"),
+        1,
+        "the upstream's no is remembered like any manifest 404"
+    );
     // The repository it came through still gets it from the cache.
     up.clear_log();
     d.pull("myorg/private", "v1", &layers).await;

@@ -293,6 +293,38 @@ impl Fake {
             .insert(subject.into(), index.into());
     }
 
+    /// Adds a manifest or index that names a `subject` (untagged, by digest) and lists it among
+    /// the subject's referrers, as a registry with the referrers API does: its descriptor carries
+    /// its `artifactType` (for a manifest without one, its config's media type) and its
+    /// annotations. Returns its digest.
+    pub fn add_referrer(&self, repo: &str, media_type: &str, bytes: impl Into<Bytes>) -> String {
+        let bytes = bytes.into();
+        let digest = self.add_manifest(repo, None, media_type, bytes.clone());
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON manifest");
+        let subject = doc["subject"]["digest"].as_str().expect("a subject digest");
+        let mut desc = serde_json::json!({"mediaType": media_type, "digest": digest, "size": bytes.len()});
+        if let Some(t) = doc.get("artifactType").or(doc.pointer("/config/mediaType")) {
+            desc["artifactType"] = t.clone();
+        }
+        if let Some(a) = doc.get("annotations") {
+            desc["annotations"] = a.clone();
+        }
+        let mut repos = self.state.repos.lock().unwrap();
+        let r = repos.entry(repo.into()).or_default();
+        let index = r.referrers.entry(subject.into()).or_insert_with(|| {
+            Bytes::from(
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+            )
+        });
+        let mut v: serde_json::Value = serde_json::from_slice(index).expect("a JSON index");
+        v["manifests"]
+            .as_array_mut()
+            .expect("a manifests list")
+            .push(desc);
+        *index = Bytes::from(v.to_string());
+        digest
+    }
+
     pub fn requests(&self) -> Vec<Logged> {
         self.state.log.lock().unwrap().clone()
     }

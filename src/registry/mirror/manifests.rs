@@ -20,8 +20,16 @@ impl Mirror {
         head: bool,
     ) -> Result<Manifest, RegistryError> {
         if let Some(m) = self.cache.manifest(digest).await? {
-            self.ensure_linked(at, digest, Subject::Manifest).await?;
             let answer = Manifest::from(m);
+            if !self.is_linked(at, digest).await? {
+                // Cached through another repository: the upstream's word that this one does not
+                // have it is remembered like any manifest 404.
+                let confirm = async {
+                    self.ensure_linked(at, digest, Subject::Manifest).await?;
+                    Ok(answer.clone())
+                };
+                self.unless_missing(at, &digest.to_string(), confirm).await?;
+            }
             self.link_answer(at, &answer).await?;
             return Ok(answer);
         }
