@@ -26,8 +26,11 @@ use super::progress::{Fill, FillError, Progress, Uncached};
 use crate::metrics::Metrics;
 use crate::oci::Hasher;
 
-/// Bytes buffered before one write + hash step off the async threads.
-const WRITE_BATCH: usize = 256 * 1024;
+/// Bytes buffered before one write + hash step off the async threads: the first batch is small,
+/// so readers get their first bytes soon; each next one doubles, up to the last size, so a large
+/// blob costs few hops to the blocking pool.
+const FIRST_BATCH: usize = 64 * 1024;
+const WRITE_BATCH: usize = 2 * 1024 * 1024;
 
 /// How a download ended when upstream behaved.
 pub(super) enum Done {
@@ -198,6 +201,8 @@ struct Batches<'a> {
     in_flight: Option<(JoinHandle<Written>, u64)>,
     pending: Vec<Bytes>,
     pending_len: usize,
+    /// The size at which the next batch is due.
+    batch: usize,
     /// Bytes handed to writes so far, and bytes written (and shown to readers).
     submitted: u64,
     written: u64,
@@ -213,6 +218,7 @@ impl<'a> Batches<'a> {
             in_flight: None,
             pending: Vec::new(),
             pending_len: 0,
+            batch: FIRST_BATCH,
             submitted: 0,
             written: 0,
         }
@@ -230,7 +236,7 @@ impl<'a> Batches<'a> {
 
     /// Whether a batch is due: a full one, or the rest at the end of the body.
     fn ready(&self, done: bool) -> bool {
-        self.pending_len >= WRITE_BATCH || (done && self.pending_len > 0)
+        self.pending_len >= self.batch || (done && self.pending_len > 0)
     }
 
     /// Takes the batch in flight back: the file and hasher come home and readers learn the new
@@ -285,6 +291,7 @@ impl<'a> Batches<'a> {
         self.in_flight = Some((write, total));
         self.submitted = total;
         self.pending_len = 0;
+        self.batch = (self.batch * 2).min(WRITE_BATCH);
         Ok(true)
     }
 

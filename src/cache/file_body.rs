@@ -54,7 +54,7 @@ pub(super) struct FileBody {
     handed: Option<Instant>,
     /// When the first chunk was asked for.
     first: Option<Instant>,
-    /// Whether reads try the page cache first (off where `RWF_NOWAIT` is not supported).
+    /// Whether reads try the page cache first (tests turn it off to read as from the disk).
     nowait: bool,
 }
 
@@ -97,32 +97,13 @@ impl FileBody {
         (self.end - self.next).min(self.chunk as u64) as usize
     }
 
-    /// Reads the next chunk from the page cache without waiting; None when (part of) it would
-    /// need the disk. A short read takes what the page cache holds.
+    /// Reads the next chunk from the page cache without waiting; None when it needs the disk.
     fn read_cached(&mut self) -> io::Result<Option<Bytes>> {
-        let n = self.next_len();
-        let mut buf = BytesMut::zeroed(n);
-        let read = preadv2(
-            &*self.file,
-            &mut [IoSliceMut::new(&mut buf)],
-            self.next,
-            ReadWriteFlags::NOWAIT,
-        );
-        match read {
-            Ok(0) if n > 0 => Err(truncated()),
-            Ok(got) => {
-                buf.truncate(got);
-                self.next += got as u64;
-                Ok(Some(buf.freeze()))
-            }
-            Err(Errno::AGAIN) => Ok(None),
-            // A kernel or filesystem without RWF_NOWAIT: the blocking pool does every read.
-            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
-                self.nowait = false;
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
+        let got = from_page_cache(&self.file, self.next, self.next_len())?;
+        if let Some(chunk) = &got {
+            self.next += chunk.len() as u64;
         }
+        Ok(got)
     }
 
     /// Starts reading the next chunk in the blocking pool.
@@ -130,14 +111,7 @@ impl FileBody {
         let n = self.next_len();
         let (file, at) = (self.file.clone(), self.next);
         self.next += n as u64;
-        self.reading = Some(tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(n);
-            file.read_exact_at(&mut buf, at).map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => truncated(),
-                _ => e,
-            })?;
-            Ok(buf.freeze())
-        }));
+        self.reading = Some(tokio::task::spawn_blocking(move || from_disk(&file, at, n)));
     }
 
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
@@ -158,6 +132,44 @@ impl FileBody {
         }
         Poll::Ready(Ok(chunk))
     }
+}
+
+/// Reads up to `n` bytes of `file` at `at`: from the page cache on this thread when they are
+/// there (possibly fewer than `n`, never none), otherwise all `n` in the blocking pool.
+pub(super) async fn read_at(file: &Arc<File>, at: u64, n: usize) -> io::Result<Bytes> {
+    if let Some(chunk) = from_page_cache(file, at, n)? {
+        return Ok(chunk);
+    }
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || from_disk(&file, at, n))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// Up to `n` bytes at `at` if the page cache holds at least the first of them (`preadv2` with
+/// `RWF_NOWAIT`, which fails rather than wait for the disk); None when the disk is needed, or
+/// where the kernel or filesystem does not support it.
+fn from_page_cache(file: &File, at: u64, n: usize) -> io::Result<Option<Bytes>> {
+    let mut buf = BytesMut::zeroed(n);
+    match preadv2(file, &mut [IoSliceMut::new(&mut buf)], at, ReadWriteFlags::NOWAIT) {
+        Ok(got) if got > 0 || n == 0 => {
+            buf.truncate(got);
+            Ok(Some(buf.freeze()))
+        }
+        Ok(_) => Err(truncated()),
+        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Exactly `n` bytes at `at`, waiting for the disk (for the blocking pool).
+fn from_disk(file: &File, at: u64, n: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(n);
+    file.read_exact_at(&mut buf, at).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => truncated(),
+        _ => e,
+    })?;
+    Ok(buf.freeze())
 }
 
 fn truncated() -> io::Error {

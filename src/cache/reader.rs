@@ -5,21 +5,21 @@
 //! so a client can never take a short or corrupt body for a whole one.
 
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use super::blobs::CachedBlob;
-use super::file_body::FileBody;
+use super::file_body::{read_at, FileBody};
 use super::passthrough;
 use super::progress::{Fill, FillState, Progress};
 
-const READ_CHUNK: usize = 128 * 1024;
+/// The most a reader of a fill reads at once (it reads what has arrived, up to this).
+const READ_CHUNK: usize = 512 * 1024;
 
 /// Where the bytes come from.
 pub enum Source {
@@ -198,16 +198,11 @@ async fn pump(
             return Ok(());
         }
         let f = file
-            .clone()
+            .as_ref()
             .ok_or_else(|| io::Error::other("the download has no file to read"))?;
-        let chunk = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
-            let mut buf = BytesMut::zeroed(n as usize);
-            f.read_exact_at(&mut buf, pos)?;
-            Ok(buf.freeze())
-        })
-        .await
-        .map_err(io::Error::other)??;
-        pos += n;
+        // Bytes just written are in the page cache: usually read here, without a hop.
+        let chunk = read_at(f, pos, n as usize).await?;
+        pos += chunk.len() as u64;
         if tx.send(Ok(chunk)).await.is_err() {
             return Ok(()); // client went away
         }
