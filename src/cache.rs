@@ -3,6 +3,7 @@
 //! the blob and manifest store within its disk budget (least recently used content goes first;
 //! content being read and pinned content never does).
 
+mod ahead;
 mod atomic;
 mod blobs;
 mod budget;

@@ -1,6 +1,7 @@
 //! Where a fill's bytes come from. The cache knows nothing of registries: a fill is handed an
-//! `Origin` that can start a download of the whole blob (again, for pass-through readers) and
-//! names itself for metrics. The pull-through layer implements it over an upstream registry;
+//! `Origin` that can start a download of the whole blob (again, for pass-through readers), and
+//! of one byte range of it (for a client whose range the fill has not reached), and names
+//! itself for metrics. The pull-through layer implements it over an upstream registry;
 //! a later tier (another cache, object storage) can implement it too.
 
 use std::future::Future;
@@ -29,4 +30,11 @@ pub trait Origin: Send + Sync + 'static {
 
     /// Starts a new download of the whole blob.
     fn fetch(&self) -> Fetching;
+
+    /// Starts a download of bytes `start..end` of the blob, exactly those (an origin that
+    /// answers with anything else fails). An origin without ranges always fails.
+    fn fetch_range(&self, start: u64, end: u64) -> Fetching {
+        let _ = (start, end);
+        Box::pin(async { Err("this origin does not serve ranges".into()) })
+    }
 }

@@ -136,6 +136,11 @@ impl Fill {
         }
     }
 
+    /// Bytes `start..end` of the blob straight from the origin, for a range the fill is far from.
+    pub(super) async fn upstream_range(&self, start: u64, end: u64) -> Result<Fetched, OriginError> {
+        self.origin.fetch_range(start, end).await
+    }
+
     /// Waits until upstream answered (or the fill failed) and returns that moment's progress.
     pub async fn started(&self) -> Progress {
         let mut rx = self.progress.clone();

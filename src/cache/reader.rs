@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
+use super::ahead;
 use super::blobs::CachedBlob;
 use super::file_body::{read_at, FileBody};
 use super::passthrough;
@@ -150,6 +151,11 @@ async fn pump(
         Source::Complete(c) => Some(c.file.clone()),
         Source::Filling(fill) => fill.file(),
     };
+    if let (Source::Filling(fill), Some(end)) = (source, end) {
+        if ahead::far_ahead(fill, start) && ahead::stream(fill, start, end, tx).await? {
+            return Ok(());
+        }
+    }
     let mut pos = start;
     loop {
         if end.is_some_and(|e| pos >= e) {

@@ -22,6 +22,7 @@ mod config_properties;
 mod deploy_files;
 mod disk_budget;
 mod hostile;
+mod lazy_ranges;
 mod operations;
 mod process;
 mod pull_api;

@@ -47,6 +47,8 @@ pub struct Logged {
     #[allow(dead_code, reason = "shown in failure messages through Debug")]
     pub query: Option<String>,
     pub authorization: Option<String>,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
     pub host: &'static str,
 }
 
@@ -110,6 +112,8 @@ struct State {
     redirect_all: Mutex<Option<(String, String)>>,
     ratelimit: Mutex<Option<(u64, u64)>>,
     tag_listing: Mutex<TagListing>,
+    /// Blob `Range` headers are ignored: the whole blob, 200.
+    ignore_ranges: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -131,6 +135,7 @@ impl Fake {
             redirect_all: Mutex::new(None),
             ratelimit: Mutex::new(None),
             tag_listing: Mutex::new(TagListing::Spec),
+            ignore_ranges: Default::default(),
         });
         let addr = serve::listen(state.clone(), "registry").await;
         let storage = serve::listen(state.clone(), "storage").await;
@@ -185,6 +190,13 @@ impl Fake {
     pub fn set_tags(&self, repo: &str, tags: &[&str]) {
         let mut repos = self.state.repos.lock().unwrap();
         repos.entry(repo.into()).or_default().tags = tags.iter().map(|t| t.to_string()).collect();
+    }
+
+    /// Answers blob GETs whole, whatever their `Range` (as some registries do).
+    pub fn ignore_ranges(&self, on: bool) {
+        self.state
+            .ignore_ranges
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_fault(&self, fault: Option<Fault>) {

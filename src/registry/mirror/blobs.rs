@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::header::{CONTENT_RANGE, RANGE};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 
 use super::{content_length, At, Mirror};
@@ -41,6 +42,37 @@ impl Origin for UpstreamOrigin {
                 .map_err(|e| -> OriginError { Box::new(e) })
                 .boxed_unsync();
             Ok(Fetched { size, body })
+        })
+    }
+
+    fn fetch_range(&self, start: u64, end: u64) -> Fetching {
+        let upstream = self.upstream.clone();
+        let (repo, tail) = (self.repo.clone(), format!("blobs/{}", self.digest));
+        Box::pin(async move {
+            let mut headers = HeaderMap::new();
+            let range = format!("bytes={start}-{}", end - 1);
+            headers.insert(RANGE, range.parse().map_err(|_| "bad range")?);
+            let resp = upstream.request(Method::GET, &repo, &tail, &headers).await?;
+            // Exactly the range asked for, or nothing: a 200 with the whole blob is no answer.
+            let expected = format!("bytes {start}-{}/", end - 1);
+            let exact = resp.status() == StatusCode::PARTIAL_CONTENT
+                && content_length(resp.headers()) == Some(end - start)
+                && resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with(&expected));
+            if !exact {
+                return Err(format!("upstream did not answer the range {range} exactly").into());
+            }
+            let body = resp
+                .into_body()
+                .map_err(|e| -> OriginError { Box::new(e) })
+                .boxed_unsync();
+            Ok(Fetched {
+                size: Some(end - start),
+                body,
+            })
         })
     }
 }

@@ -13,7 +13,18 @@ use tokio::sync::mpsc;
 use super::serve::reply;
 use super::{sha256, Fault, State};
 
-pub(super) fn blob_response(state: &Arc<State>, blob: Bytes, head: bool) -> Response<ChanBody> {
+/// A blob's answer: streamed whole (where faults apply), or the one `bytes=a-b` range asked for,
+/// at once and untouched by faults (206, or 416 past the end).
+pub(super) fn blob_response(
+    state: &Arc<State>,
+    blob: Bytes,
+    head: bool,
+    range: Option<&str>,
+) -> Response<ChanBody> {
+    let ignored = state.ignore_ranges.load(std::sync::atomic::Ordering::SeqCst);
+    if let Some(r) = range.filter(|_| !head && !ignored) {
+        return ranged(&blob, r);
+    }
     let len = blob.len();
     let headers = [
         ("content-type", "application/octet-stream".to_string()),
@@ -80,6 +91,24 @@ pub(super) fn blob_response(state: &Arc<State>, blob: Bytes, head: bool) -> Resp
         full: None,
     })
     .unwrap()
+}
+
+fn ranged(blob: &Bytes, range: &str) -> Response<ChanBody> {
+    let len = blob.len();
+    let (a, b) = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .expect("the fake serves bytes=a-b ranges only");
+    let start: usize = a.parse().expect("range start");
+    let end = b.parse::<usize>().map_or(len, |b| (b + 1).min(len));
+    if start >= end {
+        return reply(416, &[("content-range", format!("bytes */{len}"))], "");
+    }
+    let headers = [
+        ("content-type", "application/octet-stream".to_string()),
+        ("content-range", format!("bytes {start}-{}/{len}", end - 1)),
+    ];
+    reply(206, &headers, blob.slice(start..end))
 }
 
 pub struct ChanBody {

@@ -57,6 +57,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, host: &'static str) -
             path: req.uri().path().to_string(),
             query: req.uri().query().map(str::to_string),
             authorization: None,
+            range: None,
             host,
         });
         let _ = gate.wait_for(|open| *open).await;
@@ -95,6 +96,11 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        range: req
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         host,
     };
     if host == "storage" {
@@ -113,7 +119,7 @@ fn serve(state: &Arc<State>, req: Request<Incoming>, host: &'static str, log: bo
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return tags_list(state, name, seen.query.as_deref().unwrap_or_default());
     }
-    content(state, rest, seen.method == "HEAD")
+    content(state, rest, &seen)
 }
 
 /// The storage host: signed-URL-like blob downloads that refuse `Authorization`.
@@ -125,7 +131,7 @@ fn storage(state: &Arc<State>, seen: &Logged) -> Response<ChanBody> {
     let repos = state.repos.lock().unwrap();
     let blob = repos.values().find_map(|r| r.blobs.get(&digest).cloned());
     match blob {
-        Some(b) => blob_response(state, b, seen.method == "HEAD"),
+        Some(b) => blob_response(state, b, seen.method == "HEAD", seen.range.as_deref()),
         None => error(404, "BLOB_UNKNOWN"),
     }
 }
@@ -227,7 +233,8 @@ fn tags_list(state: &Arc<State>, name: &str, query: &str) -> Response<ChanBody> 
 }
 
 /// `<name>/manifests/<ref>`, `<name>/referrers/<digest>` and `<name>/blobs/<digest>`.
-fn content(state: &Arc<State>, rest: &str, head: bool) -> Response<ChanBody> {
+fn content(state: &Arc<State>, rest: &str, seen: &Logged) -> Response<ChanBody> {
+    let head = seen.method == "HEAD";
     let Some((head_part, reference)) = rest.rsplit_once('/') else {
         return error(404, "NOT_FOUND");
     };
@@ -249,7 +256,7 @@ fn content(state: &Arc<State>, rest: &str, head: bool) -> Response<ChanBody> {
                 let base = state.redirect_blobs.lock().unwrap().clone().unwrap_or_default();
                 reply(307, &[("location", format!("{base}/storage/{reference}"))], "")
             }
-            Some(b) => blob_response(state, b.clone(), head),
+            Some(b) => blob_response(state, b.clone(), head, seen.range.as_deref()),
             None => error(404, "BLOB_UNKNOWN"),
         },
         _ => error(404, "NOT_FOUND"),
