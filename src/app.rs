@@ -1,6 +1,7 @@
 //! Wiring: takes the cache directory's lock, builds the shared state from a `Config`, binds the
-//! registry and admin listeners, runs until asked to stop, then drains open connections, saves
-//! the cache's recency snapshot and releases the lock. Tests start the whole daemon in-process on
+//! registry and admin listeners, runs until asked to stop, then drains open connections and lets
+//! downloads finish within one deadline (`shutdown_grace` from the request to stop), saves the
+//! cache's recency snapshot and releases the lock. Tests start the whole daemon in-process on
 //! `127.0.0.1:0` through `start`.
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::auth::Auth;
 use crate::cache::dirlock::DirLock;
@@ -20,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::registry::{MirrorPolicy, Registry};
 use crate::server::admin::AdminGuard;
 use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
-use crate::server::{self, State};
+use crate::server::{self, ConnLimits, State};
 use crate::upstream::{ClientBuildError, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,8 @@ impl StartError {
 pub struct Running {
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    /// Carries the shutdown deadline once the daemon is asked to stop.
+    stop: watch::Sender<Option<Instant>>,
     done: watch::Sender<bool>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
@@ -105,18 +108,20 @@ impl Running {
         &self.state.cache
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns when
-    /// done. `/readyz` fails from the first moment.
+    /// Stops accepting, lets in-flight requests and downloads finish, and returns when done, at
+    /// the latest `shutdown_grace` from now: draining connections and finishing downloads share
+    /// that one deadline. `/readyz` fails from the first moment.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        let deadline = Instant::now() + self.grace;
+        let _ = self.stop.send(Some(deadline));
+        // Returns by the deadline: connections still open then are closed.
         let _ = self.server.await;
-        // Downloads no client waits for any more may still finish, within the same grace.
-        let grace = self.grace;
-        if tokio::time::timeout(grace, self.state.cache.wait_idle())
+        // Downloads no client waits for any more may still finish, within what is left.
+        if tokio::time::timeout_at(deadline, self.state.cache.wait_idle())
             .await
             .is_err()
         {
-            tracing::warn!(?grace, "downloads still running at the end of the grace period are dropped (nothing half-written is kept)");
+            tracing::warn!(grace = ?self.grace, "downloads still running at the end of the grace period are dropped (nothing half-written is kept)");
         }
         let _ = self.done.send(true);
         let _ = self.admin.await;
@@ -256,6 +261,29 @@ fn log_start(config: &Config, upstreams: &Upstreams, addr: SocketAddr, admin_add
     }
 }
 
+/// What every request handler shares.
+fn shared_state(
+    config: &Config,
+    upstreams: &Arc<Upstreams>,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+) -> Arc<State> {
+    let auth = Arc::new(auth(config));
+    let registry = Registry::new(
+        upstreams.clone(),
+        cache.clone(),
+        mirror_policy(config),
+        auth.clone(),
+        metrics.clone(),
+    );
+    Arc::new(State {
+        registry,
+        auth,
+        cache,
+        metrics,
+    })
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let lock = lock_cache_dir(&config).await?;
@@ -274,21 +302,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     log_start(&config, &upstreams, addr, admin_addr);
     let grace = config.shutdown_grace;
-    let auth = Arc::new(auth(&config));
-    let registry = Registry::new(
-        upstreams.clone(),
-        cache.clone(),
-        mirror_policy(&config),
-        auth.clone(),
-        metrics.clone(),
-    );
-    let state = Arc::new(State {
-        registry,
-        auth,
-        cache,
-        metrics,
-    });
-    let (stop, stop_rx) = watch::channel(false);
+    let state = shared_state(&config, &upstreams, cache, metrics);
+    let (stop, stop_rx) = watch::channel(None);
     let (done, done_rx) = watch::channel(false);
     let persist = state.cache.persist_recency(done_rx.clone());
     let cert_watch = tls
@@ -298,18 +313,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .as_ref()
         .zip(config.tls.clone())
         .map(|(t, c)| (t.reloader(), c));
+    let limits = ConnLimits {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+    };
     let server = tokio::spawn(server::serve(
         listener,
         state.clone(),
         tls,
+        limits,
         stop_rx.clone(),
-        grace,
     ));
     let guard = Arc::new(AdminGuard::new(config.admin_token.clone(), admin_addr));
     let admin = tokio::spawn(server::admin::serve(
         admin_listener,
         state.clone(),
         guard,
+        config.idle_timeout,
         stop_rx,
         done_rx,
     ));
