@@ -1,7 +1,8 @@
-//! Wiring: takes the cache directory's lock, builds the shared state from a `Config`, binds the
-//! registry and admin listeners, runs until asked to stop, then drains open connections and lets
-//! downloads finish within one deadline (`shutdown_grace` from the request to stop), saves the
-//! cache's recency snapshot and releases the lock. Tests start the whole daemon in-process on
+//! Wiring: takes the cache directory's lock (before anything is bound, so a second daemon on the
+//! directory fails at once), builds the shared state from a `Config`, binds the registry and
+//! admin listeners, runs until asked to stop, then drains open connections and lets downloads
+//! finish within one deadline (`shutdown_grace` from the request to stop), saves the cache's
+//! recency snapshot and releases the lock. Tests start the whole daemon in-process on
 //! `127.0.0.1:0` through `start`.
 
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::Auth;
-use crate::cache::dirlock::DirLock;
+use crate::cache::dirlock::{DirLock, Holder};
 use crate::cache::store_mark::{self, NotAStore};
 use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::{ClientAuth, Config, TlsConfig};
@@ -24,6 +25,12 @@ use crate::server::admin::AdminGuard;
 use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
 use crate::server::{self, ConnLimits, State};
 use crate::upstream::{ClientBuildError, Upstreams};
+
+/// How long a starting daemon waits for a `regcache cache` command to let go of the cache
+/// directory's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often it looks again meanwhile.
+const LOCK_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -227,19 +234,29 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
 }
 
 /// Refuses a directory that is not a regcache store (creating a new one in a missing or empty
-/// directory), then takes its lock, waiting a little for a `regcache cache` command that may
-/// hold it for a moment.
+/// directory), then takes its lock. A `regcache cache` command may hold it for a moment: that is
+/// waited for (up to `LOCK_WAIT`); another daemon is not, so a second daemon on the directory
+/// fails at once, before it binds anything.
 async fn lock_cache_dir(config: &Config) -> Result<DirLock, StartError> {
     store_mark::claim(&config.cache.dir)?;
     let dir = config.cache.dir.display().to_string();
-    for _ in 0..50 {
-        match DirLock::try_acquire(&config.cache.dir) {
+    let mut daemon_seen = false;
+    let started = Instant::now();
+    loop {
+        match DirLock::try_acquire(&config.cache.dir, Holder::Daemon) {
             Ok(Some(lock)) => return Ok(lock),
-            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(None) => {}
             Err(source) => return Err(StartError::Cache { dir, source }),
         }
+        // The holder's name is read without the lock: trusted when it says "daemon" twice, so
+        // a command caught rewriting a stopped daemon's lock file is waited for.
+        let daemon = DirLock::holder(&config.cache.dir) == Some(Holder::Daemon);
+        if (daemon && daemon_seen) || started.elapsed() >= LOCK_WAIT {
+            return Err(StartError::CacheBusy { dir });
+        }
+        daemon_seen = daemon;
+        tokio::time::sleep(LOCK_POLL).await;
     }
-    Err(StartError::CacheBusy { dir })
 }
 
 /// What the daemon serves, in the log: one line, tests read its `listen`.
