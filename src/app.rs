@@ -1,6 +1,8 @@
-//! Wiring: takes the cache directory's lock, builds the shared state from a `Config`, binds the
-//! registry and admin listeners, runs until asked to stop, then drains open connections, saves
-//! the cache's recency snapshot and releases the lock. Tests start the whole daemon in-process on
+//! Wiring: takes the cache directory's lock (before anything is bound, so a second daemon on the
+//! directory fails at once), builds the shared state from a `Config`, binds the registry and
+//! admin listeners, runs until asked to stop, then drains open connections and lets downloads
+//! finish within one deadline (`shutdown_grace` from the request to stop), saves the cache's
+//! recency snapshot and releases the lock. Tests start the whole daemon in-process on
 //! `127.0.0.1:0` through `start`.
 
 use std::net::SocketAddr;
@@ -10,9 +12,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::auth::Auth;
-use crate::cache::dirlock::DirLock;
+use crate::cache::dirlock::{DirLock, Holder};
 use crate::cache::store_mark::{self, NotAStore};
 use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::{ClientAuth, Config, TlsConfig};
@@ -20,8 +23,14 @@ use crate::metrics::Metrics;
 use crate::registry::{MirrorPolicy, Registry};
 use crate::server::admin::AdminGuard;
 use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
-use crate::server::{self, State};
+use crate::server::{self, ConnLimits, State};
 use crate::upstream::{ClientBuildError, Upstreams};
+
+/// How long a starting daemon waits for a `regcache cache` command to let go of the cache
+/// directory's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often it looks again meanwhile.
+const LOCK_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,7 +68,8 @@ impl StartError {
 pub struct Running {
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    /// Carries the shutdown deadline once the daemon is asked to stop.
+    stop: watch::Sender<Option<Instant>>,
     done: watch::Sender<bool>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
@@ -105,18 +115,20 @@ impl Running {
         &self.state.cache
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns when
-    /// done. `/readyz` fails from the first moment.
+    /// Stops accepting, lets in-flight requests and downloads finish, and returns when done, at
+    /// the latest `shutdown_grace` from now: draining connections and finishing downloads share
+    /// that one deadline. `/readyz` fails from the first moment.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        let deadline = Instant::now() + self.grace;
+        let _ = self.stop.send(Some(deadline));
+        // Returns by the deadline: connections still open then are closed.
         let _ = self.server.await;
-        // Downloads no client waits for any more may still finish, within the same grace.
-        let grace = self.grace;
-        if tokio::time::timeout(grace, self.state.cache.wait_idle())
+        // Downloads no client waits for any more may still finish, within what is left.
+        if tokio::time::timeout_at(deadline, self.state.cache.wait_idle())
             .await
             .is_err()
         {
-            tracing::warn!(?grace, "downloads still running at the end of the grace period are dropped (nothing half-written is kept)");
+            tracing::warn!(grace = ?self.grace, "downloads still running at the end of the grace period are dropped (nothing half-written is kept)");
         }
         let _ = self.done.send(true);
         let _ = self.admin.await;
@@ -222,19 +234,29 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
 }
 
 /// Refuses a directory that is not a regcache store (creating a new one in a missing or empty
-/// directory), then takes its lock, waiting a little for a `regcache cache` command that may
-/// hold it for a moment.
+/// directory), then takes its lock. A `regcache cache` command may hold it for a moment: that is
+/// waited for (up to `LOCK_WAIT`); another daemon is not, so a second daemon on the directory
+/// fails at once, before it binds anything.
 async fn lock_cache_dir(config: &Config) -> Result<DirLock, StartError> {
     store_mark::claim(&config.cache.dir)?;
     let dir = config.cache.dir.display().to_string();
-    for _ in 0..50 {
-        match DirLock::try_acquire(&config.cache.dir) {
+    let mut daemon_seen = false;
+    let started = Instant::now();
+    loop {
+        match DirLock::try_acquire(&config.cache.dir, Holder::Daemon) {
             Ok(Some(lock)) => return Ok(lock),
-            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(None) => {}
             Err(source) => return Err(StartError::Cache { dir, source }),
         }
+        // The holder's name is read without the lock: trusted when it says "daemon" twice, so
+        // a command caught rewriting a stopped daemon's lock file is waited for.
+        let daemon = DirLock::holder(&config.cache.dir) == Some(Holder::Daemon);
+        if (daemon && daemon_seen) || started.elapsed() >= LOCK_WAIT {
+            return Err(StartError::CacheBusy { dir });
+        }
+        daemon_seen = daemon;
+        tokio::time::sleep(LOCK_POLL).await;
     }
-    Err(StartError::CacheBusy { dir })
 }
 
 /// What the daemon serves, in the log: one line, tests read its `listen`.
@@ -256,6 +278,29 @@ fn log_start(config: &Config, upstreams: &Upstreams, addr: SocketAddr, admin_add
     }
 }
 
+/// What every request handler shares.
+fn shared_state(
+    config: &Config,
+    upstreams: &Arc<Upstreams>,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+) -> Arc<State> {
+    let auth = Arc::new(auth(config));
+    let registry = Registry::new(
+        upstreams.clone(),
+        cache.clone(),
+        mirror_policy(config),
+        auth.clone(),
+        metrics.clone(),
+    );
+    Arc::new(State {
+        registry,
+        auth,
+        cache,
+        metrics,
+    })
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let lock = lock_cache_dir(&config).await?;
@@ -274,21 +319,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     log_start(&config, &upstreams, addr, admin_addr);
     let grace = config.shutdown_grace;
-    let auth = Arc::new(auth(&config));
-    let registry = Registry::new(
-        upstreams.clone(),
-        cache.clone(),
-        mirror_policy(&config),
-        auth.clone(),
-        metrics.clone(),
-    );
-    let state = Arc::new(State {
-        registry,
-        auth,
-        cache,
-        metrics,
-    });
-    let (stop, stop_rx) = watch::channel(false);
+    let state = shared_state(&config, &upstreams, cache, metrics);
+    let (stop, stop_rx) = watch::channel(None);
     let (done, done_rx) = watch::channel(false);
     let persist = state.cache.persist_recency(done_rx.clone());
     let cert_watch = tls
@@ -298,18 +330,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .as_ref()
         .zip(config.tls.clone())
         .map(|(t, c)| (t.reloader(), c));
+    let limits = ConnLimits {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+    };
     let server = tokio::spawn(server::serve(
         listener,
         state.clone(),
         tls,
+        limits,
         stop_rx.clone(),
-        grace,
     ));
     let guard = Arc::new(AdminGuard::new(config.admin_token.clone(), admin_addr));
     let admin = tokio::spawn(server::admin::serve(
         admin_listener,
         state.clone(),
         guard,
+        config.idle_timeout,
         stop_rx,
         done_rx,
     ));

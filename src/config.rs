@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod cache;
+mod connections;
 pub mod docker_config;
 mod exposure;
 mod fetch;
@@ -24,6 +25,7 @@ use http::uri::{Authority, Scheme};
 use crate::secret::Secret;
 pub use crate::units::{parse_duration, parse_size};
 pub use auth::{AccessRule, Anonymous, AuthConfig, PatternPart, Reader, RepoPattern};
+pub use connections::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use file::FileConfig;
 pub use tls::{ClientAuth, TlsConfig};
 pub use upstream::RedirectHost;
@@ -55,8 +57,12 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The bearer token of state-changing admin requests, from `[admin] token_file`.
     pub admin_token: Option<Secret>,
-    /// How long a stopping daemon lets open requests finish.
+    /// How long a stopping daemon lets open requests and downloads finish, all together.
     pub shutdown_grace: Duration,
+    /// The registry listener's cap on client connections served at once.
+    pub max_connections: usize,
+    /// How long a client connection may stay without a request head (both listeners).
+    pub idle_timeout: Duration,
     pub log: LogConfig,
     pub cache: CacheConfig,
     pub fetch: FetchConfig,
@@ -266,6 +272,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         raw.shutdown_grace.as_deref(),
         Duration::from_secs(30),
     );
+    let connections = connections::validate(&mut errors, raw.max_connections, raw.idle_timeout.as_deref());
     let log = validate_log(&mut errors, raw.log);
     let cache = cache::validate(&mut errors, raw.cache);
     let fetch = fetch::validate(&mut errors, raw.fetch);
@@ -285,6 +292,8 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         admin_listen: admin.listen,
         admin_token: admin.token,
         shutdown_grace,
+        max_connections: connections.max_connections,
+        idle_timeout: connections.idle_timeout,
         log,
         cache,
         fetch,

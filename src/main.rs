@@ -4,10 +4,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use regcache::config::Config;
 use regcache::telemetry::LogControl;
+
+/// How long the process waits, after its shutdown deadline, for blocking calls to return.
+const RUNTIME_STOP: Duration = Duration::from_secs(1);
 
 /// A pull-through caching mirror for container registries.
 ///
@@ -241,14 +245,18 @@ fn serve(path: Option<PathBuf>, config: Config, logs: LogControl) -> anyhow::Res
         .enable_all()
         .max_blocking_threads(48)
         .build()?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let stop = shutdown_signal()?;
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let running = regcache::app::start(config).await?;
         tokio::spawn(reload_on_sighup(hup, path, logs, running.reloader()));
         running.run_until(stop).await;
         Ok(())
-    })
+    });
+    // What is left after the shutdown deadline (downloads cut off, their blocking writes) is
+    // dropped; a blocking call stuck on a hung disk does not hold the exit.
+    rt.shutdown_timeout(RUNTIME_STOP);
+    served
 }
 
 /// SIGHUP re-reads the TLS listener's certificate and key, then the config file, and applies

@@ -6,6 +6,7 @@
 //! TLS (`tls.rs`); a connection's verified client certificate names the request's `Client`, HTTP
 //! Basic credentials checked by `auth` (`authn.rs`) name it instead.
 
+mod accept;
 mod access_log;
 pub mod admin;
 mod authn;
@@ -31,6 +32,7 @@ use crate::auth::Auth;
 use crate::cache::Cache;
 use crate::metrics::{Metrics, RequestKind};
 use crate::registry::{CacheResult, Client, Registry};
+pub use accept::{ConnLimits, ADMIN_MAX_CONNECTIONS};
 use access_log::{AccessLog, LoggedBody};
 pub use listen::{serve, HANDSHAKE_TIMEOUT};
 use response::{full, ServeBody, ServeError};

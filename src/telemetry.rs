@@ -1,5 +1,8 @@
-//! Logging setup (tracing): the global subscriber on stderr (text or JSON lines) and the handle that
-//! changes its filter on reload. Keeping credentials out of log lines is `secret::Secret`'s job.
+//! Logging setup (tracing): the global subscriber on stderr (text or JSON lines; ANSI colours only
+//! on a terminal) and the handle that changes its filter on reload. Keeping credentials out of
+//! log lines is `secret::Secret`'s job.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -22,12 +25,16 @@ impl LogControl {
 }
 
 /// Installs the global subscriber on stderr: `RUST_LOG` (or else `default_filter`) decides the
-/// level; human-readable lines, or one JSON object per line when `json` is set.
+/// level; human-readable lines (coloured only when stderr is a terminal), or one JSON object per
+/// line when `json` is set.
 pub fn init(default_filter: &str, json: bool) -> LogControl {
     let from_env = std::env::var_os("RUST_LOG").is_some();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal: a journal, a file or a log pipeline would keep
+    // the escape codes as text.
     let base = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     fn control<L>(handle: tracing_subscriber::reload::Handle<EnvFilter, L>, from_env: bool) -> LogControl
     where

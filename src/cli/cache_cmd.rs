@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::admin_api::{self, GcReport, PurgeReport, Stats};
 use crate::app::{cache_settings, mirror_policy};
-use crate::cache::dirlock::DirLock;
+use crate::cache::dirlock::{DirLock, Holder};
 use crate::cache::store_mark::{self, Found, NotAStore};
 use crate::cache::Cache;
 use crate::config::Config;
@@ -75,7 +75,7 @@ fn owner(config: &Config) -> Result<Owner, ControlError> {
         Found::Missing | Found::Empty => return Err(ControlError::NoCache(dir.clone())),
         Found::Marked | Found::Unmarked => {}
     }
-    Ok(match DirLock::try_acquire(dir)? {
+    Ok(match DirLock::try_acquire(dir, Holder::Command)? {
         Some(lock) => Owner::Us(lock),
         None => Owner::Daemon(admin_addr(config.admin_listen)),
     })

@@ -12,6 +12,8 @@ pub(super) struct FileConfig {
     pub builtin_upstreams: Option<bool>,
     pub offline: Option<bool>,
     pub shutdown_grace: Option<String>,
+    pub max_connections: Option<i64>,
+    pub idle_timeout: Option<String>,
     #[serde(default)]
     pub admin: FileAdmin,
     #[serde(default)]

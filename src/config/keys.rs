@@ -12,6 +12,8 @@ const ROOT: &[&str] = &[
     "builtin_upstreams",
     "offline",
     "shutdown_grace",
+    "max_connections",
+    "idle_timeout",
     "admin",
     "log",
     "cache",

@@ -5,25 +5,29 @@
 //! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE), and
 //! `POST /admin/purge?image=IMAGE[:TAG]` (drop tag records, so the next pull revalidates with the
 //! upstream). Reading is open;
-//! what changes state passes the `AdminGuard` first (`admin/guard.rs`).
+//! what changes state passes the `AdminGuard` first (`admin/guard.rs`). It runs on the accept
+//! loop the registry listener uses (`accept.rs`), with the same header and idle timeouts and a
+//! small fixed cap on connections.
 
 mod guard;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub use guard::{AdminGuard, Denied};
 
+use super::accept::{self, Accepted, FirstRequest, ADMIN_MAX_CONNECTIONS};
 use super::State;
 use crate::admin_api as api;
 use crate::registry::{ImageRef, RegistryError};
@@ -129,37 +133,38 @@ async fn answer(
     }
 }
 
-/// Serves the admin endpoints until `done` turns true. `/readyz` fails as soon as `stopping`
-/// turns true, while connections drain, so load balancers stop sending new pulls.
+/// Serves the admin endpoints until `done` turns true, then lets open admin requests finish until
+/// the shutdown deadline. `/readyz` fails as soon as `stopping` carries that deadline, while
+/// registry connections drain, so load balancers stop sending new pulls.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     guard: Arc<AdminGuard>,
-    stopping: watch::Receiver<bool>,
+    idle_timeout: Duration,
+    stopping: watch::Receiver<Option<Instant>>,
     mut done: watch::Receiver<bool>,
 ) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            _ = async { let _ = done.wait_for(|s| *s).await; } => break,
-        };
-        let state = state.clone();
-        let guard = guard.clone();
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                let guard = guard.clone();
-                let stopping = *stopping.borrow();
-                async move { Ok::<_, Infallible>(answer(&state, &guard, stopping, &req).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // Request heads get hyper's default deadline (30 s), which needs a timer.
-            builder.http1().timer(TokioTimer::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+    let builder = accept::http_builder(idle_timeout);
+    let deadline = stopping.clone();
+    let serve = move |Accepted { stream, watcher, .. }: Accepted| {
+        let (state, guard, stopping) = (state.clone(), guard.clone(), stopping.clone());
+        let first = FirstRequest::default();
+        let arrived = first.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            arrived.arrived();
+            let (state, guard) = (state.clone(), guard.clone());
+            let stopping = stopping.borrow().is_some();
+            async move { Ok::<_, Infallible>(answer(&state, &guard, stopping, &req).await) }
         });
-    }
+        let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+        async move {
+            let _ = first.within(idle_timeout, conn).await;
+        }
+    };
+    let stop = async move {
+        let _ = done.wait_for(|d| *d).await;
+        let deadline = *deadline.borrow();
+        deadline.unwrap_or_else(Instant::now)
+    };
+    accept::accept_loop("admin", listener, ADMIN_MAX_CONNECTIONS, stop, serve).await
 }

@@ -16,6 +16,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::tls_files::{self, TlsFileError};
@@ -167,15 +168,15 @@ impl CertReloader {
         }
     }
 
-    /// Checks the files every `interval` until `stop` turns true.
-    pub fn watch(self, interval: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    /// Checks the files every `interval` until `stop` carries the shutdown deadline.
+    pub fn watch(self, interval: Duration, mut stop: watch::Receiver<Option<Instant>>) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => self.reload_if_changed(),
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.wait_for(|s| s.is_some()) => return,
                 }
             }
         })

@@ -1,7 +1,10 @@
 //! The real binary as an operator runs it: SIGTERM stops accepting, lets a running download and
 //! its client finish, and exits 0 with a consistent cache; a download that cannot finish within
 //! the grace period leaves nothing half-written behind; SIGHUP applies a new log level; JSON logs
-//! are one object per line.
+//! are one object per line. `process/startup.rs`: a second daemon on a used directory, plain
+//! logs on a pipe.
+
+mod startup;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -234,6 +234,21 @@ impl DaemonBuilder {
         }
     }
 
+    /// `shutdown_grace`: how long a stopping daemon lets requests and downloads finish.
+    pub fn shutdown_grace(self, grace: &str) -> DaemonBuilder {
+        self.toml_entry("shutdown_grace", grace)
+    }
+
+    /// `max_connections`: client connections the registry listener serves at once.
+    pub fn max_connections(self, n: u32) -> DaemonBuilder {
+        self.toml_entry("max_connections", n)
+    }
+
+    /// `idle_timeout`: both listeners' request-head deadline and HTTP/2 ping interval.
+    pub fn idle_timeout(self, timeout: &str) -> DaemonBuilder {
+        self.toml_entry("idle_timeout", timeout)
+    }
+
     /// A top-level key or table written as given (`auth`, `access`).
     pub fn toml_entry(mut self, key: &str, value: impl Into<Value>) -> DaemonBuilder {
         self.extra.insert(key.into(), value.into());
