@@ -20,7 +20,7 @@ use super::ledger::{Ledger, Shared};
 use super::trash::Trash;
 use super::{scan, snapshot};
 use crate::metrics::Metrics;
-use crate::oci::references;
+use crate::oci::{references, References};
 
 use super::key::{on_disk, record_on_disk, Key, Kind, RecordPath};
 use super::lease::{Lease, Reservation};
@@ -113,7 +113,11 @@ impl Index {
     /// Refreshes the recency of what a manifest references, so an image's layers (and an
     /// index's child manifests) age together with the manifest clients pull.
     pub fn touch_references(&self, manifest: &[u8]) {
-        let refs = references(manifest);
+        self.touch_refs(&references(manifest));
+    }
+
+    /// `touch_references` with the references already read.
+    pub fn touch_refs(&self, refs: &References) {
         let mut ledger = self.ledger.lock();
         for d in &refs.blobs {
             ledger.touch(&Key::blob(d));

@@ -7,18 +7,35 @@
 //! manifests), so an image that is pulled keeps its layers. A manifest that cannot be written (no
 //! room, disk full) is logged and counted, not turned into a client error: the answer is served
 //! from memory all the same.
+//!
+//! Small manifests that were read or written lately are also held in memory (bounded by bytes,
+//! with their references already read), so a hit costs no disk read and no JSON parse; the
+//! index still decides whether a manifest is cached, so an evicted one is not served from memory.
 
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use moka::sync::Cache;
 
 use super::atomic::{self, Staged};
 use super::index::{Admission, Index};
 use super::key::{on_disk, Key};
 use super::layout::Layout;
 use crate::metrics::Metrics;
-use crate::oci::Digest;
+use crate::oci::{references, Digest, References};
+
+/// The most bytes of manifests held in memory, all together.
+const HOT_BYTES: u64 = 32 * 1024 * 1024;
+/// Manifests larger than this are read from disk each time.
+const HOT_MAX: usize = 256 * 1024;
+
+/// A manifest held in memory: its media type, bytes and references.
+struct Hot {
+    media_type: String,
+    bytes: Bytes,
+    refs: References,
+}
 
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
@@ -31,6 +48,7 @@ pub struct ManifestStore {
     layout: Layout,
     index: Arc<Index>,
     metrics: Arc<Metrics>,
+    hot: Cache<Digest, Arc<Hot>>,
 }
 
 impl ManifestStore {
@@ -40,6 +58,12 @@ impl ManifestStore {
             layout: layout.clone(),
             index,
             metrics,
+            hot: Cache::builder()
+                .max_capacity(HOT_BYTES)
+                .weigher(|_, h: &Arc<Hot>| {
+                    u32::try_from(h.bytes.len() + h.media_type.len()).unwrap_or(u32::MAX)
+                })
+                .build(),
         })
     }
 
@@ -47,8 +71,17 @@ impl ManifestStore {
     pub async fn get(&self, digest: &Digest) -> io::Result<Option<StoredManifest>> {
         let key = Key::manifest(digest);
         let Some((_lease, _)) = self.index.lease(&key) else {
+            self.hot.invalidate(digest);
             return Ok(None);
         };
+        if let Some(h) = self.hot.get(digest) {
+            self.index.touch_refs(&h.refs);
+            return Ok(Some(StoredManifest {
+                digest: digest.clone(),
+                media_type: h.media_type.clone(),
+                bytes: h.bytes.clone(),
+            }));
+        }
         let path = self.layout.manifest(digest);
         let Some(bytes) = atomic::read(&path).await? else {
             self.index.forget(&key);
@@ -57,25 +90,44 @@ impl ManifestStore {
         let media_type = atomic::read(&self.layout.manifest_type(digest))
             .await?
             .unwrap_or_default();
-        self.index.touch_references(&bytes);
-        Ok(Some(StoredManifest {
+        let m = StoredManifest {
             digest: digest.clone(),
             media_type: String::from_utf8_lossy(&media_type).into_owned(),
             bytes: Bytes::from(bytes),
-        }))
+        };
+        let refs = references(&m.bytes);
+        self.index.touch_refs(&refs);
+        self.keep_hot(&m, refs);
+        Ok(Some(m))
+    }
+
+    fn keep_hot(&self, m: &StoredManifest, refs: References) {
+        if m.bytes.len() <= HOT_MAX {
+            let hot = Hot {
+                media_type: m.media_type.clone(),
+                bytes: m.bytes.clone(),
+                refs,
+            };
+            self.hot.insert(m.digest.clone(), Arc::new(hot));
+        }
     }
 
     /// Keeps verified manifest bytes if the budget has room. Both files are staged in `tmp/`
     /// first and renamed into place together under the index lock.
     pub async fn put(&self, m: &StoredManifest) -> io::Result<()> {
-        if let Err(e) = self.try_put(m).await {
-            self.metrics.cache.write_errors.inc();
-            tracing::warn!(digest = %m.digest, error = %e, "cannot write a manifest to the cache; served without keeping it");
+        match self.try_put(m).await {
+            Ok(true) => self.keep_hot(m, references(&m.bytes)),
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.cache.write_errors.inc();
+                tracing::warn!(digest = %m.digest, error = %e, "cannot write a manifest to the cache; served without keeping it");
+            }
         }
         Ok(())
     }
 
-    async fn try_put(&self, m: &StoredManifest) -> io::Result<()> {
+    /// Whether the manifest was kept.
+    async fn try_put(&self, m: &StoredManifest) -> io::Result<bool> {
         let (index, layout, m) = (self.index.clone(), self.layout.clone(), m.clone());
         let admitted = tokio::task::spawn_blocking(move || {
             let media_type = Staged::with(&layout.tmp(), m.media_type.as_bytes())?;
@@ -92,7 +144,7 @@ impl ManifestStore {
                     tracing::info!(digest = %m.digest, "no room for a manifest within the cache budget; not kept");
                 }
             }
-            Ok(())
+            Ok(matches!(admitted, Admission::Kept(_)))
         });
         admitted.await.map_err(io::Error::other)?
     }

@@ -27,6 +27,12 @@ impl Records {
     }
 
     /// A record's bytes, counting as an access to it; None when it is not cached.
+    /// Whether the record at `path` is kept, counting as an access to it (for a caller that
+    /// holds its contents in memory).
+    pub(super) fn touch(&self, path: &RecordPath) -> bool {
+        self.index.lease(&path.key()).is_some()
+    }
+
     pub(super) async fn get(&self, path: &RecordPath) -> io::Result<Option<Vec<u8>>> {
         let key = path.key();
         let Some((_lease, _)) = self.index.lease(&key) else {

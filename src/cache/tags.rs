@@ -7,11 +7,16 @@
 //! How fresh a tag is, is the pull-through policy's business (`registry/mirror`), not the store's.
 //! A tag record that cannot be written (no room, disk full) is logged and counted, not turned
 //! into a client error: the answer is served from memory all the same.
+//!
+//! Tag records read or written lately are also held in memory, parsed (bounded in number), so a
+//! fresh tag costs no disk read and no JSON parse; the index still decides whether a record is
+//! kept, so an evicted or purged one is not served from memory.
 
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
 use super::index::Index;
@@ -51,9 +56,13 @@ fn link_name(digest: &Digest) -> String {
     format!("{}-{}", digest.algorithm().as_str(), digest.hex())
 }
 
+/// The most tag records held in memory.
+const HOT_RECORDS: u64 = 65_536;
+
 pub struct TagStore {
     records: Records,
     metrics: Arc<Metrics>,
+    hot: Cache<RecordPath, TagRecord>,
 }
 
 impl TagStore {
@@ -62,15 +71,27 @@ impl TagStore {
         Ok(TagStore {
             records: Records::new(layout, index),
             metrics,
+            hot: Cache::new(HOT_RECORDS),
         })
     }
 
     pub async fn get(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> io::Result<Option<TagRecord>> {
         let path = record_path(upstream, repo, "@tags", tag.as_str())?;
+        if let Some(rec) = self.hot.get(&path) {
+            if self.records.touch(&path) {
+                return Ok(Some(rec));
+            }
+            self.hot.invalidate(&path);
+        }
         let Some(bytes) = self.records.get(&path).await? else {
             return Ok(None);
         };
-        Ok(serde_json::from_slice(&bytes).ok())
+        let rec: Option<TagRecord> = serde_json::from_slice(&bytes).ok();
+        if let Some(r) = &rec {
+            // Never over a record a concurrent `put` just placed.
+            self.hot.entry(path).or_insert(r.clone());
+        }
+        Ok(rec)
     }
 
     /// Records where a tag points; false when it was not kept. A record that cannot be written
@@ -78,8 +99,13 @@ impl TagStore {
     pub async fn put(&self, upstream: &str, repo: &RepoName, tag: &Tag, rec: &TagRecord) -> io::Result<bool> {
         let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
         let path = record_path(upstream, repo, "@tags", tag.as_str())?;
-        match self.records.put(path, bytes).await {
-            Ok(true) => Ok(true),
+        // Whatever happens to the write, an older record in memory is no longer the tag's.
+        self.hot.invalidate(&path);
+        match self.records.put(path.clone(), bytes).await {
+            Ok(true) => {
+                self.hot.insert(path, rec.clone());
+                Ok(true)
+            }
             Ok(false) => {
                 tracing::info!(%repo, %tag, "no room for a tag record within the cache budget; not kept");
                 Ok(false)
@@ -98,11 +124,17 @@ impl TagStore {
     pub async fn purge(&self, upstream: &str, repo: &RepoName, tag: Option<&Tag>) -> io::Result<u64> {
         if let Some(tag) = tag {
             let path = record_path(upstream, repo, "@tags", tag.as_str())?;
+            self.hot.invalidate(&path);
             return self.records.remove_where(move |p| *p == path).await;
         }
         // `@` cannot occur in a repository name: this prefix never matches a nested repository.
         let probe = record_path(upstream, repo, "@tags", "-")?;
         let prefix = probe.as_str().trim_end_matches('-').to_string();
+        for (path, _) in self.hot.iter() {
+            if path.as_str().starts_with(&prefix) {
+                self.hot.invalidate(path.as_ref());
+            }
+        }
         self.records
             .remove_where(move |p| p.as_str().starts_with(&prefix))
             .await

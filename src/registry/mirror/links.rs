@@ -26,6 +26,8 @@ type LinkKey = (String, RepoName, Digest);
 
 pub(super) struct Links {
     known: Memory<LinkKey, ()>,
+    /// Manifests linked together with everything they reference (a hit then reads no JSON).
+    whole: Memory<LinkKey, ()>,
     /// Downloads started for a repository, not verified yet: that repository's other clients
     /// follow them without asking (they fail together if it fails).
     pending: Arc<Mutex<HashSet<LinkKey>>>,
@@ -35,6 +37,7 @@ impl Links {
     pub(super) fn new() -> Links {
         Links {
             known: Memory::builder().max_capacity(REMEMBERED).build(),
+            whole: Memory::builder().max_capacity(REMEMBERED / 4).build(),
             pending: Arc::default(),
         }
     }
@@ -79,11 +82,16 @@ impl Mirror {
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<(), RegistryError> {
+        let whole = key(at, digest);
+        if self.links.whole.contains_key(&whole) {
+            return Ok(());
+        }
         self.link(at, digest).await?;
         let refs = references(bytes);
         for d in refs.blobs.iter().chain(refs.manifests.iter()) {
             self.link(at, d).await?;
         }
+        self.links.whole.insert(whole, ());
         Ok(())
     }
 
