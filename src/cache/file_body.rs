@@ -37,6 +37,10 @@ const SLOW: Duration = Duration::from_millis(50);
 /// Chunks stay small for this long: at first even a slow client's chunks are taken at once, into
 /// the socket buffers, and that must not earn it megabyte chunks.
 const PROVE_FAST: Duration = Duration::from_millis(100);
+/// Chunks double only after this many fast asks in a row: a client that closes its end frees
+/// the socket's buffer at once, and a thousand such connections must not all double their
+/// chunks on the way out.
+const STREAK: u32 = 4;
 
 pub(super) struct FileBody {
     file: Arc<File>,
@@ -54,6 +58,8 @@ pub(super) struct FileBody {
     handed: Option<Instant>,
     /// When the first chunk was asked for.
     first: Option<Instant>,
+    /// Fast asks in a row since the chunk last grew.
+    fast_streak: u32,
     /// Whether reads try the page cache first (tests turn it off to read as from the disk).
     nowait: bool,
 }
@@ -74,6 +80,7 @@ impl FileBody {
             reading: None,
             handed: None,
             first: None,
+            fast_streak: 0,
             nowait: true,
         }
     }
@@ -86,9 +93,16 @@ impl FileBody {
         };
         let gap = at.elapsed();
         if gap < FAST && first.elapsed() >= PROVE_FAST {
-            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
-        } else if gap > SLOW {
-            self.chunk = (self.chunk / 2).max(MIN_CHUNK);
+            self.fast_streak += 1;
+            if self.fast_streak >= STREAK {
+                self.fast_streak = 0;
+                self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+            }
+        } else {
+            self.fast_streak = 0;
+            if gap > SLOW {
+                self.chunk = (self.chunk / 2).max(MIN_CHUNK);
+            }
         }
     }
 
@@ -280,7 +294,7 @@ mod tests {
         }
         assert_eq!(sizes, [FIRST_CHUNK; 3], "small at first, however fast");
         tokio::time::advance(PROVE_FAST).await;
-        for _ in 0..8 {
+        for _ in 0..(STREAK as usize * 7) {
             sizes.push(body.frame().await.unwrap().unwrap().into_data().unwrap().len());
         }
         assert_eq!(sizes.last(), Some(&MAX_CHUNK), "fast: {sizes:?}");

@@ -2,8 +2,9 @@
 //! its client finish, and exits 0 with a consistent cache; a download that cannot finish within
 //! the grace period leaves nothing half-written behind; SIGHUP applies a new log level; JSON logs
 //! are one object per line. `process/startup.rs`: a second daemon on a used directory, plain
-//! logs on a pipe.
+//! logs on a pipe. `process/slow_readers.rs`: stalled readers hold no thread each.
 
+mod slow_readers;
 mod startup;
 
 use std::path::Path;
