@@ -3,6 +3,7 @@
 
 pub use crate::cache::{GcReport, Stats};
 pub use crate::registry::PurgeReport;
+pub use crate::registry::{PrefetchEvent, PrefetchOptions, UnpinReport};
 
 /// `GET`: the cache index statistics (`Stats` as JSON).
 pub const CACHE_STATS: &str = "/admin/cache";
@@ -11,6 +12,11 @@ pub const GC: &str = "/admin/gc";
 /// `POST ?image=IMAGE[:TAG]`: drop a tag record, or every tag record of the repository without
 /// a tag, so the next pull revalidates with the upstream (`PurgeReport` as JSON).
 pub const PURGE: &str = "/admin/purge";
+/// `POST` with a JSON `PrefetchOptions` body: fetch images into the cache as pulls do (and pin
+/// them); the answer streams `PrefetchEvent`s as newline-delimited JSON, ending with a summary.
+pub const PREFETCH: &str = "/admin/prefetch";
+/// `POST ?image=IMAGE[:TAG|@DIGEST]`: remove the pins of a cached image (`UnpinReport` as JSON).
+pub const UNPIN: &str = "/admin/unpin";
 /// Prometheus text format.
 pub const METRICS: &str = "/metrics";
 /// The process answers.
@@ -30,4 +36,10 @@ pub fn gc_path(to: Option<u64>) -> String {
 pub fn purge_path(image: &str) -> String {
     let image: String = form_urlencoded::byte_serialize(image.as_bytes()).collect();
     format!("{PURGE}?image={image}")
+}
+
+/// The unpin path for an image as an operator names it.
+pub fn unpin_path(image: &str) -> String {
+    let image: String = form_urlencoded::byte_serialize(image.as_bytes()).collect();
+    format!("{UNPIN}?image={image}")
 }

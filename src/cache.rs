@@ -150,6 +150,17 @@ impl Cache {
         self.manifests.put(m).await
     }
 
+    /// The keys of a repository's tag record (if `tag`) and of its links to `digests`, to pin.
+    pub fn record_keys(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        digests: &[Digest],
+    ) -> io::Result<Vec<Key>> {
+        self.tags.record_keys(upstream, repo, tag, digests)
+    }
+
     pub async fn tag(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> io::Result<Option<TagRecord>> {
         self.tags.get(upstream, repo, tag).await
     }

@@ -4,4 +4,5 @@
 //! the daemon.
 
 pub mod cache_cmd;
+pub mod prefetch_cmd;
 pub mod render;

@@ -49,6 +49,41 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Fetch images into the cache as a pull does (manifest, index children, config and layers,
+    /// optionally referrers), through the running daemon, or on the directory when none runs.
+    /// Exits non-zero if any image failed.
+    Prefetch {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Images as clients name them: alpine:3.20, ghcr.io/org/app@sha256:..., 127.0.0.1:5000/org/app:v1.
+        images: Vec<String>,
+        /// A file of images, one a line (# comments, blank lines skipped); - is standard input.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Only these platforms of a multi-platform image: os/arch[/variant], comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        platform: Vec<String>,
+        /// Also the referrers (signatures, SBOMs, attestations) of each manifest.
+        #[arg(long)]
+        referrers: bool,
+        /// Pin what is fetched, so eviction keeps it (undo with `regcache unpin`).
+        #[arg(long)]
+        pin: bool,
+        /// Print the progress events and the summary as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the pins of cached images (their manifests, blobs, tag record and links), so
+    /// eviction may take them again. The tag is resolved through the cached tag record.
+    Unpin {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +179,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Cache { command } => cache_command(command),
+        command @ (Command::Prefetch { .. } | Command::Unpin { .. }) => pin_command(command),
         Command::Serve { config, log_format } => {
             let config_path = config.clone();
             let config = match load(config.as_ref()) {
@@ -223,6 +259,90 @@ fn cache_command(command: CacheCommand) -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("regcache: {e:#}");
+            let config_error = e
+                .downcast_ref::<regcache::cli::cache_cmd::ControlError>()
+                .is_some_and(|e| e.is_config_error());
+            if config_error {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// `regcache prefetch` and `regcache unpin`.
+fn pin_command(command: Command) -> ExitCode {
+    use regcache::cli::prefetch_cmd as cmd;
+    let (Command::Prefetch { config, .. } | Command::Unpin { config, .. }) = &command else {
+        return ExitCode::FAILURE;
+    };
+    let config = match load(config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
+    let _ = regcache::telemetry::init("warn", false);
+    let run = async {
+        match command {
+            Command::Prefetch {
+                mut images,
+                file,
+                platform,
+                referrers,
+                pin,
+                json,
+                ..
+            } => {
+                if let Some(f) = file {
+                    let listed =
+                        cmd::read_list_file(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                    images.extend(listed);
+                }
+                if images.is_empty() {
+                    anyhow::bail!("no images to prefetch: name them or give -f FILE");
+                }
+                let options = regcache::admin_api::PrefetchOptions {
+                    images,
+                    platforms: platform,
+                    referrers,
+                    pin,
+                };
+                let style = cmd::Style::detect(json);
+                let mut progress = cmd::Progress::new(std::io::stdout(), style);
+                let (events, via) = cmd::prefetch(&config, &options, |e| progress.show(e)).await?;
+                if style != cmd::Style::Json {
+                    print!("{}", cmd::render_summary(&events, via));
+                }
+                Ok::<_, anyhow::Error>(cmd::all_done(&events))
+            }
+            Command::Unpin { images, json, .. } => {
+                for image in images {
+                    let (report, via) = cmd::unpin(&config, &image).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    } else {
+                        print!("{}", cmd::render_unpin(&report, via));
+                    }
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    };
+    let out = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run));
+    match out {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("regcache: {e:#}");
             let config_error = e

@@ -9,6 +9,7 @@ mod access;
 mod answer;
 mod error;
 mod mirror;
+mod prefetch;
 mod purge;
 mod single_flight;
 
@@ -18,6 +19,7 @@ pub use access::{Access, AllowAll, Client, Content, Place};
 pub use answer::{Blob, CacheResult, Manifest, Referrers, TagPage};
 pub use error::{ErrorKind, Fault, RegistryError, Subject};
 pub use mirror::{MirrorPolicy, Page};
+pub use prefetch::{Platform, PrefetchEvent, PrefetchOptions, PrefetchRef, UnpinReport};
 pub use purge::{BadImage, ImageRef, PurgeReport};
 
 use crate::cache::Cache;

@@ -163,6 +163,25 @@ impl TagStore {
         Ok(())
     }
 
+    /// The index keys of a repository's records that a pinned image needs to be served
+    /// without its upstream: its tag record (when `tag` is given) and the links of `digests`.
+    pub fn record_keys(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        digests: &[Digest],
+    ) -> io::Result<Vec<super::Key>> {
+        let mut keys = Vec::with_capacity(digests.len() + 1);
+        if let Some(tag) = tag {
+            keys.push(record_path(upstream, repo, "@tags", tag.as_str())?.key());
+        }
+        for d in digests {
+            keys.push(record_path(upstream, repo, "@links", &link_name(d))?.key());
+        }
+        Ok(keys)
+    }
+
     /// Keeps a document if the budget has room (without room it is served, not kept).
     pub async fn put_doc(&self, upstream: &str, repo: &RepoName, name: &str, bytes: &[u8]) -> io::Result<()> {
         let path = record_path(upstream, repo, "@docs", name)?;

@@ -64,12 +64,12 @@ pub enum Via {
     Daemon(SocketAddr),
 }
 
-enum Owner {
+pub(super) enum Owner {
     Us(DirLock),
     Daemon(SocketAddr),
 }
 
-fn owner(config: &Config) -> Result<Owner, ControlError> {
+pub(super) fn owner(config: &Config) -> Result<Owner, ControlError> {
     let dir = &config.cache.dir;
     match store_mark::examine(dir)? {
         Found::Missing | Found::Empty => return Err(ControlError::NoCache(dir.clone())),
@@ -92,11 +92,11 @@ fn admin_addr(listen: SocketAddr) -> SocketAddr {
 }
 
 /// Opens the directory of a stopped daemon (the caller holds its lock). Blocking.
-fn open_here(config: &Config) -> Result<Cache, ControlError> {
+pub(super) fn open_here(config: &Config) -> Result<Cache, ControlError> {
     Ok(Cache::inspect(&cache_settings(config), Arc::new(Metrics::new()))?)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ControlError> {
     tokio::task::spawn_blocking(f)

@@ -94,6 +94,10 @@ impl Mirror {
         }
     }
 
+    pub(super) fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
     fn coalesced(&self, joined: bool) {
         if joined {
             self.metrics.request.coalesced(RequestKind::Manifest);

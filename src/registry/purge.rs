@@ -79,7 +79,7 @@ pub struct PurgeReport {
 impl Registry {
     /// Resolves an operator's image name: a host-like first component must be a configured
     /// upstream; otherwise as `locate` does without `ns`.
-    fn resolve_image(&self, image: &ImageRef) -> Result<Repo, RegistryError> {
+    pub(super) fn resolve_image(&self, image: &ImageRef) -> Result<Repo, RegistryError> {
         let Some(host) = &image.host else {
             return self.locate(&image.name, None);
         };

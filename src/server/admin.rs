@@ -10,6 +10,7 @@
 //! small fixed cap on connections.
 
 mod guard;
+mod prefetch;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -117,6 +118,7 @@ async fn answer(
         api::CACHE_STATS => json(&state.cache.stats()),
         api::GC => gc(state, guard, req).await,
         api::PURGE => purge(state, guard, req).await,
+        api::UNPIN => prefetch::unpin(state, guard, req).await,
         api::METRICS => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -128,7 +130,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics, /healthz, /readyz, /admin/cache, POST /admin/gc or POST /admin/purge?image=\n",
+            "try /metrics, /healthz, /readyz, /admin/cache, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch or POST /admin/unpin?image=\n",
         ),
     }
 }
@@ -154,7 +156,12 @@ pub async fn serve(
             arrived.arrived();
             let (state, guard) = (state.clone(), guard.clone());
             let stopping = stopping.borrow().is_some();
-            async move { Ok::<_, Infallible>(answer(&state, &guard, stopping, &req).await) }
+            async move {
+                if req.uri().path() == api::PREFETCH {
+                    return Ok::<_, Infallible>(prefetch::prefetch(&state, &guard, req).await);
+                }
+                Ok(answer(&state, &guard, stopping, &req).await.map(BodyExt::boxed))
+            }
         });
         let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
         async move {

@@ -25,6 +25,7 @@ mod hostile;
 mod lazy_ranges;
 mod listeners;
 mod operations;
+mod prefetch;
 mod process;
 mod pull_api;
 mod purge;

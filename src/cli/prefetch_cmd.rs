@@ -1,0 +1,468 @@
+//! `regcache prefetch IMAGE... [-f FILE]` and `regcache unpin IMAGE...`. With a daemon running
+//! (it holds the cache directory's lock) they ask it through `POST /admin/prefetch` (whose
+//! answer streams progress events) and `POST /admin/unpin`; with none, they take the lock and
+//! do the same work in this process with the registry layer built from the same config, fetching
+//! from the configured upstreams. Progress is a rewritten line on a terminal, plain lines
+//! otherwise, JSON lines with `--json`; a summary table closes.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+use super::cache_cmd::{blocking, open_here, owner, ControlError, Owner, Via};
+use crate::admin_api::{self, PrefetchEvent, PrefetchOptions, UnpinReport};
+use crate::app::mirror_policy;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::{AllowAll, PrefetchRef, Registry};
+use crate::upstream::Upstreams;
+
+/// The references of an images file: one a line, `#` starts a comment, blank lines are skipped.
+pub fn read_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Reads an images file (`-` is standard input).
+pub fn read_list_file(path: &Path) -> std::io::Result<Vec<String>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path)?
+    };
+    Ok(read_list(&text))
+}
+
+fn unreachable(addr: SocketAddr) -> impl Fn(String) -> ControlError {
+    move |reason| ControlError::Unreachable { addr, reason }
+}
+
+/// A registry over the directory of a stopped daemon (the caller holds its lock).
+async fn registry_here(config: &Config) -> Result<(Registry, Arc<crate::cache::Cache>), ControlError> {
+    let owned = config.clone();
+    let cache = Arc::new(blocking(move || open_here(&owned)).await?);
+    let metrics = Arc::new(Metrics::new());
+    let upstreams =
+        Upstreams::from_config(config, &metrics).map_err(|e| ControlError::Upstreams(e.to_string()))?;
+    let registry = Registry::new(
+        Arc::new(upstreams),
+        cache.clone(),
+        mirror_policy(config),
+        Arc::new(AllowAll),
+        metrics,
+    );
+    Ok((registry, cache))
+}
+
+/// Prefetches `options.images`, handing every event to `on_event` as it comes; returns every
+/// event and who did the work.
+pub async fn prefetch(
+    config: &Config,
+    options: &PrefetchOptions,
+    mut on_event: impl FnMut(&PrefetchEvent),
+) -> Result<(Vec<PrefetchEvent>, Via), ControlError> {
+    let mut events = Vec::new();
+    match owner(config)? {
+        Owner::Us(lock) => {
+            let platforms = options
+                .parsed_platforms()
+                .map_err(|e| ControlError::Upstreams(format!("--platform: {e}")))?;
+            let (registry, cache) = registry_here(config).await?;
+            let (tx, mut rx) = mpsc::channel(64);
+            let work = async {
+                registry.prefetch(options, &platforms, &tx).await;
+                drop(tx);
+            };
+            let show = async {
+                while let Some(e) = rx.recv().await {
+                    on_event(&e);
+                    events.push(e);
+                }
+            };
+            tokio::join!(work, show);
+            blocking(move || Ok(cache.save_recency()?)).await?;
+            drop(lock);
+            Ok((events, Via::Directory))
+        }
+        Owner::Daemon(addr) => {
+            let bad = unreachable(addr);
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let body = serde_json::to_vec(options).map_err(|e| bad(e.to_string()))?;
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri(format!("http://{addr}{}", admin_api::PREFETCH))
+                .header(http::header::CONTENT_TYPE, "application/json");
+            if let Some(token) = &config.admin_token {
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+            }
+            let req = req
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| bad(e.to_string()))?;
+            let resp = client.request(req).await.map_err(|e| bad(e.to_string()))?;
+            let status = resp.status();
+            let mut body = resp.into_body();
+            if !status.is_success() {
+                let text = body.collect().await.map_err(|e| bad(e.to_string()))?.to_bytes();
+                return Err(ControlError::Refused {
+                    addr,
+                    status,
+                    body: String::from_utf8_lossy(&text).trim().to_string(),
+                });
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| bad(format!("the progress stream broke off: {e}")))?;
+                let Some(data) = frame.data_ref() else { continue };
+                pending.extend_from_slice(data);
+                while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=at).collect();
+                    let event: PrefetchEvent = serde_json::from_slice(&line)
+                        .map_err(|e| bad(format!("unexpected progress line: {e}")))?;
+                    on_event(&event);
+                    events.push(event);
+                }
+            }
+            if !matches!(events.last(), Some(PrefetchEvent::Summary { .. })) {
+                return Err(bad("the progress stream ended before its summary".into()));
+            }
+            Ok((events, Via::Daemon(addr)))
+        }
+    }
+}
+
+/// Removes the pins of `image`'s manifests, blobs and records.
+pub async fn unpin(config: &Config, image: &str) -> Result<(UnpinReport, Via), ControlError> {
+    let parsed: PrefetchRef = image.parse()?;
+    match owner(config)? {
+        Owner::Us(lock) => {
+            let (registry, cache) = registry_here(config).await?;
+            let report = registry.unpin(&parsed).await?;
+            blocking(move || Ok(cache.save_recency()?)).await?;
+            drop(lock);
+            Ok((report, Via::Directory))
+        }
+        Owner::Daemon(addr) => {
+            let bad = unreachable(addr);
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri(format!("http://{addr}{}", admin_api::unpin_path(image)));
+            if let Some(token) = &config.admin_token {
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+            }
+            let req = req
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| bad(e.to_string()))?;
+            let resp = client.request(req).await.map_err(|e| bad(e.to_string()))?;
+            let status = resp.status();
+            let text = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| bad(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(ControlError::Refused {
+                    addr,
+                    status,
+                    body: String::from_utf8_lossy(&text).trim().to_string(),
+                });
+            }
+            let report = serde_json::from_slice(&text).map_err(|e| bad(format!("unexpected answer: {e}")))?;
+            Ok((report, Via::Daemon(addr)))
+        }
+    }
+}
+
+/// `12.3 MiB`.
+pub fn short_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// One line per image, rewritten in place.
+    Terminal,
+    /// A plain line per event.
+    Lines,
+    /// Every event as a line of JSON.
+    Json,
+}
+
+impl Style {
+    pub fn detect(json: bool) -> Style {
+        if json {
+            Style::Json
+        } else if std::io::stdout().is_terminal() {
+            Style::Terminal
+        } else {
+            Style::Lines
+        }
+    }
+}
+
+/// Shows events as they come.
+pub struct Progress<W: Write> {
+    out: W,
+    style: Style,
+    image: String,
+    blobs: u64,
+    done: u64,
+    bytes: u64,
+    since: Instant,
+}
+
+impl<W: Write> Progress<W> {
+    pub fn new(out: W, style: Style) -> Progress<W> {
+        Progress {
+            out,
+            style,
+            image: String::new(),
+            blobs: 0,
+            done: 0,
+            bytes: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn line(&self) -> String {
+        let secs = self.since.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "pulling {}: {}/{} blobs, {}, {}/s",
+            self.image,
+            self.done,
+            self.blobs,
+            short_bytes(self.bytes),
+            short_bytes((self.bytes as f64 / secs) as u64)
+        )
+    }
+
+    pub fn show(&mut self, event: &PrefetchEvent) {
+        if self.style == Style::Json {
+            if let Ok(line) = serde_json::to_string(event) {
+                let _ = writeln!(self.out, "{line}");
+            }
+            let _ = self.out.flush();
+            return;
+        }
+        let clear = if self.style == Style::Terminal {
+            "\r\x1b[2K"
+        } else {
+            ""
+        };
+        let text = match event {
+            PrefetchEvent::Started { image, .. } => {
+                self.image.clone_from(image);
+                (self.blobs, self.done, self.bytes) = (0, 0, 0);
+                self.since = Instant::now();
+                Some(self.line())
+            }
+            PrefetchEvent::Manifest { blobs, .. } => {
+                self.blobs += blobs;
+                (self.style == Style::Terminal).then(|| self.line())
+            }
+            PrefetchEvent::Blob { bytes, .. } => {
+                self.done += 1;
+                self.bytes += bytes;
+                Some(self.line())
+            }
+            PrefetchEvent::Done {
+                image, blobs, bytes, ..
+            } => {
+                let text = format!("{clear}done {image}: {blobs} blobs, {}\n", short_bytes(*bytes));
+                let _ = self.out.write_all(text.as_bytes());
+                None
+            }
+            PrefetchEvent::Failed { image, reason } => {
+                let text = format!("{clear}failed {image}: {reason}\n");
+                let _ = self.out.write_all(text.as_bytes());
+                None
+            }
+            PrefetchEvent::Summary { .. } => None,
+        };
+        if let Some(text) = text {
+            let text = match self.style {
+                Style::Terminal => format!("{clear}{text}"),
+                _ => format!("{text}\n"),
+            };
+            let _ = self.out.write_all(text.as_bytes());
+        }
+        let _ = self.out.flush();
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// One row of the closing table.
+struct Row {
+    image: String,
+    digest: String,
+    platforms: String,
+    blobs: String,
+    bytes: String,
+    outcome: String,
+}
+
+/// The closing table: image, digest, platforms fetched, blobs, bytes, outcome; and who did it.
+pub fn render_summary(events: &[PrefetchEvent], via: Via) -> String {
+    let mut rows = vec![Row {
+        image: "IMAGE".into(),
+        digest: "DIGEST".into(),
+        platforms: "PLATFORMS".into(),
+        blobs: "BLOBS".into(),
+        bytes: "BYTES".into(),
+        outcome: "OUTCOME".into(),
+    }];
+    for e in events {
+        match e {
+            PrefetchEvent::Done {
+                image,
+                digest,
+                platforms,
+                blobs,
+                bytes,
+                pinned,
+                ..
+            } => rows.push(Row {
+                image: image.clone(),
+                digest: short_digest(digest),
+                platforms: if platforms.is_empty() {
+                    "-".into()
+                } else {
+                    platforms.join(",")
+                },
+                blobs: blobs.to_string(),
+                bytes: short_bytes(*bytes),
+                outcome: if *pinned { "ok, pinned" } else { "ok" }.into(),
+            }),
+            PrefetchEvent::Failed { image, reason } => rows.push(Row {
+                image: image.clone(),
+                digest: "-".into(),
+                platforms: "-".into(),
+                blobs: "-".into(),
+                bytes: "-".into(),
+                outcome: format!("failed: {reason}"),
+            }),
+            _ => {}
+        }
+    }
+    let w = |f: fn(&Row) -> &String| rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
+    let (wi, wd, wp, wb, wy) = (
+        w(|r| &r.image),
+        w(|r| &r.digest),
+        w(|r| &r.platforms),
+        w(|r| &r.blobs),
+        w(|r| &r.bytes),
+    );
+    let mut out = String::new();
+    for r in &rows {
+        out.push_str(&format!(
+            "{:<wi$}  {:<wd$}  {:<wp$}  {:>wb$}  {:>wy$}  {}\n",
+            r.image, r.digest, r.platforms, r.blobs, r.bytes, r.outcome
+        ));
+    }
+    let failed = events
+        .iter()
+        .filter(|e| matches!(e, PrefetchEvent::Failed { .. }))
+        .count();
+    let by = match via {
+        Via::Directory => "in this process, on the directory (no daemon running)".to_string(),
+        Via::Daemon(a) => format!("by the running daemon at {a}"),
+    };
+    out.push_str(&format!(
+        "{} images, {failed} failed; done {by}\n",
+        rows.len() - 1
+    ));
+    out
+}
+
+/// `sha256:0123456789ab`.
+fn short_digest(d: &str) -> String {
+    match d.split_once(':') {
+        Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
+        None => d.to_string(),
+    }
+}
+
+/// Whether every image succeeded.
+pub fn all_done(events: &[PrefetchEvent]) -> bool {
+    matches!(events.last(), Some(PrefetchEvent::Summary { failed: 0, .. }))
+}
+
+pub fn render_unpin(r: &UnpinReport, via: Via) -> String {
+    let by = match via {
+        Via::Directory => "on the directory (no daemon running)".to_string(),
+        Via::Daemon(a) => format!("by the running daemon at {a}"),
+    };
+    format!(
+        "unpinned {}/{} ({}): {} manifests, {} blobs and their records; done {by}\n",
+        r.upstream, r.repository, r.digest, r.manifests, r.blobs
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_lists_skip_comments_and_blank_lines() {
+        let text = "# air-gap set\nalpine:3.20\n\n  ghcr.io/org/app:v1  # the app\n#gone:1\n";
+        assert_eq!(read_list(text), vec!["alpine:3.20", "ghcr.io/org/app:v1"]);
+    }
+
+    #[test]
+    fn the_summary_lists_every_image() {
+        let events = vec![
+            PrefetchEvent::Done {
+                image: "alpine:3.20".into(),
+                digest: format!("sha256:{}", "a".repeat(64)),
+                platforms: vec!["linux/amd64".into()],
+                manifests: 2,
+                blobs: 2,
+                bytes: 3 << 20,
+                pinned: true,
+            },
+            PrefetchEvent::Failed {
+                image: "nope:1".into(),
+                reason: "manifest unknown".into(),
+            },
+            PrefetchEvent::Summary {
+                images: 2,
+                failed: 1,
+                blobs: 2,
+                bytes: 3 << 20,
+            },
+        ];
+        let text = render_summary(&events, Via::Directory);
+        assert!(text.contains("sha256:aaaaaaaaaaaa  linux/amd64"), "{text}");
+        assert!(text.contains("3.0 MiB  ok, pinned"), "{text}");
+        assert!(text.contains("failed: manifest unknown"), "{text}");
+        assert!(!all_done(&events));
+    }
+}
