@@ -20,7 +20,7 @@ use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
 use super::index::Index;
-use super::key::RecordPath;
+use super::key::{Key, RecordPath};
 use super::layout::Layout;
 use super::records::Records;
 use crate::metrics::Metrics;
@@ -171,7 +171,7 @@ impl TagStore {
         repo: &RepoName,
         tag: Option<&Tag>,
         digests: &[Digest],
-    ) -> io::Result<Vec<super::Key>> {
+    ) -> io::Result<Vec<Key>> {
         let mut keys = Vec::with_capacity(digests.len() + 1);
         if let Some(tag) = tag {
             keys.push(record_path(upstream, repo, "@tags", tag.as_str())?.key());
