@@ -251,3 +251,61 @@ async fn without_a_daemon_prefetch_fills_the_directory_itself() {
     assert_eq!(d.admin_post("/admin/gc?to=0").await.status, 200);
     assert!(blob_file(d.dir.path(), &layers[0]).exists(), "the pin persisted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_come_along_when_asked_for() {
+    let up = Fake::start().await;
+    let repo = "library/signed";
+    let (digest, manifest, _) = up.add_image(repo, "1", &[bytes_of(20_000, 9)]);
+    let sig_config = up.add_blob(repo, "{}");
+    let sig_layer = up.add_blob(repo, bytes_of(500, 10));
+    let signature = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{sig_config}","size":2}},"layers":[{{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"{sig_layer}","size":500}}],"subject":{{"mediaType":"{MANIFEST}","digest":"{digest}","size":{}}}}}"#,
+        manifest.len()
+    );
+    let sig = up.add_referrer(repo, MANIFEST, signature);
+    let d = DaemonBuilder::new().upstream(&up).start().await;
+    let config = config(&d, &up);
+
+    ok(&regcache(&["prefetch", "signed:1"], &config));
+    assert_eq!(up.count("GET", &sig_layer), 0, "no referrers unless asked for");
+    let o = regcache(
+        &["prefetch", "--referrers", "--pin", "--json", "signed:1"],
+        &config,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let done = events(&o)
+        .into_iter()
+        .find(|e| e["event"] == "done")
+        .expect("a done event");
+    assert_eq!(done["manifests"], 2, "{done}");
+    assert_eq!(up.count("GET", &sig), 1);
+    assert_eq!(up.count("GET", &sig_layer), 1);
+    assert_eq!(d.admin_post("/admin/gc?to=0").await.status, 200);
+    assert!(
+        blob_file(d.dir.path(), &sig_layer).exists(),
+        "the signature is pinned too"
+    );
+}
+
+#[tokio::test]
+async fn the_endpoint_is_guarded_and_checks_its_body() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let up = Fake::start().await;
+    let d = DaemonBuilder::new()
+        .upstream(&up)
+        .admin_token_file(&token_file)
+        .start()
+        .await;
+    assert_eq!(d.admin("/admin/prefetch").await.status, 405);
+    assert_eq!(d.admin_post("/admin/prefetch").await.status, 401);
+    assert_eq!(d.admin_post("/admin/unpin?image=app:1").await.status, 401);
+    let auth = [("authorization", "Bearer s3cret")];
+    let r = d.admin_with("POST", "/admin/prefetch", &auth).await;
+    assert_eq!(r.status, 400, "an empty body is no request");
+    let r = d.admin_with("POST", "/admin/unpin?image=app:1", &auth).await;
+    assert_eq!(r.status, 404, "nothing cached to unpin");
+    assert_eq!(up.requests().len(), 0);
+}
