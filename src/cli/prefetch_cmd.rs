@@ -437,6 +437,66 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_gets_one_rewritten_line_per_image() {
+        let image = "alpine:3.20".to_string();
+        let events = [
+            PrefetchEvent::Started {
+                image: image.clone(),
+                upstream: "docker.io".into(),
+                repository: "library/alpine".into(),
+                reference: "3.20".into(),
+            },
+            PrefetchEvent::Manifest {
+                image: image.clone(),
+                digest: "sha256:x".into(),
+                platform: None,
+                blobs: 2,
+                bytes: 3 << 20,
+            },
+            PrefetchEvent::Blob {
+                image: image.clone(),
+                digest: "sha256:y".into(),
+                bytes: 2 << 20,
+                cached: false,
+            },
+            PrefetchEvent::Done {
+                image: image.clone(),
+                digest: "sha256:x".into(),
+                platforms: vec![],
+                manifests: 1,
+                blobs: 2,
+                bytes: 3 << 20,
+                pinned: false,
+            },
+        ];
+        let mut p = Progress::new(Vec::new(), Style::Terminal);
+        for e in &events {
+            p.show(e);
+        }
+        let out = String::from_utf8(p.into_inner()).unwrap();
+        assert!(
+            out.contains("\r\x1b[2Kpulling alpine:3.20: 1/2 blobs, 2.0 MiB, "),
+            "{out:?}"
+        );
+        assert!(
+            out.ends_with("\r\x1b[2Kdone alpine:3.20: 2 blobs, 3.0 MiB\n"),
+            "{out:?}"
+        );
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+
+        let mut p = Progress::new(Vec::new(), Style::Lines);
+        for e in &events {
+            p.show(e);
+        }
+        let out = String::from_utf8(p.into_inner()).unwrap();
+        assert!(!out.contains('\r'), "{out:?}");
+        assert!(
+            out.contains("pulling alpine:3.20: 1/2 blobs, 2.0 MiB, "),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn the_summary_lists_every_image() {
         let events = vec![
             PrefetchEvent::Done {
