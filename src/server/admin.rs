@@ -148,7 +148,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics, /healthz, /readyz, /admin/cache, POST /admin/gc or POST /admin/purge?image=\n",
+            "try /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc or POST /admin/purge?image=\n",
         ),
     }
 }
