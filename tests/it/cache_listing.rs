@@ -283,3 +283,48 @@ async fn the_listing_needs_the_admin_token() {
         "the config is not cached"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_no_repository_links_is_listed_as_unreferenced() {
+    let up = Fake::start().await;
+    let (tagged, _, _) = up.add_image("library/app", "v1", &[bytes_of(10, 1)]);
+    let d = DaemonBuilder::new().upstream(&up).start().await;
+    get_ok(&d, "/v2/library/app/manifests/v1").await;
+    let bytes = Bytes::from(format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#
+    ));
+    let digest = regcache::oci::Digest::sha256_of(&bytes);
+    let stored = regcache::cache::StoredManifest {
+        digest: digest.clone(),
+        media_type: OCI_INDEX.into(),
+        bytes: bytes.clone(),
+    };
+    d.cache().put_manifest(&stored).await.unwrap();
+
+    let all = ls(&d, "").await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0]["digest"], tagged.as_str());
+    let lone = &all[1];
+    assert_eq!(lone["kind"], "unreferenced");
+    assert_eq!(
+        (&lone["upstream"], &lone["repository"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(lone["digest"], digest.to_string());
+    assert_eq!(lone["media_type"], OCI_INDEX);
+    assert_eq!(lone["size"], bytes.len() as u64);
+    assert_eq!(
+        ls(&d, "?prefix=library/app").await,
+        vec![all[0].clone()],
+        "a prefix leaves it out"
+    );
+
+    let config = config_file(&d);
+    let _dir = d.stop().await;
+    let text = stdout(&regcache(&["cache", "ls"], &config));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("(unreferenced)"))
+        .unwrap_or_default();
+    assert!(line.contains(&digest.to_string()[..19]), "{text}");
+}
