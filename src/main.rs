@@ -67,6 +67,7 @@ enum CacheCommand {
         #[arg(short, long, env = "REGCACHE_CONFIG")]
         config: Option<PathBuf>,
         /// Only images under this prefix: library/alpine, ghcr.io/org.
+        #[arg(value_name = "IMAGE-PREFIX")]
         prefix: Option<String>,
         /// Print one JSON array instead of a table.
         #[arg(long)]
