@@ -1,7 +1,7 @@
 //! The admin API's paths and payloads, shared by the daemon (`server/admin.rs`) and the
 //! operator commands (`cli/`), so the two cannot drift apart.
 
-pub use crate::cache::{GcReport, Stats};
+pub use crate::cache::{EntryKind, GcReport, LastPulled, ListEntry, Stats};
 pub use crate::registry::PurgeReport;
 
 /// `GET`: the cache index statistics (`Stats` as JSON).
@@ -11,6 +11,9 @@ pub const GC: &str = "/admin/gc";
 /// `POST ?image=IMAGE[:TAG]`: drop a tag record, or every tag record of the repository without
 /// a tag, so the next pull revalidates with the upstream (`PurgeReport` as JSON).
 pub const PURGE: &str = "/admin/purge";
+/// `GET [?prefix=IMAGE-PREFIX]`: what the cache holds, by upstream, repository and tag, then
+/// manifests by digest (a JSON array of `ListEntry`). Guarded like gc: it names what was pulled.
+pub const CACHE_LS: &str = "/admin/cache/ls";
 /// Prometheus text format.
 pub const METRICS: &str = "/metrics";
 /// The process answers.
@@ -30,4 +33,15 @@ pub fn gc_path(to: Option<u64>) -> String {
 pub fn purge_path(image: &str) -> String {
     let image: String = form_urlencoded::byte_serialize(image.as_bytes()).collect();
     format!("{PURGE}?image={image}")
+}
+
+/// The listing path, narrowed to an image prefix (`library/alpine`, `ghcr.io/org`) if given.
+pub fn ls_path(prefix: Option<&str>) -> String {
+    match prefix {
+        Some(p) => {
+            let p: String = form_urlencoded::byte_serialize(p.as_bytes()).collect();
+            format!("{CACHE_LS}?prefix={p}")
+        }
+        None => CACHE_LS.to_string(),
+    }
 }

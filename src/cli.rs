@@ -4,4 +4,5 @@
 //! the daemon.
 
 pub mod cache_cmd;
+pub mod ls;
 pub mod render;
