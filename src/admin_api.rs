@@ -1,7 +1,7 @@
 //! The admin API's paths and payloads, shared by the daemon (`server/admin.rs`) and the
 //! operator commands (`cli/`), so the two cannot drift apart.
 
-pub use crate::cache::{GcReport, Stats};
+pub use crate::cache::{EntryKind, GcReport, LastPulled, ListEntry, Stats};
 pub use crate::registry::PurgeReport;
 pub use crate::registry::{PrefetchEvent, PrefetchOptions, UnpinReport};
 
@@ -17,6 +17,9 @@ pub const PURGE: &str = "/admin/purge";
 pub const PREFETCH: &str = "/admin/prefetch";
 /// `POST ?image=IMAGE[:TAG|@DIGEST]`: remove the pins of a cached image (`UnpinReport` as JSON).
 pub const UNPIN: &str = "/admin/unpin";
+/// `GET [?prefix=IMAGE-PREFIX]`: what the cache holds, by upstream, repository and tag, then
+/// manifests by digest (a JSON array of `ListEntry`). Guarded like gc: it names what was pulled.
+pub const CACHE_LS: &str = "/admin/cache/ls";
 /// Prometheus text format.
 pub const METRICS: &str = "/metrics";
 /// The process answers.
@@ -42,4 +45,15 @@ pub fn purge_path(image: &str) -> String {
 pub fn unpin_path(image: &str) -> String {
     let image: String = form_urlencoded::byte_serialize(image.as_bytes()).collect();
     format!("{UNPIN}?image={image}")
+}
+
+/// The listing path, narrowed to an image prefix (`library/alpine`, `ghcr.io/org`) if given.
+pub fn ls_path(prefix: Option<&str>) -> String {
+    match prefix {
+        Some(p) => {
+            let p: String = form_urlencoded::byte_serialize(p.as_bytes()).collect();
+            format!("{CACHE_LS}?prefix={p}")
+        }
+        None => CACHE_LS.to_string(),
+    }
 }

@@ -19,6 +19,7 @@ mod layering;
 mod layout;
 mod lease;
 mod ledger;
+mod listing;
 mod manifests;
 pub mod origin;
 mod passthrough;
@@ -48,6 +49,7 @@ pub use fill::Lookup;
 use index::Index;
 pub use key::{Key, Kind};
 pub use layout::Layout;
+pub use listing::{EntryKind, LastPulled, ListEntry};
 pub use manifests::{ManifestStore, StoredManifest};
 use origin::Origin;
 pub use progress::{Fill, FillError, FillState, Uncached};
@@ -208,6 +210,13 @@ impl Cache {
     /// Whether the index holds `key`.
     pub fn contains(&self, key: &Key) -> bool {
         self.index.contains(key)
+    }
+
+    /// What the cache holds under an image prefix (`library/alpine`, `ghcr.io/org`; everything
+    /// without one): each tag record with its manifest described, then manifests by digest.
+    /// Reads files without touching recency. Blocking.
+    pub fn list(&self, prefix: Option<&str>) -> Vec<ListEntry> {
+        listing::list(&self.index, prefix)
     }
 
     /// Evicts now, down to `to` bytes, or to the low watermark. Blocking.

@@ -4,5 +4,6 @@
 //! the daemon.
 
 pub mod cache_cmd;
+pub mod ls;
 pub mod prefetch_cmd;
 pub mod render;

@@ -1,5 +1,5 @@
 //! The `regcache` command line: `serve` runs the mirror, `check-config` validates a config file,
-//! `cache stats`, `cache gc` and `cache purge` inspect and trim the cache and drop tag records
+//! `cache stats`, `cache ls`, `cache gc` and `cache purge` inspect and trim the cache and drop tag records
 //! (directly, or through the running daemon's admin listener when it owns the directory).
 
 use std::path::PathBuf;
@@ -93,6 +93,18 @@ enum CacheCommand {
         #[arg(short, long, env = "REGCACHE_CONFIG")]
         config: Option<PathBuf>,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the cache holds, by upstream, repository and tag: digest, platforms, bytes and blobs
+    /// cached, last pull, pinned; then cached manifests no tag points to, by digest.
+    Ls {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only images under this prefix: library/alpine, ghcr.io/org.
+        #[arg(value_name = "IMAGE-PREFIX")]
+        prefix: Option<String>,
+        /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -214,6 +226,7 @@ fn main() -> ExitCode {
 
 fn cache_command(command: CacheCommand) -> ExitCode {
     let (CacheCommand::Stats { config, .. }
+    | CacheCommand::Ls { config, .. }
     | CacheCommand::Gc { config, .. }
     | CacheCommand::Purge { config, .. }) = &command;
     let config = match load(config.as_ref()) {
@@ -233,6 +246,14 @@ fn cache_command(command: CacheCommand) -> ExitCode {
                     format!("{}\n", serde_json::to_string_pretty(&stats)?)
                 } else {
                     render::render_stats(&stats, via)
+                })
+            }
+            CacheCommand::Ls { prefix, json, .. } => {
+                let (entries, via) = cache_cmd::ls(&config, prefix.as_deref()).await?;
+                Ok(if json {
+                    format!("{}\n", serde_json::to_string_pretty(&entries)?)
+                } else {
+                    regcache::cli::ls::render_ls(&entries, via)
                 })
             }
             CacheCommand::Gc { to, .. } => {

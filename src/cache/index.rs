@@ -41,6 +41,18 @@ struct New {
     disk: u64,
 }
 
+/// One entry of the index as `survey` copies it out.
+pub struct Surveyed {
+    pub key: Key,
+    /// Content bytes.
+    pub len: u64,
+    /// Last access, milliseconds since the Unix epoch.
+    pub last: u64,
+    /// Where a record's file is (records only).
+    pub record: Option<RecordPath>,
+    pub pinned: bool,
+}
+
 pub struct Index {
     ledger: Shared,
     pub(super) layout: Layout,
@@ -309,6 +321,19 @@ impl Index {
             snapshot::write_pinned(&self.layout, &ledger.pinned)?;
         }
         Ok(())
+    }
+
+    /// Every entry as it stands, copied out under the lock without touching any (listings).
+    pub fn survey(&self) -> Vec<Surveyed> {
+        let ledger = self.ledger.lock();
+        let row = |(k, e): (&Key, &super::ledger::Entry)| Surveyed {
+            key: k.clone(),
+            len: e.len,
+            last: e.last,
+            record: e.record.clone(),
+            pinned: ledger.pinned.contains(k),
+        };
+        ledger.entries.iter().map(row).collect()
     }
 
     pub fn is_pinned(&self, key: &Key) -> bool {

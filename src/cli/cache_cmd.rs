@@ -1,4 +1,4 @@
-//! The operator commands `regcache cache stats`, `gc` and `purge`. They work on the cache
+//! The operator commands `regcache cache stats`, `ls`, `gc` and `purge`. They work on the cache
 //! directory whether the daemon runs or not, without racing it: if the directory's lock is free
 //! (`cache::dirlock`) the command takes it and opens the directory itself; if a daemon holds it,
 //! the command asks that daemon through its admin listener (`admin_api` paths), found at
@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::admin_api::{self, GcReport, PurgeReport, Stats};
+use crate::admin_api::{self, GcReport, ListEntry, PurgeReport, Stats};
 use crate::app::{cache_settings, mirror_policy};
 use crate::cache::dirlock::{DirLock, Holder};
 use crate::cache::store_mark::{self, Found, NotAStore};
@@ -177,6 +177,27 @@ pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), Con
         Owner::Daemon(addr) => {
             let path = admin_api::gc_path(to);
             Ok((ask(config, addr, Method::POST, &path).await?, Via::Daemon(addr)))
+        }
+    }
+}
+
+/// What the cache holds under `prefix` (everything without one).
+pub async fn ls(config: &Config, prefix: Option<&str>) -> Result<(Vec<ListEntry>, Via), ControlError> {
+    match owner(config)? {
+        Owner::Us(lock) => {
+            let (config, prefix) = (config.clone(), prefix.map(str::to_string));
+            let entries = blocking(move || {
+                let cache = open_here(&config)?;
+                let entries = cache.list(prefix.as_deref());
+                drop(lock);
+                Ok(entries)
+            })
+            .await?;
+            Ok((entries, Via::Directory))
+        }
+        Owner::Daemon(addr) => {
+            let path = admin_api::ls_path(prefix);
+            Ok((ask(config, addr, Method::GET, &path).await?, Via::Daemon(addr)))
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The admin listener (default `127.0.0.1:5001`, kept off the registry port): `/metrics` in the
 //! Prometheus text format, `/healthz` (the process answers), `/readyz` (cache opened, listeners
 //! bound, not shutting down), and the cache operations that `regcache cache stats|gc` use while
-//! the daemon owns the cache directory: `GET /admin/cache` (index statistics as JSON) and
+//! the daemon owns the cache directory: `GET /admin/cache` (index statistics as JSON), `GET /admin/cache/ls[?prefix=]` (what the cache
+//! holds, by upstream, repository and tag; guarded, since it names what was pulled),
 //! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE), and
 //! `POST /admin/purge?image=IMAGE[:TAG]` (drop tag records, so the next pull revalidates with the
 //! upstream). Reading is open;
@@ -108,6 +109,24 @@ async fn purge(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) 
     }
 }
 
+/// `GET /admin/cache/ls[?prefix=IMAGE-PREFIX]`.
+async fn ls(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
+    }
+    if let Err(denied) = guard.check(req.headers()) {
+        return refuse(denied);
+    }
+    let prefix = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "prefix")
+        .map(|(_, v)| v.into_owned());
+    let cache = state.cache.clone();
+    match tokio::task::spawn_blocking(move || cache.list(prefix.as_deref())).await {
+        Ok(entries) => json(&entries),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+    }
+}
+
 async fn answer(
     state: &Arc<State>,
     guard: &AdminGuard,
@@ -116,6 +135,7 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     match req.uri().path() {
         api::CACHE_STATS => json(&state.cache.stats()),
+        api::CACHE_LS => ls(state, guard, req).await,
         api::GC => gc(state, guard, req).await,
         api::PURGE => purge(state, guard, req).await,
         api::UNPIN => prefetch::unpin(state, guard, req).await,
@@ -130,7 +150,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics, /healthz, /readyz, /admin/cache, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch or POST /admin/unpin?image=\n",
+            "try /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch or POST /admin/unpin?image=\n",
         ),
     }
 }

@@ -16,6 +16,7 @@ mod support {
 
 mod admin_token;
 mod cache_commands;
+mod cache_listing;
 mod client_auth;
 mod config_file;
 mod config_properties;
