@@ -105,7 +105,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 /// One admin request, with `[admin] token_file`'s token when the config has one.
-async fn ask<T: serde::de::DeserializeOwned>(
+pub(super) async fn ask<T: serde::de::DeserializeOwned>(
     config: &Config,
     addr: SocketAddr,
     method: Method,

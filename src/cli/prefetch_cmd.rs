@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
-use super::cache_cmd::{blocking, open_here, owner, ControlError, Owner, Via};
+use super::cache_cmd::{ask, blocking, open_here, owner, ControlError, Owner, Via};
 use crate::admin_api::{self, PrefetchEvent, PrefetchOptions, UnpinReport};
 use crate::app::mirror_policy;
 use crate::config::Config;
@@ -154,33 +154,7 @@ pub async fn unpin(config: &Config, image: &str) -> Result<(UnpinReport, Via), C
             Ok((report, Via::Directory))
         }
         Owner::Daemon(addr) => {
-            let bad = unreachable(addr);
-            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-            let mut req = Request::builder()
-                .method(Method::POST)
-                .uri(format!("http://{addr}{}", admin_api::unpin_path(image)));
-            if let Some(token) = &config.admin_token {
-                req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-            }
-            let req = req
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| bad(e.to_string()))?;
-            let resp = client.request(req).await.map_err(|e| bad(e.to_string()))?;
-            let status = resp.status();
-            let text = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| bad(e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(ControlError::Refused {
-                    addr,
-                    status,
-                    body: String::from_utf8_lossy(&text).trim().to_string(),
-                });
-            }
-            let report = serde_json::from_slice(&text).map_err(|e| bad(format!("unexpected answer: {e}")))?;
+            let report = ask(config, addr, Method::POST, &admin_api::unpin_path(image)).await?;
             Ok((report, Via::Daemon(addr)))
         }
     }
