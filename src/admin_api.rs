@@ -20,6 +20,8 @@ pub const UNPIN: &str = "/admin/unpin";
 /// `GET [?prefix=IMAGE-PREFIX]`: what the cache holds, by upstream, repository and tag, then
 /// manifests by digest (a JSON array of `ListEntry`). Guarded like gc: it names what was pulled.
 pub const CACHE_LS: &str = "/admin/cache/ls";
+/// `GET`: the HTML status page for a browser. Guarded like the listing: it names what was pulled.
+pub const STATUS: &str = "/";
 /// Prometheus text format.
 pub const METRICS: &str = "/metrics";
 /// The process answers.

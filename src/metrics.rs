@@ -41,6 +41,11 @@ impl Metrics {
         }
     }
 
+    /// Every metric's current samples (the status page reads them).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

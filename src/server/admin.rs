@@ -1,7 +1,8 @@
 //! The admin listener (default `127.0.0.1:5001`, kept off the registry port): `/metrics` in the
 //! Prometheus text format, `/healthz` (the process answers), `/readyz` (cache opened, listeners
 //! bound, not shutting down), and the cache operations that `regcache cache stats|gc` use while
-//! the daemon owns the cache directory: `GET /admin/cache` (index statistics as JSON), `GET /admin/cache/ls[?prefix=]` (what the cache
+//! the daemon owns the cache directory, and `GET /` (a status page for a browser, guarded like
+//! the listing, `admin/status.rs`): `GET /admin/cache` (index statistics as JSON), `GET /admin/cache/ls[?prefix=]` (what the cache
 //! holds, by upstream, repository and tag; guarded, since it names what was pulled),
 //! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE), and
 //! `POST /admin/purge?image=IMAGE[:TAG]` (drop tag records, so the next pull revalidates with the
@@ -12,6 +13,7 @@
 
 mod guard;
 mod prefetch;
+mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -127,6 +129,26 @@ async fn ls(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> 
     }
 }
 
+/// `GET /`: the status page (`admin/status.rs`).
+async fn status_page(
+    state: &Arc<State>,
+    guard: &AdminGuard,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
+    }
+    if let Err(denied) = guard.check(req.headers()) {
+        return refuse(denied);
+    }
+    let figures = status::Figures::read(&state.metrics);
+    let cache = state.cache.clone();
+    match tokio::task::spawn_blocking(move || status::render(&cache, &figures)).await {
+        Ok(page) => reply(StatusCode::OK, "text/html; charset=utf-8", page),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+    }
+}
+
 async fn answer(
     state: &Arc<State>,
     guard: &AdminGuard,
@@ -136,6 +158,7 @@ async fn answer(
     match req.uri().path() {
         api::CACHE_STATS => json(&state.cache.stats()),
         api::CACHE_LS => ls(state, guard, req).await,
+        api::STATUS => status_page(state, guard, req).await,
         api::GC => gc(state, guard, req).await,
         api::PURGE => purge(state, guard, req).await,
         api::UNPIN => prefetch::unpin(state, guard, req).await,
@@ -150,7 +173,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch or POST /admin/unpin?image=\n",
+            "try / (the status page), /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch or POST /admin/unpin?image=\n",
         ),
     }
 }

@@ -38,6 +38,7 @@ mod single_flight;
 mod slow_clients;
 mod spec_read_only;
 mod stale_while_revalidate;
+mod status_page;
 mod tag_freshness;
 mod tag_lists;
 mod tls;

@@ -5,8 +5,8 @@
 //! token such requests are served only when the admin listener is bound to a loopback address,
 //! where only this machine can reach it. Tokens are compared by their SHA-256 digests in constant
 //! time, so neither the token's bytes nor its length leak through timing, and never logged.
-//! The cache listing (`GET /admin/cache/ls`) reads, but names every repository and tag pulled,
-//! so it passes the same check.
+//! The cache listing (`GET /admin/cache/ls`) and the status page (`GET /`) read, but name every
+//! repository and tag pulled, so they pass the same check.
 
 use std::net::SocketAddr;
 
