@@ -6,4 +6,5 @@
 pub mod cache_cmd;
 pub mod ls;
 pub mod prefetch_cmd;
+mod prefetch_show;
 pub mod render;
