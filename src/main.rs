@@ -1,6 +1,7 @@
 //! The `regcache` command line: `serve` runs the mirror, `check-config` validates a config file,
-//! `cache stats`, `cache ls`, `cache gc` and `cache purge` inspect and trim the cache and drop tag records
-//! (directly, or through the running daemon's admin listener when it owns the directory).
+//! `cache stats`, `cache ls`, `cache gc` and `cache purge` inspect and trim the cache and drop tag
+//! records, `prefetch` and `unpin` fill and pin it (directly, or through the running daemon's admin
+//! listener when it owns the directory). The commands' work and text live in `regcache::cli`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,49 +138,12 @@ fn load(path: Option<&PathBuf>) -> Result<Config, regcache::config::ConfigErrors
     }
 }
 
-/// What `check-config` found: listener, cache, each upstream, client authentication.
-fn print_summary(c: &Config) {
-    println!(
-        "config ok: listen {}, cache {}, {} upstreams (default {})",
-        c.listen,
-        c.cache.dir.display(),
-        c.upstreams.len(),
-        c.default_upstream().host
-    );
-    for u in &c.upstreams {
-        let mut line = format!("  {} {} auth: {}", u.host, u.base_url(), u.credentials.describe());
-        if let Some(n) = u.max_connections {
-            line.push_str(&format!(", max_connections {n}"));
-        }
-        if u.client_cert.is_some() {
-            line.push_str(", client certificate");
-        }
-        if u.private {
-            line.push_str(", private (never served to anonymous clients)");
-        }
-        println!("{line}");
-    }
-    let a = &c.auth;
-    println!(
-        "clients: {} users, {} robot tokens, {} groups, {} access rules, anonymous {}",
-        a.users.len(),
-        a.tokens.len(),
-        a.groups.len(),
-        a.rules.len(),
-        if a.anonymous == regcache::config::Anonymous::Read {
-            "read"
-        } else {
-            "none"
-        }
-    );
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match load(config.as_ref()) {
             Ok(c) => {
-                print_summary(&c);
+                print!("{}", regcache::cli::render::render_config(&c));
                 for w in c.warnings() {
                     println!("warning: {w}");
                 }
@@ -224,12 +188,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn cache_command(command: CacheCommand) -> ExitCode {
-    let (CacheCommand::Stats { config, .. }
-    | CacheCommand::Ls { config, .. }
-    | CacheCommand::Gc { config, .. }
-    | CacheCommand::Purge { config, .. }) = &command;
-    let config = match load(config.as_ref()) {
+/// Runs an operator command: loads the config (exit 64 when it is bad), then `run` on a small
+/// runtime; `Ok(true)` is success, an error is printed (exit 64 when the config is at fault).
+fn operator<Fut>(path: Option<&PathBuf>, run: impl FnOnce(Config) -> Fut) -> ExitCode
+where
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let config = match load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -237,130 +202,12 @@ fn cache_command(command: CacheCommand) -> ExitCode {
         }
     };
     let _ = regcache::telemetry::init("warn", false);
-    let run = async {
-        use regcache::cli::{cache_cmd, render};
-        match command {
-            CacheCommand::Stats { json, .. } => {
-                let (stats, via) = cache_cmd::stats(&config).await?;
-                Ok::<_, anyhow::Error>(if json {
-                    format!("{}\n", serde_json::to_string_pretty(&stats)?)
-                } else {
-                    render::render_stats(&stats, via)
-                })
-            }
-            CacheCommand::Ls { prefix, json, .. } => {
-                let (entries, via) = cache_cmd::ls(&config, prefix.as_deref()).await?;
-                Ok(if json {
-                    format!("{}\n", serde_json::to_string_pretty(&entries)?)
-                } else {
-                    regcache::cli::ls::render_ls(&entries, via)
-                })
-            }
-            CacheCommand::Gc { to, .. } => {
-                let (report, via) = cache_cmd::gc(&config, to).await?;
-                Ok(render::render_gc(&report, via))
-            }
-            CacheCommand::Purge { image, json, .. } => {
-                let (report, via) = cache_cmd::purge(&config, &image).await?;
-                Ok(if json {
-                    format!("{}\n", serde_json::to_string_pretty(&report)?)
-                } else {
-                    render::render_purge(&report, via)
-                })
-            }
-        }
-    };
-    let out = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run));
-    match out {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("regcache: {e:#}");
-            let config_error = e
-                .downcast_ref::<regcache::cli::cache_cmd::ControlError>()
-                .is_some_and(|e| e.is_config_error());
-            if config_error {
-                ExitCode::from(64)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
-}
-
-/// `regcache prefetch` and `regcache unpin`.
-fn pin_command(command: Command) -> ExitCode {
-    use regcache::cli::prefetch_cmd as cmd;
-    let (Command::Prefetch { config, .. } | Command::Unpin { config, .. }) = &command else {
-        return ExitCode::FAILURE;
-    };
-    let config = match load(config.as_ref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(64);
-        }
-    };
-    let _ = regcache::telemetry::init("warn", false);
-    let run = async {
-        match command {
-            Command::Prefetch {
-                mut images,
-                file,
-                platform,
-                referrers,
-                pin,
-                json,
-                ..
-            } => {
-                if let Some(f) = file {
-                    let listed =
-                        cmd::read_list_file(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-                    images.extend(listed);
-                }
-                if images.is_empty() {
-                    anyhow::bail!("no images to prefetch: name them or give -f FILE");
-                }
-                let options = regcache::admin_api::PrefetchOptions {
-                    images,
-                    platforms: platform,
-                    referrers,
-                    pin,
-                };
-                let style = cmd::Style::detect(json);
-                let mut progress = cmd::Progress::new(std::io::stdout(), style);
-                let (events, via) = cmd::prefetch(&config, &options, |e| progress.show(e)).await?;
-                if style != cmd::Style::Json {
-                    print!("{}", cmd::render_summary(&events, via));
-                }
-                Ok::<_, anyhow::Error>(cmd::all_done(&events))
-            }
-            Command::Unpin { images, json, .. } => {
-                for image in images {
-                    let (report, via) = cmd::unpin(&config, &image).await?;
-                    if json {
-                        println!("{}", serde_json::to_string(&report)?);
-                    } else {
-                        print!("{}", cmd::render_unpin(&report, via));
-                    }
-                }
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    };
     let out = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run));
+        .and_then(|rt| rt.block_on(run(config)));
     match out {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -369,13 +216,90 @@ fn pin_command(command: Command) -> ExitCode {
             let config_error = e
                 .downcast_ref::<regcache::cli::cache_cmd::ControlError>()
                 .is_some_and(|e| e.is_config_error());
-            if config_error {
-                ExitCode::from(64)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(if config_error { 64 } else { 1 })
         }
     }
+}
+
+/// A report as pretty JSON, or as the renderer's text.
+fn show<T: serde::Serialize>(json: bool, report: &T, text: impl FnOnce() -> String) -> anyhow::Result<bool> {
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(report)?),
+        false => print!("{}", text()),
+    }
+    Ok(true)
+}
+
+fn cache_command(command: CacheCommand) -> ExitCode {
+    use regcache::cli::{cache_cmd, render};
+    let (CacheCommand::Stats { config, .. }
+    | CacheCommand::Ls { config, .. }
+    | CacheCommand::Gc { config, .. }
+    | CacheCommand::Purge { config, .. }) = &command;
+    let path = config.clone();
+    operator(path.as_ref(), |config| async move {
+        match command {
+            CacheCommand::Stats { json, .. } => {
+                let (stats, via) = cache_cmd::stats(&config).await?;
+                show(json, &stats, || render::render_stats(&stats, via))
+            }
+            CacheCommand::Ls { prefix, json, .. } => {
+                let (entries, via) = cache_cmd::ls(&config, prefix.as_deref()).await?;
+                show(json, &entries, || regcache::cli::ls::render_ls(&entries, via))
+            }
+            CacheCommand::Gc { to, .. } => {
+                let (report, via) = cache_cmd::gc(&config, to).await?;
+                print!("{}", render::render_gc(&report, via));
+                Ok(true)
+            }
+            CacheCommand::Purge { image, json, .. } => {
+                let (report, via) = cache_cmd::purge(&config, &image).await?;
+                show(json, &report, || render::render_purge(&report, via))
+            }
+        }
+    })
+}
+
+/// `regcache prefetch` and `regcache unpin`.
+fn pin_command(command: Command) -> ExitCode {
+    use regcache::cli::prefetch_cmd as cmd;
+    let (Command::Prefetch { config, .. } | Command::Unpin { config, .. }) = &command else {
+        return ExitCode::FAILURE;
+    };
+    let path = config.clone();
+    operator(path.as_ref(), |config| async move {
+        match command {
+            Command::Prefetch {
+                images,
+                file,
+                platform,
+                referrers,
+                pin,
+                json,
+                ..
+            } => {
+                let images = cmd::images_to_fetch(images, file.as_deref())?;
+                let options = regcache::admin_api::PrefetchOptions {
+                    images,
+                    platforms: platform,
+                    referrers,
+                    pin,
+                };
+                Ok(cmd::run_prefetch(&config, &options, json).await?)
+            }
+            Command::Unpin { images, json, .. } => {
+                for image in images {
+                    let (report, via) = cmd::unpin(&config, &image).await?;
+                    match json {
+                        true => println!("{}", serde_json::to_string(&report)?),
+                        false => print!("{}", cmd::render_unpin(&report, via)),
+                    }
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    })
 }
 
 fn serve(path: Option<PathBuf>, config: Config, logs: LogControl) -> anyhow::Result<()> {

@@ -141,6 +141,39 @@ pub async fn prefetch(
 }
 
 /// Removes the pins of `image`'s manifests, blobs and records.
+/// The images a `regcache prefetch` names: on its command line, then in `file` (`-`: standard
+/// input); an error when there are none.
+pub fn images_to_fetch(mut images: Vec<String>, file: Option<&Path>) -> std::io::Result<Vec<String>> {
+    if let Some(f) = file {
+        let listed =
+            read_list_file(f).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
+        images.extend(listed);
+    }
+    if images.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no images to prefetch: name them or give -f FILE",
+        ));
+    }
+    Ok(images)
+}
+
+/// Runs a prefetch with its progress shown on standard output (`json`: JSON lines) and, unless
+/// `json`, the summary table; true when every image was fetched.
+pub async fn run_prefetch(
+    config: &Config,
+    options: &PrefetchOptions,
+    json: bool,
+) -> Result<bool, ControlError> {
+    let style = Style::detect(json);
+    let mut progress = Progress::new(std::io::stdout(), style);
+    let (events, via) = prefetch(config, options, |e| progress.show(e)).await?;
+    if style != Style::Json {
+        print!("{}", render_summary(&events, via));
+    }
+    Ok(all_done(&events))
+}
+
 pub async fn unpin(config: &Config, image: &str) -> Result<(UnpinReport, Via), ControlError> {
     let parsed: PrefetchRef = image.parse()?;
     match owner(config)? {

@@ -1,6 +1,8 @@
-//! Text for people: sizes, times and the reports of `regcache cache stats|gc|purge`.
+//! Text for people: sizes, times, the reports of `regcache cache stats|gc|purge` and what
+//! `check-config` found.
 
 use crate::admin_api::{GcReport, PurgeReport, Stats};
+use crate::config::{Anonymous, Config};
 
 use super::cache_cmd::Via;
 
@@ -108,6 +110,48 @@ pub fn render_purge(r: &PurgeReport, via: Via) -> String {
         "dropped {} tag records of {what}; the next pull asks the upstream\nsource: {source}\n",
         r.removed
     )
+}
+
+/// What `check-config` found: listener, cache, each upstream, client authentication.
+pub fn render_config(c: &Config) -> String {
+    let mut out = format!(
+        "config ok: listen {}, cache {}, {} upstreams (default {})\n",
+        c.listen,
+        c.cache.dir.display(),
+        c.upstreams.len(),
+        c.default_upstream().host
+    );
+    for u in &c.upstreams {
+        out.push_str(&format!(
+            "  {} {} auth: {}",
+            u.host,
+            u.base_url(),
+            u.credentials.describe()
+        ));
+        if let Some(n) = u.max_connections {
+            out.push_str(&format!(", max_connections {n}"));
+        }
+        if u.client_cert.is_some() {
+            out.push_str(", client certificate");
+        }
+        if u.private {
+            out.push_str(", private (never served to anonymous clients)");
+        }
+        out.push('\n');
+    }
+    let a = &c.auth;
+    let anonymous = match a.anonymous {
+        Anonymous::Read => "read",
+        _ => "none",
+    };
+    out.push_str(&format!(
+        "clients: {} users, {} robot tokens, {} groups, {} access rules, anonymous {anonymous}\n",
+        a.users.len(),
+        a.tokens.len(),
+        a.groups.len(),
+        a.rules.len(),
+    ));
+    out
 }
 
 #[cfg(test)]
