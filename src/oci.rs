@@ -9,7 +9,7 @@ mod name;
 mod reference;
 
 pub use descriptors::{references, References};
-pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use digest::{short_digest, Algorithm, Digest, DigestError, Hasher};
 pub use media::{accepts, MediaType, MANIFEST_ACCEPT};
 pub use name::{NameError, RepoName};
 pub use reference::{Reference, ReferenceError, Tag};

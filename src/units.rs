@@ -1,5 +1,6 @@
-//! Human-friendly units in the config file: durations like `90s`, `5m`, `2h`, `1d`, and sizes like
-//! `500MB`, `50GiB` or a plain number of bytes.
+//! Human-friendly units: in the config file, durations like `90s`, `5m`, `2h`, `1d`, and sizes like
+//! `500MB`, `50GiB` or a plain number of bytes; for people reading the operator commands and the
+//! status page, short sizes (`1.5 MiB`) and ages (`3h ago`).
 
 use std::time::Duration;
 
@@ -46,9 +47,44 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     })
 }
 
+/// `1.5 MiB`, `512 B`.
+pub fn short_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{n} B"),
+        _ => format!("{v:.1} {}", UNITS[u]),
+    }
+}
+
+/// `45s ago`, `12m ago`, `3h ago`, `2d ago`: from `then` to `now`, milliseconds since the epoch.
+pub fn age(then: u64, now: u64) -> String {
+    let s = now.saturating_sub(then) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86_400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_ages_for_people() {
+        assert_eq!(short_size(512), "512 B");
+        assert_eq!(short_size(1536), "1.5 KiB");
+        assert_eq!(short_size(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(age(0, 45_000), "45s ago");
+        assert_eq!(age(0, 3 * 3_600_000), "3h ago");
+        assert_eq!(age(10, 5), "0s ago");
+    }
 
     #[test]
     fn sizes() {

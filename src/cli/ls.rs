@@ -4,43 +4,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::admin_api::{EntryKind, ListEntry};
+use crate::oci::short_digest;
+use crate::units::{age, short_size};
 
 use super::cache_cmd::Via;
-
-/// `1.5 MiB`, `512 B`.
-pub fn short_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// `45s ago`, `12m ago`, `3h ago`, `2d ago`: from `then` to `now`, milliseconds since the epoch.
-pub fn age(then: u64, now: u64) -> String {
-    let s = now.saturating_sub(then) / 1000;
-    match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86_400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
-}
-
-/// `sha256:0123456789ab` (12 hex digits).
-fn short_digest(d: &str) -> String {
-    match d.split_once(':') {
-        Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
-        None => d.to_string(),
-    }
-}
 
 fn name(e: &ListEntry) -> String {
     let place = match (&e.upstream, &e.repository) {
@@ -69,9 +36,9 @@ fn cached(e: &ListEntry) -> String {
 fn row(e: &ListEntry, now: u64) -> [String; 7] {
     [
         name(e),
-        short_digest(&e.digest),
+        short_digest(&e.digest).to_string(),
         e.platforms.join(","),
-        short_bytes(e.size),
+        short_size(e.size),
         cached(e),
         e.last_pulled_ms.map_or_else(|| "-".to_string(), |t| age(t, now)),
         if e.pinned { "yes" } else { "" }.to_string(),

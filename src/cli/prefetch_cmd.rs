@@ -191,7 +191,7 @@ pub async fn unpin(config: &Config, image: &str) -> Result<(UnpinReport, Via), C
     }
 }
 
-pub use super::prefetch_show::{all_done, render_summary, render_unpin, short_bytes, Progress, Style};
+pub use super::prefetch_show::{all_done, render_summary, render_unpin, Progress, Style};
 
 #[cfg(test)]
 mod tests {

@@ -7,22 +7,8 @@ use std::time::Instant;
 
 use super::cache_cmd::Via;
 use crate::admin_api::{PrefetchEvent, UnpinReport};
-
-/// `12.3 MiB`.
-pub fn short_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use crate::oci::short_digest;
+use crate::units::short_size;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +64,8 @@ impl<W: Write> Progress<W> {
             self.image,
             self.done,
             self.blobs,
-            short_bytes(self.bytes),
-            short_bytes((self.bytes as f64 / secs) as u64)
+            short_size(self.bytes),
+            short_size((self.bytes as f64 / secs) as u64)
         )
     }
 
@@ -115,7 +101,7 @@ impl<W: Write> Progress<W> {
             PrefetchEvent::Done {
                 image, blobs, bytes, ..
             } => {
-                let text = format!("{clear}done {image}: {blobs} blobs, {}\n", short_bytes(*bytes));
+                let text = format!("{clear}done {image}: {blobs} blobs, {}\n", short_size(*bytes));
                 let _ = self.out.write_all(text.as_bytes());
                 None
             }
@@ -173,14 +159,14 @@ pub fn render_summary(events: &[PrefetchEvent], via: Via) -> String {
                 ..
             } => rows.push(Row {
                 image: image.clone(),
-                digest: short_digest(digest),
+                digest: short_digest(digest).to_string(),
                 platforms: if platforms.is_empty() {
                     "-".into()
                 } else {
                     platforms.join(",")
                 },
                 blobs: blobs.to_string(),
-                bytes: short_bytes(*bytes),
+                bytes: short_size(*bytes),
                 outcome: if *pinned { "ok, pinned" } else { "ok" }.into(),
             }),
             PrefetchEvent::Failed { image, reason } => rows.push(Row {
@@ -222,14 +208,6 @@ pub fn render_summary(events: &[PrefetchEvent], via: Via) -> String {
         rows.len() - 1
     ));
     out
-}
-
-/// `sha256:0123456789ab`.
-fn short_digest(d: &str) -> String {
-    match d.split_once(':') {
-        Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
-        None => d.to_string(),
-    }
 }
 
 /// Whether every image succeeded.

@@ -150,9 +150,22 @@ fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A digest as people read it in tables: `sha256:0123456789ab` (its first 12 hex digits).
+pub fn short_digest(digest: &str) -> &str {
+    let cut = digest.find(':').map_or(0, |i| i + 1) + 12;
+    digest.get(..cut).unwrap_or(digest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_digests_keep_the_algorithm_and_12_hex_digits() {
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "sha256:0123456789ab");
+        assert_eq!(short_digest("sha256:abc"), "sha256:abc");
+        assert_eq!(short_digest("nocolon0123456789"), "nocolon01234");
+    }
 
     #[test]
     fn parses_and_rejects() {

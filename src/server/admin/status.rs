@@ -14,6 +14,8 @@ use prometheus::proto::MetricFamily;
 
 use crate::admin_api::{EntryKind, ListEntry, Stats};
 use crate::metrics::Metrics;
+use crate::oci::short_digest;
+use crate::units::{self, short_size};
 
 /// The listing rows the page shows; the rest are counted.
 const MAX_ROWS: usize = 200;
@@ -124,38 +126,9 @@ impl Figures {
     }
 }
 
-/// `1.5 MiB`.
-fn size(bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut unit) = (bytes, 0);
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{v:.0} B"),
-        _ => format!("{v:.1} {}", UNITS[unit]),
-    }
-}
-
-/// `3m ago`, from milliseconds since the epoch.
+/// `3m ago`, or `never`.
 fn age(then_ms: Option<u64>, now_ms: u64) -> String {
-    let Some(then) = then_ms else {
-        return "never".to_string();
-    };
-    let s = now_ms.saturating_sub(then) / 1000;
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86_399 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
-}
-
-/// The first 12 hex digits of a digest, without its algorithm.
-pub(super) fn short_digest(digest: &str) -> &str {
-    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
-    hex.get(..12).unwrap_or(hex)
+    then_ms.map_or_else(|| "never".to_string(), |then| units::age(then, now_ms))
 }
 
 /// `host/repository:tag`, `host/repository@sha256:…` or `(unreferenced)`.
@@ -175,10 +148,10 @@ fn budget(out: &mut String, stats: &Stats) {
     let _ = write!(
         out,
         "<h2>Disk budget</h2><p>{} used",
-        escape(&size(stats.bytes as f64))
+        escape(&short_size(stats.bytes))
     );
     if stats.reserved_bytes > 0 {
-        let _ = write!(out, " (+{} reserved)", escape(&size(stats.reserved_bytes as f64)));
+        let _ = write!(out, " (+{} reserved)", escape(&short_size(stats.reserved_bytes)));
     }
     match stats.max_size {
         Some(max) if max > 0 => {
@@ -188,7 +161,7 @@ fn budget(out: &mut String, stats: &Stats) {
                 " of {} ({pct:.0}%)</p><svg width=\"300\" height=\"14\" role=\"img\" \
                  aria-label=\"{pct:.0}% used\"><rect width=\"300\" height=\"14\" fill=\"#ddd\"/>\
                  <rect width=\"{:.0}\" height=\"14\" fill=\"#48a\"/></svg>",
-                escape(&size(max as f64)),
+                escape(&short_size(max)),
                 pct * 3.0
             );
         }
@@ -218,7 +191,7 @@ fn traffic(out: &mut String, f: &Figures) {
         out,
         "<li>Bytes served from the cache (not fetched upstream): {}</li>\
          <li>Blob downloads in progress: {}</li></ul>",
-        escape(&size(f.bytes_from_cache)),
+        escape(&short_size(f.bytes_from_cache as u64)),
         f.downloads
     );
     out.push_str("<h2>Upstreams</h2><table><tr><th>Upstream</th><th>State</th><th>Rate limit</th></tr>");
@@ -253,7 +226,7 @@ fn listing(out: &mut String, entries: &[ListEntry], now_ms: u64) {
             escape(&e.digest),
             escape(short_digest(&e.digest)),
             escape(&e.platforms.join(", ")),
-            escape(&size(e.size as f64)),
+            escape(&short_size(e.size)),
             escape(&age(e.last_pulled_ms, now_ms)),
             if e.pinned { "pinned" } else { "" }
         );
@@ -302,11 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn digests_sizes_and_ages_read_short() {
-        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
-        assert_eq!(short_digest("sha256:abc"), "abc");
-        assert_eq!(size(512.0), "512 B");
-        assert_eq!(size(1536.0), "1.5 KiB");
+    fn ages_read_short() {
         assert_eq!(age(Some(0), 90_000), "1m ago");
         assert_eq!(age(None, 5), "never");
     }
