@@ -2,30 +2,9 @@
 //! admin listener, since it holds the directory's lock) and with it stopped (they open the
 //! directory themselves), and the admin endpoints behind them.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
+use crate::support::commands::{command as regcache, stdout};
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake};
-
-fn regcache(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_regcache"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 async fn fetch(d: &Daemon, digest: &str) {
     let r = d.get(&format!("/v2/library/app/blobs/{digest}")).await;

@@ -4,36 +4,15 @@
 //! under its repository; a prefix narrows; the endpoint is guarded like gc; and the command on
 //! the stopped directory gives the same entries as the endpoint did.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::support::commands::{command as regcache, stdout};
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-fn regcache(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_regcache"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// An untagged image for one platform: (manifest digest, manifest bytes, config + layer digests,
 /// bytes of config and layer).

@@ -8,6 +8,7 @@
 #[path = "../support"]
 mod support {
     pub mod binary;
+    pub mod commands;
     pub mod daemon;
     pub mod fake;
     pub mod listeners;

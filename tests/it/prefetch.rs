@@ -5,22 +5,14 @@
 //! while the others are fetched; `--pin` keeps content through a gc to nothing until unpinned.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::support::commands::command as regcache;
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake, Fault};
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn regcache(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_regcache"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
 
 fn text(o: &Output) -> String {
     format!(

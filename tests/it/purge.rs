@@ -3,30 +3,11 @@
 //! command works on a stopped directory too, content by digest stays, and the endpoint is
 //! guarded like gc.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
+use crate::support::commands::{command as regcache, stdout};
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake};
-
-fn regcache(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_regcache"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The daemon's configuration as the operator's file has it.
 fn config_file(d: &Daemon, up: &Fake) -> PathBuf {
