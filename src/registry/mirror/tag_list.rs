@@ -73,10 +73,10 @@ impl Mirror {
         let key = (host.to_string(), at.repo.clone());
         let walking = page.last.is_some().then(|| self.lists.get(&key)).flatten();
         let (list, result) = match walking {
-            Some(list) => ((*list).clone(), CacheResult::Hit),
+            Some(list) => (list, CacheResult::Hit),
             None => self.fetch_list(at, key).await?,
         };
-        let (body, more) = paginate(list, page)?;
+        let (body, more) = paginate(&list, page)?;
         let next = more.map(|after| {
             vec![
                 ("n".to_string(), page.n.unwrap_or(0).to_string()),
@@ -92,13 +92,14 @@ impl Mirror {
         &self,
         at: &At<'_>,
         key: (String, RepoName),
-    ) -> Result<(TagList, CacheResult), RegistryError> {
+    ) -> Result<(Arc<TagList>, CacheResult), RegistryError> {
         let host = at.upstream.host();
         Ok(match whole_list(at).await {
             Ok(list) => {
                 let body = serde_json::to_vec(&list).map_err(|e| RegistryError::Internal(e.to_string()))?;
                 self.cache.put_doc(host, at.repo, TAGS_DOC, &body).await?;
-                self.lists.insert(key, Arc::new(list.clone()));
+                let list = Arc::new(list);
+                self.lists.insert(key, list.clone());
                 (list, CacheResult::Pass)
             }
             Err(e) => {
@@ -110,9 +111,12 @@ impl Mirror {
                     return Err(e);
                 };
                 tracing::debug!(repo = %at.repo, error = %e, "serving the kept tag list");
-                let list = serde_json::from_slice(&kept)
+                let mut list: TagList = serde_json::from_slice(&kept)
                     .map_err(|e| RegistryError::Internal(format!("kept tag list is not JSON: {e}")))?;
-                (list, CacheResult::Stale)
+                // A copy kept before lists were sorted here is sorted now.
+                list.tags.sort();
+                list.tags.dedup();
+                (Arc::new(list), CacheResult::Stale)
             }
         })
     }
@@ -183,22 +187,28 @@ fn is_rel_next(param: &str) -> bool {
 }
 
 /// One page of a whole (sorted) tag list, and the last tag of the page when more follow.
-fn paginate(mut list: TagList, page: &Page) -> Result<(Bytes, Option<String>), RegistryError> {
-    // A kept copy written before lists were sorted here is sorted now.
-    list.tags.sort();
-    list.tags.dedup();
+fn paginate(list: &TagList, page: &Page) -> Result<(Bytes, Option<String>), RegistryError> {
+    let mut tags = list.tags.as_slice();
     if let Some(last) = page.last.as_deref() {
-        let start = list.tags.partition_point(|t| t.as_str() <= last);
-        list.tags.drain(..start);
+        tags = &tags[tags.partition_point(|t| t.as_str() <= last)..];
     }
     let more = match page.n {
-        Some(n) if list.tags.len() > n => {
-            list.tags.truncate(n);
-            list.tags.last().cloned()
+        Some(n) if tags.len() > n => {
+            tags = &tags[..n];
+            tags.last().cloned()
         }
         _ => None,
     };
-    let body = serde_json::to_vec(&list).map_err(|e| RegistryError::Internal(e.to_string()))?;
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let out = Out {
+        name: &list.name,
+        tags,
+    };
+    let body = serde_json::to_vec(&out).map_err(|e| RegistryError::Internal(e.to_string()))?;
     Ok((Bytes::from(body), more))
 }
 
@@ -206,10 +216,14 @@ fn paginate(mut list: TagList, page: &Page) -> Result<(Bytes, Option<String>), R
 mod tests {
     use super::*;
 
+    /// A whole list as `whole_list` makes it: sorted, without duplicates.
     fn list(tags: &[&str]) -> TagList {
+        let mut tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        tags.sort();
+        tags.dedup();
         TagList {
             name: "org/app".into(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tags,
         }
     }
 
@@ -224,23 +238,23 @@ mod tests {
             last: last.map(String::from),
         };
         let all = ["b", "B", "a", "10", "9", "a"];
-        let (body, more) = paginate(list(&all), &page(Some(2), None)).unwrap();
+        let (body, more) = paginate(&list(&all), &page(Some(2), None)).unwrap();
         assert_eq!(
             (tags_of(&body), more.as_deref()),
             (vec!["10".into(), "9".into()], Some("9"))
         );
-        let (body, more) = paginate(list(&all), &page(Some(2), Some("9"))).unwrap();
+        let (body, more) = paginate(&list(&all), &page(Some(2), Some("9"))).unwrap();
         assert_eq!(
             (tags_of(&body), more.as_deref()),
             (vec!["B".into(), "a".into()], Some("a"))
         );
-        let (body, more) = paginate(list(&all), &page(Some(2), Some("a"))).unwrap();
+        let (body, more) = paginate(&list(&all), &page(Some(2), Some("a"))).unwrap();
         assert_eq!((tags_of(&body), more), (vec!["b".into()], None));
-        let (body, more) = paginate(list(&all), &page(Some(0), None)).unwrap();
+        let (body, more) = paginate(&list(&all), &page(Some(0), None)).unwrap();
         assert_eq!((tags_of(&body), more), (Vec::<String>::new(), None));
-        let (body, more) = paginate(list(&all), &page(None, Some("zzz"))).unwrap();
+        let (body, more) = paginate(&list(&all), &page(None, Some("zzz"))).unwrap();
         assert_eq!((tags_of(&body), more), (Vec::<String>::new(), None));
-        let (body, more) = paginate(list(&all), &page(None, Some("aa"))).unwrap();
+        let (body, more) = paginate(&list(&all), &page(None, Some("aa"))).unwrap();
         assert_eq!((tags_of(&body), more), (vec!["b".into()], None));
     }
 
