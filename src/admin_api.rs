@@ -3,6 +3,7 @@
 
 pub use crate::cache::{EntryKind, GcReport, LastPulled, ListEntry, Stats};
 pub use crate::registry::PurgeReport;
+pub use crate::registry::{BundleImage, ExportOptions, ExportReport, ImportOptions, ImportReport};
 pub use crate::registry::{PrefetchEvent, PrefetchOptions, UnpinReport};
 
 /// `GET`: the cache index statistics (`Stats` as JSON).
@@ -20,6 +21,16 @@ pub const UNPIN: &str = "/admin/unpin";
 /// `GET [?prefix=IMAGE-PREFIX]`: what the cache holds, by upstream, repository and tag, then
 /// manifests by digest (a JSON array of `ListEntry`). Guarded like gc: it names what was pulled.
 pub const CACHE_LS: &str = "/admin/cache/ls";
+/// `GET ?image=IMAGE&image=…[&all=true][&pinned=true]`: a bundle of cached images, streamed as an
+/// OCI image layout in a tar archive; `EXPORT_HEADER` says what it holds (`ExportReport` JSON).
+pub const EXPORT: &str = "/admin/export";
+/// `POST [?pin=false][&repository=HOST/NAME]` with a bundle (tar) as the body: verify it whole,
+/// then add its images (`ImportReport` as JSON; 422 with the reason when refused).
+pub const IMPORT: &str = "/admin/import";
+/// The header of an export answer that carries its `ExportReport`.
+pub const EXPORT_HEADER: &str = "regcache-export";
+/// A longer report is left out of the header.
+pub const MAX_EXPORT_HEADER: usize = 32 * 1024;
 /// `GET`: the HTML status page for a browser. Guarded like the listing: it names what was pulled.
 pub const STATUS: &str = "/";
 /// Prometheus text format.
@@ -58,4 +69,64 @@ pub fn ls_path(prefix: Option<&str>) -> String {
         }
         None => CACHE_LS.to_string(),
     }
+}
+
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "true" | "1" | "yes")
+}
+
+/// The export path for `options`.
+pub fn export_path(options: &ExportOptions) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for image in &options.images {
+        q.append_pair("image", image);
+    }
+    if options.all {
+        q.append_pair("all", "true");
+    }
+    if options.pinned {
+        q.append_pair("pinned", "true");
+    }
+    format!("{EXPORT}?{}", q.finish())
+}
+
+/// The export options of a query (what `export_path` wrote).
+pub fn export_options(query: &str) -> ExportOptions {
+    let mut options = ExportOptions::default();
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "image" => options.images.push(v),
+            "all" => options.all = truthy(&v),
+            "pinned" => options.pinned = truthy(&v),
+            _ => {}
+        }
+    }
+    options
+}
+
+/// The import path for `options`.
+pub fn import_path(options: &ImportOptions) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("pin", if options.pin { "true" } else { "false" });
+    if let Some(r) = &options.repository {
+        q.append_pair("repository", r);
+    }
+    format!("{IMPORT}?{}", q.finish())
+}
+
+/// The import options of a query (what `import_path` wrote; pinning unless told otherwise).
+pub fn import_options(query: &str) -> ImportOptions {
+    let mut options = ImportOptions::default();
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "pin" => options.pin = truthy(&v),
+            "repository" => options.repository = Some(v),
+            _ => {}
+        }
+    }
+    options
 }

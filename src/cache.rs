@@ -3,6 +3,7 @@
 //! the blob and manifest store within its disk budget (least recently used content goes first;
 //! content being read and pinned content never does).
 
+mod adopt;
 mod ahead;
 mod atomic;
 mod blobs;
@@ -41,6 +42,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
+pub use adopt::{AdoptError, Adopted, Incoming, StagedContent};
 pub use blobs::CachedBlob;
 pub use budget::{Budget, GcReport, Stats};
 use bytes::Bytes;
@@ -129,6 +131,37 @@ impl Cache {
     /// downloads it from `origin`.
     pub fn blob(&self, digest: &Digest, origin: Arc<dyn Origin>) -> io::Result<Lookup> {
         self.fills.get_or_start(digest, origin)
+    }
+
+    /// A new staged file for imported content, hashed with `algorithm` (`adopt.rs`). Blocking.
+    pub fn incoming(&self, algorithm: crate::oci::Algorithm) -> io::Result<Incoming> {
+        adopt::incoming(self.fills.store(), algorithm)
+    }
+
+    /// Places checked, staged blobs and manifests into the store (pinned first when `pin`): all
+    /// of them, or none when the budget has no room for them. Blocking.
+    pub fn adopt(
+        &self,
+        blobs: Vec<StagedContent>,
+        manifests: Vec<(StoredManifest, StagedContent)>,
+        pin: bool,
+    ) -> Result<Adopted, AdoptError> {
+        let present = blobs
+            .iter()
+            .filter(|b| self.index.contains(&Key::blob(&b.digest)))
+            .count()
+            + manifests
+                .iter()
+                .filter(|(m, _)| self.index.contains(&Key::manifest(&m.digest)))
+                .count();
+        let mut adopted = adopt::adopt(&self.index, self.fills.store(), blobs, manifests, pin)?;
+        adopted.present = present as u64;
+        Ok(adopted)
+    }
+
+    /// A cached blob opened for reading under a lease, or None; never downloads.
+    pub fn cached_blob(&self, digest: &Digest) -> io::Result<Option<CachedBlob>> {
+        self.fills.open_cached(digest)
     }
 
     /// The size of a cached blob, without counting as an access.

@@ -15,6 +15,7 @@ pub mod oci;
 pub mod registry;
 pub mod secret;
 pub mod server;
+pub mod streams;
 pub mod telemetry;
 pub mod tls_files;
 pub mod units;

@@ -1,6 +1,7 @@
 //! The `regcache` command line: `serve` runs the mirror, `check-config` validates a config file,
 //! `cache stats`, `cache ls`, `cache gc` and `cache purge` inspect and trim the cache and drop tag
-//! records, `prefetch` and `unpin` fill and pin it (directly, or through the running daemon's admin
+//! records, `prefetch` and `unpin` fill and pin it, `export` and `import` carry it across an air
+//! gap (directly, or through the running daemon's admin
 //! listener when it owns the directory). The commands' work and text live in `regcache::cli`.
 
 use std::path::PathBuf;
@@ -74,6 +75,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Bundle(BundleCommand),
     /// Remove the pins of cached images (their manifests, blobs, tag record and links), so
     /// eviction may take them again. The tag is resolved through the cached tag record.
     Unpin {
@@ -82,6 +85,49 @@ enum Command {
         #[arg(required = true)]
         images: Vec<String>,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Write cached images to a bundle for another site: an OCI image layout in a tar archive
+    /// (skopeo, ctr import and `regcache import` read it), each image named by its full upstream
+    /// reference, with its cached platforms and referrers. Reads only the cache.
+    Export {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The bundle to write (- is standard output); replaced only when complete.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Images as clients name them: alpine:3.20, ghcr.io/org/app@sha256:...
+        images: Vec<String>,
+        /// Every cached image (each tag, and manifests cached by digest).
+        #[arg(long)]
+        all: bool,
+        /// Every pinned image.
+        #[arg(long)]
+        pinned: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the images of a bundle to the cache, under the upstream and repository each names:
+    /// every digest and every reference is checked first, and a bundle with one bad byte adds
+    /// nothing. Reads an export, any OCI layout (archive or directory) and `docker save`.
+    Import {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// A tar archive, a directory, or - for standard input.
+        bundle: PathBuf,
+        /// Do not pin the imported images (they may then be evicted like pulled ones).
+        #[arg(long)]
+        no_pin: bool,
+        /// Where entries named only by a tag (or not at all) belong: HOST/NAME.
+        #[arg(long)]
+        repository: Option<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -156,6 +202,7 @@ fn main() -> ExitCode {
         },
         Command::Cache { command } => cache_command(command),
         command @ (Command::Prefetch { .. } | Command::Unpin { .. }) => pin_command(command),
+        Command::Bundle(command) => bundle_command(command),
         Command::Serve { config, log_format } => {
             let config_path = config.clone();
             let config = match load(config.as_ref()) {
@@ -255,6 +302,50 @@ fn cache_command(command: CacheCommand) -> ExitCode {
             CacheCommand::Purge { image, json, .. } => {
                 let (report, via) = cache_cmd::purge(&config, &image).await?;
                 show(json, &report, || render::render_purge(&report, via))
+            }
+        }
+    })
+}
+
+/// `regcache export` and `regcache import`.
+fn bundle_command(command: BundleCommand) -> ExitCode {
+    use regcache::cli::bundle_cmd as cmd;
+    let (BundleCommand::Export { config, .. } | BundleCommand::Import { config, .. }) = &command;
+    let path = config.clone();
+    operator(path.as_ref(), |config| async move {
+        match command {
+            BundleCommand::Export {
+                output,
+                images,
+                all,
+                pinned,
+                json,
+                ..
+            } => {
+                if images.is_empty() && !all && !pinned {
+                    anyhow::bail!("name the images to export, or give --all or --pinned");
+                }
+                let options = regcache::admin_api::ExportOptions { images, all, pinned };
+                let (report, via) = cmd::export(&config, &options, &output).await?;
+                if output == std::path::Path::new("-") {
+                    eprint!("{}", cmd::render_export(&report, &output, via));
+                    return Ok(true);
+                }
+                show(json, &report, || cmd::render_export(&report, &output, via))
+            }
+            BundleCommand::Import {
+                bundle,
+                no_pin,
+                repository,
+                json,
+                ..
+            } => {
+                let options = regcache::admin_api::ImportOptions {
+                    pin: !no_pin,
+                    repository,
+                };
+                let (report, via) = cmd::import(&config, &bundle, &options).await?;
+                show(json, &report, || cmd::render_import(&report, &bundle, via))
             }
         }
     })

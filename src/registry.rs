@@ -7,6 +7,7 @@
 
 mod access;
 mod answer;
+mod bundle;
 mod error;
 mod mirror;
 mod prefetch;
@@ -17,6 +18,9 @@ use std::sync::Arc;
 
 pub use access::{Access, AllowAll, Client, Content, Place};
 pub use answer::{Blob, CacheResult, Manifest, Referrers, TagPage};
+pub use bundle::{
+    BundleError, BundleImage, ExportOptions, ExportPlan, ExportReport, ImportOptions, ImportReport,
+};
 pub use error::{ErrorKind, Fault, RegistryError, Subject};
 pub use mirror::{MirrorPolicy, Page};
 pub use prefetch::{Platform, PrefetchEvent, PrefetchOptions, PrefetchRef, UnpinReport};

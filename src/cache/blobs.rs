@@ -36,6 +36,10 @@ impl BlobStore {
         })
     }
 
+    pub(super) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     pub(super) fn path(&self, digest: &Digest) -> PathBuf {
         self.layout.blob(digest)
     }

@@ -101,7 +101,7 @@ impl Fills {
     }
 
     /// A cached blob opened for reading under a lease, if the index has it and its file is there.
-    fn open_cached(&self, digest: &Digest) -> io::Result<Option<CachedBlob>> {
+    pub(super) fn open_cached(&self, digest: &Digest) -> io::Result<Option<CachedBlob>> {
         let key = Key::blob(digest);
         let index = &self.download.index;
         let Some((lease, _)) = index.lease(&key) else {

@@ -38,6 +38,8 @@ pub enum ControlError {
     BadImage(#[from] BadImage),
     #[error("{0}")]
     Purge(#[from] RegistryError),
+    #[error(transparent)]
+    Bundle(#[from] crate::registry::BundleError),
     #[error("upstreams: {0}")]
     Upstreams(String),
     #[error("the running regcache at {addr} answered {status}: {body}")]

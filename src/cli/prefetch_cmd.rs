@@ -48,7 +48,9 @@ fn unreachable(addr: SocketAddr) -> impl Fn(String) -> ControlError {
 }
 
 /// A registry over the directory of a stopped daemon (the caller holds its lock).
-async fn registry_here(config: &Config) -> Result<(Registry, Arc<crate::cache::Cache>), ControlError> {
+pub(super) async fn registry_here(
+    config: &Config,
+) -> Result<(Registry, Arc<crate::cache::Cache>), ControlError> {
     let owned = config.clone();
     let cache = Arc::new(blocking(move || open_here(&owned)).await?);
     let metrics = Arc::new(Metrics::new());

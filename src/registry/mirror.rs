@@ -14,6 +14,7 @@ mod listing;
 mod manifests;
 mod remembered;
 mod tag_list;
+pub(crate) use listing::referrers_doc;
 pub use tag_list::Page;
 
 use std::sync::Arc;
@@ -94,7 +95,7 @@ impl Mirror {
         }
     }
 
-    pub(super) fn cache(&self) -> &Arc<Cache> {
+    pub(crate) fn cache(&self) -> &Arc<Cache> {
         &self.cache
     }
 

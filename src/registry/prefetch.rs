@@ -28,7 +28,7 @@ use super::{CacheResult, Registry, RegistryError};
 use crate::cache::{FillState, Key, Source};
 use crate::oci::{references, Digest, Reference};
 
-use pins::set_pins;
+pub(super) use pins::set_pins;
 use request::{digest_of, is_index, parse, DescPlatform, Descriptor, Parsed};
 pub use request::{Platform, PrefetchEvent, PrefetchOptions, PrefetchRef, UnpinReport};
 

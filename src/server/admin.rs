@@ -6,11 +6,14 @@
 //! holds, by upstream, repository and tag; guarded, since it names what was pulled),
 //! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE), and
 //! `POST /admin/purge?image=IMAGE[:TAG]` (drop tag records, so the next pull revalidates with the
-//! upstream). Reading is open;
+//! upstream), `POST /admin/prefetch` and `/admin/unpin` (`admin/prefetch.rs`), and `GET
+//! /admin/export` and `POST /admin/import` (bundles, streamed both ways: `admin/bundle.rs`).
+//! Reading is open;
 //! what changes state passes the `AdminGuard` first (`admin/guard.rs`). It runs on the accept
 //! loop the registry listener uses (`accept.rs`), with the same header and idle timeouts and a
 //! small fixed cap on connections.
 
+mod bundle;
 mod guard;
 mod prefetch;
 mod status;
@@ -173,7 +176,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try / (the status page), /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch or POST /admin/unpin?image=\n",
+            "try / (the status page), /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch, POST /admin/unpin?image=, GET /admin/export?image= or POST /admin/import\n",
         ),
     }
 }
@@ -200,10 +203,17 @@ pub async fn serve(
             let (state, guard) = (state.clone(), guard.clone());
             let stopping = stopping.borrow().is_some();
             async move {
-                if req.uri().path() == api::PREFETCH {
-                    return Ok::<_, Infallible>(prefetch::prefetch(&state, &guard, req).await);
-                }
-                Ok(answer(&state, &guard, stopping, &req).await.map(BodyExt::boxed))
+                let resp: Response<bundle::Body> = match req.uri().path() {
+                    api::PREFETCH => prefetch::prefetch(&state, &guard, req)
+                        .await
+                        .map(|b| b.map_err(|never| match never {}).boxed()),
+                    api::IMPORT => bundle::import(&state, &guard, req).await,
+                    api::EXPORT => bundle::export(&state, &guard, &req).await,
+                    _ => answer(&state, &guard, stopping, &req)
+                        .await
+                        .map(|b| b.map_err(|never| match never {}).boxed()),
+                };
+                Ok::<_, Infallible>(resp)
             }
         });
         let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());

@@ -16,6 +16,7 @@ mod support {
 }
 
 mod admin_token;
+mod bundles;
 mod cache_commands;
 mod cache_listing;
 mod client_auth;

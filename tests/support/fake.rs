@@ -265,10 +265,9 @@ impl Fake {
     /// An OCI image with one config and the given layers, tagged; returns (manifest digest,
     /// manifest bytes, layer digests).
     pub fn add_image(&self, repo: &str, tag: &str, layers: &[Vec<u8>]) -> (String, Bytes, Vec<String>) {
-        let config = self.add_blob(
-            repo,
-            format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}"),
-        );
+        let config_bytes = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}");
+        let config_size = config_bytes.len();
+        let config = self.add_blob(repo, config_bytes);
         let mut descs = Vec::new();
         let mut digests = Vec::new();
         for l in layers {
@@ -280,7 +279,7 @@ impl Fake {
             digests.push(d);
         }
         let manifest = format!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":10}},"layers":[{}]}}"#,
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]}}"#,
             descs.join(",")
         );
         let bytes = Bytes::from(manifest);

@@ -20,7 +20,7 @@ impl Mirror {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Referrers, RegistryError> {
-        let doc = format!("referrers-{}-{}", digest.algorithm().as_str(), digest.hex());
+        let doc = referrers_doc(digest);
         let host = at.upstream.host();
         let tail = format!("referrers/{digest}");
         let fetched = fetch_json(at, &tail, Subject::Manifest, MAX_LISTING)
@@ -61,6 +61,11 @@ impl Mirror {
             result,
         })
     }
+}
+
+/// The name of the kept referrers list of a subject, per repository.
+pub(crate) fn referrers_doc(subject: &Digest) -> String {
+    format!("referrers-{}-{}", subject.algorithm().as_str(), subject.hex())
 }
 
 fn empty_index() -> Bytes {

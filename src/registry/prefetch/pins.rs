@@ -63,7 +63,11 @@ impl Registry {
 }
 
 /// Pins or unpins `keys` off the async threads (each change rewrites `index/pinned`).
-pub(super) async fn set_pins(cache: &Arc<Cache>, keys: Vec<Key>, pinned: bool) -> std::io::Result<()> {
+pub(in crate::registry) async fn set_pins(
+    cache: &Arc<Cache>,
+    keys: Vec<Key>,
+    pinned: bool,
+) -> std::io::Result<()> {
     let cache = cache.clone();
     tokio::task::spawn_blocking(move || {
         for key in keys {

@@ -39,7 +39,7 @@ impl std::str::FromStr for PrefetchRef {
 }
 
 impl PrefetchRef {
-    pub(super) fn tag(&self) -> Tag {
+    pub(in crate::registry) fn tag(&self) -> Tag {
         self.image
             .tag
             .clone()
