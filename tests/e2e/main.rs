@@ -1,8 +1,9 @@
 //! The end-to-end tier, in one test binary: regcache in front of a real upstream (the CNCF
 //! distribution registry, Debian's `docker-registry`, behind a Docker-Hub-like token server),
 //! pulled through by real clients (skopeo, containerd's `ctr`, a private Docker Engine with
-//! `registry-mirrors`) and a containerd-like verifying client. Needs `docker-registry`, `skopeo`,
-//! `containerd` and `docker.io` on PATH (and root for containerd and dockerd);
+//! `registry-mirrors`) and a containerd-like verifying client, and the admin status page rendered
+//! by headless chromium. Needs `docker-registry`, `skopeo`, `containerd`, `docker.io` and
+//! `chromium` on PATH (and root for containerd, dockerd and the namespaced tests);
 //! without them each test prints a loud notice and passes, except when `CI` is set, where it
 //! fails. Loopback only.
 
@@ -23,4 +24,5 @@ mod containerd;
 mod credentials;
 mod docker;
 mod registry;
+mod status_page;
 mod tls;
