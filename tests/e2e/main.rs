@@ -1,10 +1,11 @@
 //! The end-to-end tier, in one test binary: regcache in front of a real upstream (the CNCF
 //! distribution registry, Debian's `docker-registry`, behind a Docker-Hub-like token server),
 //! pulled through by real clients (skopeo, containerd's `ctr`, a private Docker Engine with
-//! `registry-mirrors`) and a containerd-like verifying client. Needs `docker-registry`, `skopeo`,
-//! `containerd` and `docker.io` on PATH (and root for containerd and dockerd);
-//! without them each test prints a loud notice and passes, except when `CI` is set, where it
-//! fails. Loopback only.
+//! `registry-mirrors`, podman with a `[[registry.mirror]]`) and a containerd-like verifying
+//! client, and the admin status page rendered by headless chromium. Needs `docker-registry`,
+//! `skopeo`, `containerd`, `docker.io`, `podman` and `chromium` on PATH (and root for
+//! containerd, dockerd and the namespaced tests); without them each test prints a loud notice
+//! and passes, except when `CI` is set, where it fails. Loopback only.
 
 /// Helpers from `tests/support/`; this binary declares the ones it uses (`tests/it` declares
 /// its own), so no helper is compiled where nothing calls it.
@@ -22,5 +23,7 @@ mod support {
 mod containerd;
 mod credentials;
 mod docker;
+mod podman;
 mod registry;
+mod status_page;
 mod tls;

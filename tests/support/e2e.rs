@@ -1,12 +1,14 @@
 //! The end-to-end kit: the upstream side (`token_server`, `registry`: a `docker-registry`
-//! child process, `images`: deterministic test images), the clients (`skopeo`, `http`, and
-//! `containerd_pull`: a containerd-like verifying pull) and the helpers around them: tool
-//! discovery, mirror configuration for skopeo, `dir:` layout comparison, regcache started
-//! in-process, and elapsed-time marks for the test output.
+//! child process, `images`: deterministic test images), the clients (`skopeo`, `http`,
+//! `containerd_pull`: a containerd-like verifying pull, and `podman` with private storage and
+//! configuration) and the helpers around them: tool discovery, mirror configuration for skopeo,
+//! `dir:` layout comparison, regcache started in-process, and elapsed-time marks for the test
+//! output.
 
 pub mod containerd_pull;
 pub mod http;
 pub mod images;
+pub mod podman;
 pub mod registry;
 pub mod skopeo;
 pub mod token_server;
