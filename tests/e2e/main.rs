@@ -20,6 +20,7 @@ mod support {
     pub mod tools;
 }
 
+mod air_gap;
 mod containerd;
 mod credentials;
 mod docker;

@@ -120,16 +120,16 @@ impl Podman {
     /// `podman pull <reference>` with the debug log: `Ok(log)` when it pulled, `Err(message and
     /// log)` when it did not. Either way [`sources_tried`] reads the attempts from the text.
     pub async fn pull(&self, reference: &str) -> Result<String, String> {
+        self.pull_with(&[], reference).await
+    }
+
+    /// `podman pull <options> <reference>` (`--arch arm64`, …), as [`Podman::pull`].
+    pub async fn pull_with(&self, options: &[&str], reference: &str) -> Result<String, String> {
         let policy = self.file("policy.json");
         let policy = policy.to_string_lossy();
-        let args = [
-            "--log-level",
-            "debug",
-            "pull",
-            "--signature-policy",
-            &policy,
-            reference,
-        ];
+        let mut args = vec!["--log-level", "debug", "pull", "--signature-policy", &policy];
+        args.extend_from_slice(options);
+        args.push(reference);
         super::run(
             self.command(&args),
             &format!("podman pull {reference}"),
