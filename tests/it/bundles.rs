@@ -2,7 +2,7 @@
 //! running daemon imports into a fresh cache directory (on the directory, and through a running
 //! offline daemon), whose daemon then serves the images by tag and by digest byte for byte with
 //! no upstream request; a bundle with one flipped byte, or one that lacks a layer, is refused
-//! whole, naming the blob, and adds nothing; a `docker save` archive and an OCI layout that
+//! whole, naming the blob, and adds nothing; a gzipped `docker save` archive and an OCI layout that
 //! names its image only by a tag (what other tools write) import too; an image the cache does
 //! not hold is not exported, and no file is left.
 
@@ -280,7 +280,7 @@ fn archive(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_docker_save_archive_is_served_by_its_tag() {
+async fn a_gzipped_docker_save_archive_is_served_by_its_tag() {
     let up = Fake::start().await;
     let config_json =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
@@ -294,9 +294,12 @@ async fn a_docker_save_archive_is_served_by_its_tag() {
         ("abc/layer.tar", layer.clone()),
         ("abc/VERSION", b"1.0".to_vec()),
     ]);
+    // As `docker save widget:v1 | gzip` writes it.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &saved).unwrap();
     let keep = tempfile::tempdir().unwrap();
-    let path = keep.path().join("saved.tar");
-    std::fs::write(&path, saved).unwrap();
+    let path = keep.path().join("saved.tar.gz");
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
     let d = DaemonBuilder::new().upstream(&up).offline().start().await;
     let site_config = config_for(d.dir.path(), &d.admin_addr.to_string(), &up, true);
     let out = ok(&regcache(&["import", path.to_str().unwrap()], &site_config));

@@ -5,7 +5,7 @@
 //! `commit.rs` adopts it. Dropping what was received deletes every staged file.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,10 +96,20 @@ impl Registry {
     }
 }
 
-/// Stages every file of the tar stream. Blocking.
-pub(super) fn receive(cache: &Arc<Cache>, archive: impl Read) -> Result<Received, BundleError> {
+/// A tar stream, unzipped first when it is gzipped (`docker save | gzip`).
+fn unzipped<'a>(archive: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut buffered = io::BufReader::with_capacity(1 << 20, archive);
+    let gzipped = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(match gzipped {
+        true => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        false => Box::new(buffered),
+    })
+}
+
+/// Stages every file of the tar stream (gzipped or not). Blocking.
+pub(super) fn receive<'a>(cache: &Arc<Cache>, archive: impl Read + 'a) -> Result<Received, BundleError> {
     let unreadable = |e: io::Error| BundleError::Unreadable(e.to_string());
-    let mut tar = tar::Archive::new(archive);
+    let mut tar = tar::Archive::new(unzipped(archive).map_err(unreadable)?);
     let mut received = Received::default();
     let mut links: Vec<(String, String)> = Vec::new();
     for entry in tar.entries().map_err(unreadable)? {
