@@ -138,13 +138,24 @@ where
 {
     use http_body_util::BodyExt;
     let mut reading = true;
-    while let Some(frame) = body.frame().await {
-        let item = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => Ok(data),
+    // Frames are gathered into chunks, so the blocking reader wakes once per chunk rather than
+    // once per socket read.
+    let mut gathered = BytesMut::new();
+    loop {
+        let item = match body.frame().await {
+            None if gathered.is_empty() => return,
+            None => Ok(gathered.split().freeze()),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    gathered.extend_from_slice(&data);
+                    if gathered.len() < CHUNK {
+                        continue;
+                    }
+                    Ok(gathered.split().freeze())
+                }
                 Err(_) => continue,
             },
-            Err(e) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())),
+            Some(Err(e)) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())),
         };
         let failed = item.is_err();
         if reading && tx.send(item).await.is_err() {

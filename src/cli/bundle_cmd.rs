@@ -231,7 +231,7 @@ fn image_lines(images: &[admin_api::BundleImage]) -> String {
 
 pub fn render_export(r: &ExportReport, out: &Path, via: Via) -> String {
     format!(
-        "wrote {}: {} images, {} manifests, {} blobs, {} ({})\n{}",
+        "wrote {}: {} images, {} manifests, {} blobs, {}\nsource: {}\n{}",
         out.display(),
         r.images.len(),
         r.manifests,
@@ -244,7 +244,7 @@ pub fn render_export(r: &ExportReport, out: &Path, via: Via) -> String {
 
 pub fn render_import(r: &ImportReport, source: &Path, via: Via) -> String {
     let mut out = format!(
-        "imported {}: {} images; {} blobs and manifests added ({}), {} already cached{} ({})\n",
+        "imported {}: {} images; {} blobs and manifests added, {}; {} already cached{}\nsource: {}\n",
         source.display(),
         r.images.len(),
         r.added,
