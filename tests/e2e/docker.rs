@@ -34,6 +34,8 @@ use e2e::Clock;
 
 /// The test's name, which the namespaced re-run selects.
 const TEST: &str = "docker::docker_pulls_through_mirror";
+/// Prefix of the dockerd directory (and so of its cgroup parent): this test's own.
+const DOCKERD_DIR: &str = "regcache-e2e-docker-mirror-";
 
 /// True when every requirement is met; otherwise a loud notice, and a failure when CI is set.
 fn requirements_present() -> bool {
@@ -270,28 +272,9 @@ async fn docker_pulls_through_mirror() {
     if !requirements_present() {
         return;
     }
-    dockerd::cgroups::remove_stale(dockerd::PREFIX);
-    let mounts_before = dockerd::host_mounts();
-    let cgroups_before = dockerd::cgroups::with_prefix(dockerd::PREFIX);
-    let outcome = netns::run_test_inside(TEST, Duration::from_secs(300)).await;
-    // Whatever happened inside, nothing may be left outside.
-    assert_eq!(
-        dockerd::host_mounts(),
-        mounts_before,
-        "dockerd mounts appeared on the host"
-    );
-    // The kernel may take a moment to let go of a cgroup whose last process just exited: a
-    // cgroup still there after 5 s is one left behind.
-    let mut cgroups_after = dockerd::cgroups::with_prefix(dockerd::PREFIX);
-    for _ in 0..50 {
-        if cgroups_after == cgroups_before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cgroups_after = dockerd::cgroups::with_prefix(dockerd::PREFIX);
-    }
-    assert_eq!(cgroups_after, cgroups_before, "dockerd cgroups left behind");
-    outcome.unwrap_or_else(|e| panic!("{e}"));
+    dockerd::run_test_inside(TEST, DOCKERD_DIR, Duration::from_secs(300))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// regcache in-process on `cache`, with the local registry as `docker.io` (default).
@@ -319,7 +302,7 @@ async fn namespaced_body() {
         .tempdir()
         .expect("cache dir");
     let home = tempfile::Builder::new()
-        .prefix(dockerd::PREFIX)
+        .prefix(DOCKERD_DIR)
         .tempdir()
         .expect("dockerd dir");
     let (regcache, mirror) = start_mirror(&upstream, cache.path(), "5m").await;
