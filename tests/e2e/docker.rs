@@ -69,12 +69,12 @@ fn assert_mirror_only(log: &str, mirror: SocketAddr, repo: &str) {
 }
 
 /// What every round of pulls works with.
-struct Rig<'a> {
-    daemon: &'a Dockerd,
+pub(crate) struct Rig<'a> {
+    pub(crate) daemon: &'a Dockerd,
     /// regcache's address, dockerd's one registry mirror.
-    mirror: SocketAddr,
-    upstream: &'a Upstream,
-    clock: &'a Clock,
+    pub(crate) mirror: SocketAddr,
+    pub(crate) upstream: &'a Upstream,
+    pub(crate) clock: &'a Clock,
 }
 
 impl Rig<'_> {
@@ -106,7 +106,7 @@ impl Rig<'_> {
 
     /// Pulls every image in [`docker_upstream::PULLED`] once, a line per pull on the clock;
     /// returns the number of layers dockerd downloaded.
-    async fn pull_round(&self, round: &str) -> usize {
+    pub(crate) async fn pull_round(&self, round: &str) -> usize {
         let mut total = 0;
         for image in self.upstream.pulled() {
             let (took, layers) = self.pull(image).await;
@@ -122,7 +122,7 @@ impl Rig<'_> {
 
     /// A pull the mirror cannot serve (the private repository, no credentials configured) must
     /// be seen falling back in the log: proof that [`assert_mirror_only`] would catch a fallback.
-    async fn negative_control(&self) {
+    pub(crate) async fn negative_control(&self) {
         let private = self.upstream.image("myorg/private");
         let offset = self.daemon.log_offset();
         let failed = self.daemon.docker(&["pull", &private.reference()]).await;
@@ -144,7 +144,7 @@ impl Rig<'_> {
     }
 
     /// `docker run --network none` of the busybox image; returns the time taken.
-    async fn run_busybox(&self) -> Duration {
+    pub(crate) async fn run_busybox(&self) -> Duration {
         let started = Instant::now();
         let image = format!("{}:latest", runnable_image::REPO);
         let run = ["run", "--rm", "--network", "none", &image];
@@ -250,7 +250,7 @@ impl Rig<'_> {
 }
 
 /// Sum of `regcache_requests_total` samples with `result="<result>"`.
-fn mirror_requests(regcache: &regcache::app::Running, result: &str) -> f64 {
+pub(crate) fn mirror_requests(regcache: &regcache::app::Running, result: &str) -> f64 {
     let label = format!("result=\"{result}\"");
     let text = regcache.metrics().render();
     text.lines()
