@@ -43,7 +43,7 @@ fn requirements_present() -> bool {
 
 /// A site's config: its cache, a fixed admin port (the CLI finds the daemon there), and the
 /// registry as `docker.io`.
-fn site_config(
+pub(crate) fn site_config(
     dir: &Path,
     cache: &Path,
     admin_port: u16,
@@ -61,19 +61,19 @@ fn site_config(
     (path, text)
 }
 
-async fn start(text: &str) -> regcache::app::Running {
+pub(crate) async fn start(text: &str) -> regcache::app::Running {
     let config = regcache::config::Config::from_toml_str(text).expect("regcache config");
     regcache::app::start(config).await.expect("start regcache")
 }
 
 /// `regcache <args> --config <config>`, off the async threads.
-async fn regcache_cli(args: &[&str], config: &Path) -> Output {
+pub(crate) async fn regcache_cli(args: &[&str], config: &Path) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcache"));
     cmd.args(args).arg("--config").arg(config);
     cmd.output().await.expect("regcache runs")
 }
 
-fn ok(o: &Output, what: &str) -> String {
+pub(crate) fn ok(o: &Output, what: &str) -> String {
     assert!(
         o.status.success(),
         "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -138,7 +138,7 @@ fn store_files(cache: &Path) -> usize {
 }
 
 /// The sum of `regcache_upstream_requests_total`.
-fn upstream_requests(running: &regcache::app::Running) -> f64 {
+pub(crate) fn upstream_requests(running: &regcache::app::Running) -> f64 {
     running
         .metrics()
         .render()

@@ -20,9 +20,9 @@
 //! (containerd's snapshotters mount). Without them the test prints a loud notice
 //! and passes, except when `CI` is set, where it fails.
 
-mod daemon;
+pub(crate) mod daemon;
 mod http_dump;
-mod rounds;
+pub(crate) mod rounds;
 
 use std::net::SocketAddr;
 use std::path::Path;

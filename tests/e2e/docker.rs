@@ -34,6 +34,8 @@ use e2e::Clock;
 
 /// The test's name, which the namespaced re-run selects.
 const TEST: &str = "docker::docker_pulls_through_mirror";
+/// Prefix of the dockerd directory (and so of its cgroup parent): this test's own.
+const DOCKERD_DIR: &str = "regcache-e2e-docker-mirror-";
 
 /// True when every requirement is met; otherwise a loud notice, and a failure when CI is set.
 fn requirements_present() -> bool {
@@ -67,12 +69,12 @@ fn assert_mirror_only(log: &str, mirror: SocketAddr, repo: &str) {
 }
 
 /// What every round of pulls works with.
-struct Rig<'a> {
-    daemon: &'a Dockerd,
+pub(crate) struct Rig<'a> {
+    pub(crate) daemon: &'a Dockerd,
     /// regcache's address, dockerd's one registry mirror.
-    mirror: SocketAddr,
-    upstream: &'a Upstream,
-    clock: &'a Clock,
+    pub(crate) mirror: SocketAddr,
+    pub(crate) upstream: &'a Upstream,
+    pub(crate) clock: &'a Clock,
 }
 
 impl Rig<'_> {
@@ -104,7 +106,7 @@ impl Rig<'_> {
 
     /// Pulls every image in [`docker_upstream::PULLED`] once, a line per pull on the clock;
     /// returns the number of layers dockerd downloaded.
-    async fn pull_round(&self, round: &str) -> usize {
+    pub(crate) async fn pull_round(&self, round: &str) -> usize {
         let mut total = 0;
         for image in self.upstream.pulled() {
             let (took, layers) = self.pull(image).await;
@@ -120,7 +122,7 @@ impl Rig<'_> {
 
     /// A pull the mirror cannot serve (the private repository, no credentials configured) must
     /// be seen falling back in the log: proof that [`assert_mirror_only`] would catch a fallback.
-    async fn negative_control(&self) {
+    pub(crate) async fn negative_control(&self) {
         let private = self.upstream.image("myorg/private");
         let offset = self.daemon.log_offset();
         let failed = self.daemon.docker(&["pull", &private.reference()]).await;
@@ -142,7 +144,7 @@ impl Rig<'_> {
     }
 
     /// `docker run --network none` of the busybox image; returns the time taken.
-    async fn run_busybox(&self) -> Duration {
+    pub(crate) async fn run_busybox(&self) -> Duration {
         let started = Instant::now();
         let image = format!("{}:latest", runnable_image::REPO);
         let run = ["run", "--rm", "--network", "none", &image];
@@ -248,7 +250,7 @@ impl Rig<'_> {
 }
 
 /// Sum of `regcache_requests_total` samples with `result="<result>"`.
-fn mirror_requests(regcache: &regcache::app::Running, result: &str) -> f64 {
+pub(crate) fn mirror_requests(regcache: &regcache::app::Running, result: &str) -> f64 {
     let label = format!("result=\"{result}\"");
     let text = regcache.metrics().render();
     text.lines()
@@ -270,28 +272,9 @@ async fn docker_pulls_through_mirror() {
     if !requirements_present() {
         return;
     }
-    dockerd::cgroups::remove_stale(dockerd::PREFIX);
-    let mounts_before = dockerd::host_mounts();
-    let cgroups_before = dockerd::cgroups::with_prefix(dockerd::PREFIX);
-    let outcome = netns::run_test_inside(TEST, Duration::from_secs(300)).await;
-    // Whatever happened inside, nothing may be left outside.
-    assert_eq!(
-        dockerd::host_mounts(),
-        mounts_before,
-        "dockerd mounts appeared on the host"
-    );
-    // The kernel may take a moment to let go of a cgroup whose last process just exited: a
-    // cgroup still there after 5 s is one left behind.
-    let mut cgroups_after = dockerd::cgroups::with_prefix(dockerd::PREFIX);
-    for _ in 0..50 {
-        if cgroups_after == cgroups_before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cgroups_after = dockerd::cgroups::with_prefix(dockerd::PREFIX);
-    }
-    assert_eq!(cgroups_after, cgroups_before, "dockerd cgroups left behind");
-    outcome.unwrap_or_else(|e| panic!("{e}"));
+    dockerd::run_test_inside(TEST, DOCKERD_DIR, Duration::from_secs(300))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// regcache in-process on `cache`, with the local registry as `docker.io` (default).
@@ -319,7 +302,7 @@ async fn namespaced_body() {
         .tempdir()
         .expect("cache dir");
     let home = tempfile::Builder::new()
-        .prefix(dockerd::PREFIX)
+        .prefix(DOCKERD_DIR)
         .tempdir()
         .expect("dockerd dir");
     let (regcache, mirror) = start_mirror(&upstream, cache.path(), "5m").await;

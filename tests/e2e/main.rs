@@ -21,6 +21,7 @@ mod support {
 }
 
 mod air_gap;
+mod air_gap_clients;
 mod containerd;
 mod credentials;
 mod docker;

@@ -287,6 +287,42 @@ impl Drop for Dockerd {
     }
 }
 
+/// Runs `test` inside the namespaces ([`netns::run_test_inside`]) and checks that nothing it did
+/// outlived it on the host: no dockerd mount, and no cgroup of the daemons whose directories are
+/// named with `dir_prefix` (which starts with [`PREFIX`]). Each test that starts dockerd gives
+/// its daemons a prefix of its own, so tests running side by side do not count each other's
+/// cgroups as leftovers.
+///
+/// [`netns::run_test_inside`]: crate::support::netns::run_test_inside
+pub async fn run_test_inside(test: &str, dir_prefix: &str, timeout: Duration) -> Result<(), String> {
+    assert!(
+        dir_prefix.starts_with(PREFIX),
+        "{dir_prefix} must start with {PREFIX}"
+    );
+    cgroups::remove_stale(dir_prefix);
+    let mounts_before = host_mounts();
+    let cgroups_before = cgroups::with_prefix(dir_prefix);
+    let outcome = crate::support::netns::run_test_inside(test, timeout).await;
+    // Whatever happened inside, nothing may be left outside.
+    assert_eq!(
+        host_mounts(),
+        mounts_before,
+        "dockerd mounts appeared on the host"
+    );
+    // The kernel may take a moment to let go of a cgroup whose last process just exited: a
+    // cgroup still there after 5 s is one left behind.
+    let mut cgroups_after = cgroups::with_prefix(dir_prefix);
+    for _ in 0..50 {
+        if cgroups_after == cgroups_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cgroups_after = cgroups::with_prefix(dir_prefix);
+    }
+    assert_eq!(cgroups_after, cgroups_before, "dockerd cgroups left behind");
+    outcome
+}
+
 /// Mount points of this mount namespace that a private dockerd could leave: under a directory
 /// named with [`PREFIX`], or at dockerd's and containerd's fixed paths. (Other mounts may come
 /// and go while a test runs: other test binaries may run at the same time.)

@@ -5,9 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The containerd daemon binary.
-pub(super) const CONTAINERD_BIN: &str = "containerd";
+pub(crate) const CONTAINERD_BIN: &str = "containerd";
 /// The containerd command-line client.
-pub(super) const CTR_BIN: &str = "ctr";
+pub(crate) const CTR_BIN: &str = "ctr";
 /// The snapshotter layers are unpacked into, as on production hosts.
 const SNAPSHOTTER: &str = "overlayfs";
 /// The snapshotter used when the kernel or filesystem offers no overlayfs
@@ -74,12 +74,12 @@ disabled_plugins = [
 /// sockets and log all live in one tempdir. On drop the daemon is stopped
 /// (SIGTERM, then SIGKILL), any mount left under the tempdir is detached and
 /// the tempdir is removed.
-pub(super) struct Containerd {
+pub(crate) struct Containerd {
     child: Child,
-    pub(super) socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// [`SNAPSHOTTER`], or [`FALLBACK_SNAPSHOTTER`] when containerd reports
     /// that overlayfs cannot be used here.
-    pub(super) snapshotter: &'static str,
+    pub(crate) snapshotter: &'static str,
     log_path: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -87,7 +87,7 @@ pub(super) struct Containerd {
 impl Containerd {
     /// Writes the config and starts the daemon; waits until `ctr version`
     /// reaches it.
-    pub(super) async fn start() -> Result<Containerd, String> {
+    pub(crate) async fn start() -> Result<Containerd, String> {
         let dir = tempfile::Builder::new()
             .prefix("regcache-e2e-ctrd-")
             .tempdir()
@@ -143,7 +143,7 @@ impl Containerd {
         }
     }
 
-    pub(super) fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
@@ -168,7 +168,7 @@ impl Containerd {
     }
 
     /// The last lines of the daemon's log, for failure messages.
-    pub(super) fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
@@ -176,7 +176,7 @@ impl Containerd {
 
     /// `ctr -a SOCKET -n NAMESPACE ARGS`; (stdout, stderr) on success, the
     /// exit status and both streams on failure.
-    pub(super) async fn ctr(&self, namespace: &str, args: &[&str]) -> Result<(String, String), String> {
+    pub(crate) async fn ctr(&self, namespace: &str, args: &[&str]) -> Result<(String, String), String> {
         let mut command = tokio::process::Command::new(CTR_BIN);
         command
             .arg("--address")
@@ -194,7 +194,7 @@ impl Containerd {
     }
 
     /// `ctr` that must succeed; returns stdout.
-    pub(super) async fn ctr_ok(&self, namespace: &str, args: &[&str]) -> String {
+    pub(crate) async fn ctr_ok(&self, namespace: &str, args: &[&str]) -> String {
         match self.ctr(namespace, args).await {
             Ok((stdout, _)) => stdout,
             Err(e) => panic!("{e}\ncontainerd log:\n{}", self.log_tail()),
@@ -202,7 +202,7 @@ impl Containerd {
     }
 
     /// `ctr content get DIGEST` as raw bytes.
-    pub(super) async fn content_get(&self, namespace: &str, digest: &str) -> Vec<u8> {
+    pub(crate) async fn content_get(&self, namespace: &str, digest: &str) -> Vec<u8> {
         let mut command = tokio::process::Command::new(CTR_BIN);
         command
             .arg("--address")
@@ -228,7 +228,7 @@ impl Containerd {
     }
 
     /// Mount points at or below the daemon's tempdir.
-    pub(super) fn mounts(&self) -> Vec<PathBuf> {
+    pub(crate) fn mounts(&self) -> Vec<PathBuf> {
         mounts_under(self.dir())
     }
 }

@@ -14,7 +14,7 @@ use crate::support::e2e::Clock;
 /// The `hosts.toml` for `docker.io`: regcache is the one pull/resolve mirror;
 /// the server is the dead discard port on loopback, so a fallback can never
 /// leave the machine.
-pub(super) fn docker_io_hosts_toml(mirror: SocketAddr) -> String {
+pub(crate) fn docker_io_hosts_toml(mirror: SocketAddr) -> String {
     format!(
         r#"server = "http://127.0.0.1:9"
 
@@ -25,17 +25,17 @@ pub(super) fn docker_io_hosts_toml(mirror: SocketAddr) -> String {
 }
 
 /// One way of pulling one test image.
-pub(super) struct PullSpec<'a> {
-    pub(super) image: &'a TestImage,
+pub(crate) struct PullSpec<'a> {
+    pub(crate) image: &'a TestImage,
     /// Extra `ctr images pull` flags (platform selection).
-    pub(super) flags: &'a [&'a str],
+    pub(crate) flags: &'a [&'a str],
     /// The platform whose content is fetched; `None` for all platforms.
-    pub(super) platform: Option<&'a str>,
+    pub(crate) platform: Option<&'a str>,
 }
 
 impl PullSpec<'_> {
     /// `docker.io/<repo>:<tag>`.
-    pub(super) fn reference(&self) -> String {
+    pub(crate) fn reference(&self) -> String {
         format!("docker.io/{}", self.image.reference())
     }
 
@@ -98,9 +98,9 @@ impl PullSpec<'_> {
 
 /// What one round of pulls (one namespace) sent to the mirror.
 #[derive(Debug, Default)]
-pub(super) struct RoundStats {
+pub(crate) struct RoundStats {
     requests: usize,
-    pub(super) blob_gets: usize,
+    pub(crate) blob_gets: usize,
 }
 
 /// Pulls every spec into `namespace` with `ctr images pull` (unpacking into
@@ -109,7 +109,7 @@ pub(super) struct RoundStats {
 /// (exactly the expected digests, byte for byte the pushed files) and the HTTP
 /// requests (all to the mirror, all with `?ns=docker.io`, every blob not yet
 /// in the namespace downloaded).
-pub(super) async fn pull_round(
+pub(crate) async fn pull_round(
     daemon: &Containerd,
     namespace: &str,
     hosts_dir: &Path,
@@ -300,7 +300,7 @@ impl Round<'_> {
 
 /// Removes every image of `namespace` (waiting for garbage collection) and
 /// checks that no snapshot is left.
-pub(super) async fn remove_images(daemon: &Containerd, namespace: &str) {
+pub(crate) async fn remove_images(daemon: &Containerd, namespace: &str) {
     let refs = daemon.ctr_ok(namespace, &["images", "ls", "--quiet"]).await;
     let refs: Vec<&str> = refs.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if !refs.is_empty() {
