@@ -38,11 +38,12 @@ pub async fn export(
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            Some(
-                tempfile::Builder::new()
-                    .prefix(".regcache-export-")
-                    .tempfile_in(dir)?,
-            )
+            // As `File::create` would: the umask decides the bundle's mode.
+            let temp = tempfile::Builder::new()
+                .prefix(".regcache-export-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .tempfile_in(dir)?;
+            Some(temp)
         }
     };
     let (report, via) = match owner(config)? {

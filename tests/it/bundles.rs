@@ -82,6 +82,13 @@ async fn exported(up: &Fake, keep: &Path) -> (PathBuf, String, Vec<u8>, Vec<Stri
     assert!(out.contains("1 images, 1 manifests, 3 blobs"), "{out}");
     assert!(out.contains("running daemon"), "{out}");
     assert!(out.contains("docker.io/library/app:1"), "{out}");
+    // The umask decides its mode, as for any file the operator writes (not a temp file's 0600).
+    let mode =
+        |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions());
+    let plain = keep.join("plain");
+    std::fs::File::create(&plain).unwrap();
+    assert_eq!(mode(&bundle) & 0o777, mode(&plain) & 0o777);
+    std::fs::remove_file(&plain).unwrap();
     d.stop().await;
     (bundle, digest, manifest.to_vec(), layers)
 }
