@@ -231,16 +231,23 @@ fn image_lines(images: &[admin_api::BundleImage]) -> String {
 }
 
 pub fn render_export(r: &ExportReport, out: &Path, via: Via) -> String {
-    format!(
-        "wrote {}: {} images, {} manifests, {} blobs, {}\nsource: {}\n{}",
+    let mut text = format!(
+        "wrote {}: {} images, {} manifests, {} blobs, {}\nsource: {}\n",
         out.display(),
         r.images.len(),
         r.manifests,
         r.blobs,
         human_bytes(r.bytes),
         source_line(via),
-        image_lines(&r.images)
-    )
+    );
+    if r.children_left_out > 0 {
+        text.push_str(&format!(
+            "  {} platforms of multi-platform images left out (never pulled into this cache)\n",
+            r.children_left_out
+        ));
+    }
+    text.push_str(&image_lines(&r.images));
+    text
 }
 
 pub fn render_import(r: &ImportReport, source: &Path, via: Via) -> String {

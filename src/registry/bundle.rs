@@ -62,6 +62,10 @@ pub struct ExportReport {
     pub blobs: u64,
     /// Bytes of content (not counting the archive's headers).
     pub bytes: u64,
+    /// Children of an index left out because the cache does not hold them (platforms never
+    /// pulled here).
+    #[serde(default)]
+    pub children_left_out: u64,
 }
 
 /// What an import added.

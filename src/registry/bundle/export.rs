@@ -56,6 +56,7 @@ struct Gathered {
     blobs: Vec<(Digest, u64)>,
     seen_blobs: HashSet<Digest>,
     entries: Vec<Descriptor>,
+    left_out: u64,
 }
 
 impl Gathered {
@@ -88,6 +89,7 @@ impl Registry {
             report.images.push(gather(&cache, root, &mut g).await?);
         }
         report.manifests = g.manifests.len() as u64;
+        report.children_left_out = g.left_out;
         report.blobs = g.blobs.len() as u64;
         report.bytes = g.manifests.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
             + g.blobs.iter().map(|(_, s)| s).sum::<u64>();
