@@ -16,7 +16,7 @@ pub mod token_server;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use containerd_pull::{containerd_pull, CONTAINERD_ACCEPT};
+pub use containerd_pull::{containerd_pull, prefixed_pull, CONTAINERD_ACCEPT};
 pub use http::HttpClient;
 pub use skopeo::{Skopeo, SKOPEO_BIN};
 
