@@ -1,8 +1,8 @@
 //! Registry hosts with an explicit port (`registry.internal:5000`, `127.0.0.1:5000`,
-//! `[::1]:5000`), the first path segment CRI-O and podman mirrors send for a registry on a
-//! non-default port (`/v2/registry.internal:5000/team/app/...`). A `:` never occurs in a
-//! repository name, so such a segment can only be a host: it is parsed here, apart from the
-//! name, and whether it is a configured upstream is the registry layer's question. The host is
+//! `[::1]:5000`): the first path segment of a mirror path for a registry on a non-default port
+//! (`/v2/registry.internal:5000/team/app/...`). A `:` never occurs in a repository name, so such
+//! a segment can only be a host: it is parsed here, apart from the name, and whether it is a
+//! configured upstream is the registry layer's question. The host is
 //! a DNS name or IPv4 address (dot-separated labels of letters, digits and inner dashes, kept in
 //! lower case because host names are case-insensitive) or a bracketed IPv6 address; the port is
 //! a decimal `u16`. Nothing else parses, so a value of this type is safe to log and to compare.

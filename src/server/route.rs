@@ -3,9 +3,9 @@
 //! so names may contain slashes. Which namespace serves the name (containerd's `?ns=<host>`, a
 //! leading upstream host, or the default upstream) is the registry layer's question
 //! (`Registry::locate`); this module only checks the grammar. A leading segment with a port
-//! (`registry.internal:5000/team/app`, what a CRI-O/podman mirror of a registry on a port sends)
-//! can never be part of a repository name, so it is parsed apart, as a `HostPort`, and the rest
-//! is checked as the name.
+//! (`registry.internal:5000/team/app`, the mirror-path convention for a registry on a port) can
+//! never be part of a repository name, so it is parsed apart, as a `HostPort`, and the rest is
+//! checked as the name.
 
 use super::response::ServeError;
 use crate::oci::{Digest, HostPort, Reference, RepoName};
