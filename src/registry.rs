@@ -28,7 +28,7 @@ pub use purge::{BadImage, ImageRef, PurgeReport};
 
 use crate::cache::Cache;
 use crate::metrics::Metrics;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, HostPort, Reference, RepoName};
 use crate::upstream::{Upstream, Upstreams};
 use mirror::{At, Mirror};
 
@@ -87,9 +87,31 @@ impl Registry {
 
     /// Resolves a client's repository name: `ns` (containerd) names the upstream, else a first
     /// component naming a configured upstream (CRI-O/podman mirrors, direct pulls) is stripped,
-    /// else the default upstream; on Docker Hub a one-component name gets `library/`.
-    pub fn locate(&self, name: &RepoName, ns: Option<&str>) -> Result<Repo, RegistryError> {
-        let (upstream, repo) = if let Some(ns) = ns {
+    /// else the default upstream; on Docker Hub a one-component name gets `library/`. A leading
+    /// `host:port` (the router's `host`, already split off) must be a configured upstream: no
+    /// other namespace can hold a name with a `:`, so anything else is an invalid name, refused
+    /// before any upstream is asked.
+    pub fn locate(
+        &self,
+        host: Option<&HostPort>,
+        name: &RepoName,
+        ns: Option<&str>,
+    ) -> Result<Repo, RegistryError> {
+        let (upstream, repo) = if let Some(host) = host {
+            // Today's answer to `ns` with such a name (NAME_INVALID) stands: containerd never
+            // sends a host in the path, so the two together are a client's mistake.
+            if ns.is_some() {
+                return Err(RegistryError::NameInvalid(format!(
+                    "{host}/{name}: a host in the path and ns= name the upstream twice"
+                )));
+            }
+            let up = self.upstreams.by_host(host.as_str()).ok_or_else(|| {
+                RegistryError::NameInvalid(format!(
+                    "{host}/{name}: no upstream is configured for host {host}"
+                ))
+            })?;
+            (up.clone(), name.clone())
+        } else if let Some(ns) = ns {
             let up = self.upstreams.by_host(ns).ok_or_else(|| {
                 RegistryError::NameUnknown(format!("no upstream is configured for ns={ns}"))
             })?;
@@ -184,6 +206,9 @@ mod tests {
             [[upstreams]]
             host = "ghcr.io"
             url = "http://127.0.0.1:2"
+            [[upstreams]]
+            host = "registry.internal:5000"
+            url = "http://127.0.0.1:3"
             "#,
         )
         .unwrap();
@@ -208,7 +233,7 @@ mod tests {
     }
 
     fn locate(r: &Registry, name: &str, ns: Option<&str>) -> (String, String) {
-        let repo = r.locate(&name.parse().unwrap(), ns).unwrap();
+        let repo = r.locate(None, &name.parse().unwrap(), ns).unwrap();
         (repo.namespace().to_string(), repo.name().to_string())
     }
 
@@ -227,7 +252,43 @@ mod tests {
             locate(&r, "docker.io/alpine", None),
             pair("docker.io", "library/alpine")
         );
-        let unknown = r.locate(&"alpine".parse().unwrap(), Some("quay.io"));
+        let unknown = r.locate(None, &"alpine".parse().unwrap(), Some("quay.io"));
         assert!(matches!(unknown, Err(RegistryError::NameUnknown(_))));
+    }
+
+    #[test]
+    fn a_host_with_a_port_must_be_an_upstream() {
+        let r = registry();
+        let at = |host: &str, name: &str, ns: Option<&str>| {
+            r.locate(Some(&host.parse().unwrap()), &name.parse().unwrap(), ns)
+        };
+        let repo = at("registry.internal:5000", "team/app", None).unwrap();
+        assert_eq!(
+            (repo.namespace(), repo.name().as_str()),
+            ("registry.internal:5000", "team/app")
+        );
+        let repo = at("Registry.Internal:5000", "app", None).unwrap();
+        assert_eq!(
+            (repo.namespace(), repo.name().as_str()),
+            ("registry.internal:5000", "app")
+        );
+        for (host, ns) in [
+            ("registry.internal:5001", None),
+            ("ghcr.io:443", None),
+            ("127.0.0.1:3", None),
+            ("registry.internal:5000", Some("registry.internal:5000")),
+            ("registry.internal:5000", Some("docker.io")),
+        ] {
+            let refused = at(host, "team/app", ns);
+            assert!(
+                matches!(refused, Err(RegistryError::NameInvalid(_))),
+                "{host} {ns:?}"
+            );
+        }
+        // The portless form is unchanged: an unknown host is part of a default-upstream name.
+        assert_eq!(
+            locate(&r, "registry.internal/app", None),
+            ("docker.io".to_string(), "registry.internal/app".to_string())
+        );
     }
 }

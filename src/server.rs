@@ -157,7 +157,10 @@ async fn repo_request(
         Endpoint::Tags => RequestKind::Tags,
         Endpoint::Referrers(_) => RequestKind::Referrers,
     };
-    let repo = match state.registry.locate(&request.name, request.ns.as_deref()) {
+    let repo = match state
+        .registry
+        .locate(request.host.as_ref(), &request.name, request.ns.as_deref())
+    {
         Ok(r) => r,
         Err(e) => return (Err(e.into()), RequestKind::Other, String::new()),
     };

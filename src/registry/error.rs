@@ -44,6 +44,10 @@ pub enum Fault {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// The name cannot be resolved to any namespace (a `host:port` first segment that is no
+    /// configured upstream): as a repository name it breaks the grammar.
+    #[error("invalid repository name: {0}")]
+    NameInvalid(String),
     #[error("{0}")]
     NameUnknown(String),
     #[error("manifest unknown: {0}")]
@@ -84,6 +88,7 @@ impl From<std::io::Error> for RegistryError {
 /// The classification the HTTP layer maps to a status and an OCI error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    NameInvalid,
     NameUnknown,
     ManifestUnknown,
     BlobUnknown,
@@ -101,6 +106,7 @@ impl RegistryError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
+            RegistryError::NameInvalid(_) => ErrorKind::NameInvalid,
             RegistryError::NameUnknown(_) => ErrorKind::NameUnknown,
             RegistryError::ManifestUnknown(_) => ErrorKind::ManifestUnknown,
             RegistryError::BlobUnknown(_) => ErrorKind::BlobUnknown,

@@ -81,7 +81,7 @@ impl Registry {
     /// upstream; otherwise as `locate` does without `ns`.
     pub(super) fn resolve_image(&self, image: &ImageRef) -> Result<Repo, RegistryError> {
         let Some(host) = &image.host else {
-            return self.locate(&image.name, None);
+            return self.locate(None, &image.name, None);
         };
         let upstream = self.upstreams.by_host(host).ok_or_else(|| {
             RegistryError::NameUnknown(format!("no upstream is configured for host {host}"))

@@ -99,7 +99,7 @@ pub(super) fn challenge<B>(req: &Request<B>, headers: &mut HeaderMap) {
         false => "http",
     };
     let scope = match route::parse(req.uri().path(), req.uri().query()) {
-        Ok(Parsed::Repo(r)) => format!(",scope=\"repository:{}:pull\"", r.name),
+        Ok(Parsed::Repo(r)) => format!(",scope=\"repository:{}:pull\"", r.client_name),
         _ => String::new(),
     };
     let bearer = format!("Bearer realm=\"{scheme}://{host}{TOKEN_PATH}\",service=\"regcache\"{scope}");
@@ -146,6 +146,22 @@ mod tests {
                 "Bearer realm=\"http://mirror.example:5000/token\",service=\"regcache\",scope=\"repository:ghcr.io/org/app:pull\"",
                 CHALLENGE
             ]
+        );
+    }
+
+    #[test]
+    fn a_scope_keeps_a_host_with_a_port() {
+        let req = Request::builder()
+            .uri("/v2/registry.internal:5000/team/app/manifests/1")
+            .header(HOST, "mirror.example")
+            .body(())
+            .unwrap();
+        let mut h = HeaderMap::new();
+        challenge(&req, &mut h);
+        let bearer = h.get(WWW_AUTHENTICATE).unwrap().to_str().unwrap();
+        assert!(
+            bearer.ends_with("scope=\"repository:registry.internal:5000/team/app:pull\""),
+            "{bearer}"
         );
     }
 }

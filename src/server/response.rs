@@ -133,6 +133,7 @@ impl ServeError {
 
 fn registry_status(kind: ErrorKind) -> (StatusCode, &'static str) {
     match kind {
+        ErrorKind::NameInvalid => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
         ErrorKind::NameUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
         ErrorKind::ManifestUnknown => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ErrorKind::BlobUnknown => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),

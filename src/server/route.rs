@@ -2,10 +2,13 @@
 //! from the right (`…/manifests/<ref>`, `…/blobs/<digest>`, `…/tags/list`, `…/referrers/<digest>`),
 //! so names may contain slashes. Which namespace serves the name (containerd's `?ns=<host>`, a
 //! leading upstream host, or the default upstream) is the registry layer's question
-//! (`Registry::locate`); this module only checks the grammar.
+//! (`Registry::locate`); this module only checks the grammar. A leading segment with a port
+//! (`registry.internal:5000/team/app`, the mirror-path convention for a registry on a port) can
+//! never be part of a repository name, so it is parsed apart, as a `HostPort`, and the rest is
+//! checked as the name.
 
 use super::response::ServeError;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, HostPort, Reference, RepoName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Endpoint {
@@ -23,9 +26,11 @@ pub(super) enum Parsed {
 
 /// A request about one repository, as the client named it.
 pub(super) struct RepoRequest {
-    /// The name as the client sent it (`docker.io/library/alpine`, `alpine`).
+    /// A leading `host:port` segment, which only a configured upstream may answer to.
+    pub host: Option<HostPort>,
+    /// The name as the client sent it after that host (`docker.io/library/alpine`, `alpine`).
     pub name: RepoName,
-    /// The same, verbatim, for `Link` headers.
+    /// The whole name, host included, verbatim, for `Link` headers and token scopes.
     pub client_name: String,
     /// The `ns` query value (containerd), kept in rewritten links.
     pub ns: Option<String>,
@@ -44,6 +49,24 @@ pub(super) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 fn is_upload(rest: &str) -> bool {
     let head = rest.rsplit_once('/').map_or(rest, |(head, _)| head);
     rest.ends_with("/blobs/") || rest.ends_with("/blobs/uploads") || head.ends_with("/blobs/uploads")
+}
+
+/// Splits off a first segment that can only be a registry host: one with a port, or a bracketed
+/// IPv6 address. Any other first segment stays in the name (`ghcr.io/org/app`), as before.
+fn split_host(name: &str) -> Result<(Option<HostPort>, &str), ServeError> {
+    let (first, rest) = name.split_once('/').unwrap_or((name, ""));
+    if !first.contains(':') && !first.starts_with('[') {
+        return Ok((None, name));
+    }
+    let host: HostPort = first
+        .parse()
+        .map_err(|e| ServeError::NameInvalid(format!("{name:?}: {e}")))?;
+    if rest.is_empty() {
+        return Err(ServeError::NameInvalid(format!(
+            "{name:?}: no repository name after the host {host}"
+        )));
+    }
+    Ok((Some(host), rest))
 }
 
 pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeError> {
@@ -85,11 +108,13 @@ pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeErro
         };
         (name, endpoint)
     };
-    let client_name: RepoName = name
+    let (host, rest) = split_host(name)?;
+    let repo_name: RepoName = rest
         .parse()
         .map_err(|e| ServeError::NameInvalid(format!("{name:?}: {e}")))?;
     Ok(Parsed::Repo(RepoRequest {
-        name: client_name,
+        host,
+        name: repo_name,
         client_name: name.to_string(),
         ns: query_param(query, "ns"),
         endpoint,
@@ -149,6 +174,46 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_leading_host_with_a_port_is_parsed_apart() {
+        let r = request("/v2/127.0.0.1:5000/library/app/manifests/v1", None);
+        assert_eq!(r.host.as_ref().map(HostPort::as_str), Some("127.0.0.1:5000"));
+        assert_eq!(r.name.as_str(), "library/app");
+        assert_eq!(r.client_name, "127.0.0.1:5000/library/app");
+        let r = request("/v2/[::1]:5000/app/tags/list", None);
+        assert_eq!(r.host.as_ref().map(HostPort::as_str), Some("[::1]:5000"));
+        assert_eq!((r.name.as_str(), r.endpoint), ("app", Endpoint::Tags));
+        let r = request("/v2/registry.internal:5000/team/app/manifests/v1", Some("ns=x"));
+        assert_eq!(
+            r.host.as_ref().map(HostPort::as_str),
+            Some("registry.internal:5000")
+        );
+        assert_eq!(r.ns.as_deref(), Some("x"));
+        // Without a port a first segment stays in the name: only an upstream lookup can tell.
+        let r = request("/v2/localhost/app/manifests/v1", None);
+        assert_eq!((r.host, r.name.as_str()), (None, "localhost/app"));
+    }
+
+    #[test]
+    fn a_bad_leading_host_is_an_invalid_name() {
+        let code = |p: &str| match parse(p, None) {
+            Err(e) => e.status_and_code(),
+            Ok(_) => panic!("{p} routed"),
+        };
+        let invalid = (http::StatusCode::BAD_REQUEST, "NAME_INVALID");
+        for p in [
+            "/v2/127.0.0.1:5000/manifests/v1",
+            "/v2/127.0.0.1:5000/Bad/manifests/v1",
+            "/v2/host:99999/app/manifests/v1",
+            "/v2/host:/app/manifests/v1",
+            "/v2/[::1/app/manifests/v1",
+            "/v2/a/b:1/manifests/v1",
+            "/v2/user@host:1/app/manifests/v1",
+        ] {
+            assert_eq!(code(p), invalid, "{p}");
+        }
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -171,6 +236,8 @@ mod tests {
                 Just("tags".to_string()),
                 Just("list".to_string()),
                 Just("..".to_string()),
+                Just("127.0.0.1:5000".to_string()),
+                "[a-z0-9.:\\[\\]-]{1,12}",
                 "sha256(:|%3A|%3a)[0-9a-f]{0,66}",
                 "\\PC{0,12}",
             ];
@@ -184,7 +251,10 @@ mod tests {
             fn anything_routed_is_well_formed(p in prop_oneof![path(), "\\PC{0,80}"], q in proptest::option::of("\\PC{0,40}")) {
                 match parse(&p, q.as_deref()) {
                     Ok(Parsed::Repo(r)) => {
-                        prop_assert_eq!(r.client_name.parse::<RepoName>(), Ok(r.name.clone()));
+                        match &r.host {
+                            Some(h) => prop_assert_eq!(&r.client_name, &format!("{h}/{}", r.name)),
+                            None => prop_assert_eq!(r.client_name.parse::<RepoName>(), Ok(r.name.clone())),
+                        }
                         let last = p.rsplit('/').next().unwrap_or_default().replace("%3A", ":").replace("%3a", ":");
                         match &r.endpoint {
                             Endpoint::Manifest(reference) => prop_assert_eq!(reference.to_string(), last),

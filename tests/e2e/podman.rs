@@ -3,9 +3,14 @@
 //! whose `[[registry]]` location is the local CNCF distribution registry (behind the
 //! Docker-Hub-like token server) and whose one mirror is regcache, in-process, at
 //! `127.0.0.1:PORT/docker.io`: the path prefix CRI-O and podman send, which names the upstream.
-//! The prefix is regcache's configured upstream host, not the registry's `127.0.0.1:PORT`
-//! address: regcache refuses a port-qualified host there (a `:` is not allowed in a repository
-//! name component), so the test names the registry the way the kit's other tests do.
+//!
+//! The registry's own address cannot be that prefix, although regcache has the registry
+//! configured under it too and answers `/v2/127.0.0.1:PORT/<name>/...`: podman itself refuses
+//! a mirror location `127.0.0.1:MIRROR/127.0.0.1:PORT` ("rewriting reference: invalid reference
+//! format", as containers/image parses the rewritten reference with the distribution grammar,
+//! where no path component holds a `:`), fails the pull without trying the registry, and so
+//! never sends such a path. The test checks that refusal, so a podman that starts accepting
+//! the form shows up here and the form can join the pulls.
 //!
 //! podman falls back to the registry's location whenever the mirror fails, and says so only in
 //! its debug log, so each pull is judged twice: podman's log must show one source tried (the
@@ -16,7 +21,8 @@
 //!
 //! Checked: pulls by tag (an OCI manifest, an OCI index) and by digest (Docker schema2) succeed
 //! with podman's recorded digest equal to the pushed manifest's; regcache's metrics count the
-//! manifest and blob requests; after `podman rmi` the same pulls reach the registry not once.
+//! manifest and blob requests; after `podman rmi` the same pulls reach the registry not once;
+//! a `host:port` in the mirror path fails in podman before any request.
 //!
 //! Needs root, `docker-registry`, `skopeo`, `podman` and util-linux/iproute2. Without them the
 //! test prints a loud notice and passes, except when `CI` is set, where it fails.
@@ -199,6 +205,40 @@ async fn negative_control(upstream: &Upstream, pull: &Pull<'_>, clock: &Clock) {
     clock.mark(&format!("negative control: a fallback pull is caught ({caught})"));
 }
 
+/// The registry named by its own `127.0.0.1:PORT`, mirrored at `127.0.0.1:MIRROR/127.0.0.1:PORT`
+/// (the form regcache serves for an upstream configured under that host): podman refuses the
+/// mirror location itself, fails the pull, and neither regcache nor the registry is asked.
+async fn port_in_mirror_path(
+    upstream: &Upstream,
+    regcache: &regcache::app::Running,
+    pull: &Pull<'_>,
+    clock: &Clock,
+) {
+    let registry = &upstream.registry;
+    let mirror = format!("{}/{}", regcache.local_addr(), registry.host());
+    let conf = podman::registries_conf(&registry.host(), &registry.host(), &mirror);
+    let podman = Podman::new(&conf).expect("podman setup");
+    let all = ["miss", "hit", "coalesced", "stale"];
+    let asked = mirror_requests(regcache, "manifest", &all) + mirror_requests(regcache, "blob", &all);
+    let skip = log_lines(registry);
+    let reference = format!("{}/{}", registry.host(), pull.name());
+    let refused = podman
+        .pull(&reference)
+        .await
+        .expect_err("podman 4.3 refuses a host:port in a mirror's path; if it pulls now, test the form");
+    assert!(
+        refused.contains("rewriting reference: invalid reference format"),
+        "{refused}"
+    );
+    let asked = mirror_requests(regcache, "manifest", &all) + mirror_requests(regcache, "blob", &all) - asked;
+    assert_eq!(asked, 0.0, "regcache was asked");
+    let requests = registry_requests(registry, skip).await;
+    assert!(requests.is_empty(), "the registry was asked: {requests:#?}");
+    clock.mark(&format!(
+        "mirror location {mirror}: podman refuses it before any request"
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_pulls_through_the_mirror() {
     if netns::inside() {
@@ -226,7 +266,8 @@ async fn namespaced_body() {
         .prefix("regcache-e2e-podman-cache-")
         .tempdir()
         .expect("cache dir");
-    let regcache = e2e::start_mirror(&registry.url(), cache.path(), "5m").await;
+    let own_host = registry.host();
+    let regcache = e2e::start_mirror_also_as(&registry.url(), cache.path(), "5m", &[own_host.as_str()]).await;
     let mirror = format!("{}/docker.io", regcache.local_addr());
     let conf = podman::registries_conf("docker.io", &registry.host(), &mirror);
     let podman = Podman::new(&conf).expect("podman setup");
@@ -284,6 +325,7 @@ async fn namespaced_body() {
     ));
 
     negative_control(&upstream, &pulls[0], &clock).await;
+    port_in_mirror_path(&upstream, &regcache, &pulls[0], &clock).await;
     tokio::time::timeout(Duration::from_secs(30), regcache.shutdown())
         .await
         .expect("regcache stopped in time");

@@ -24,6 +24,7 @@ mod config_file;
 mod config_properties;
 mod deploy_files;
 mod disk_budget;
+mod host_port_prefix;
 mod hostile;
 mod lazy_ranges;
 mod listeners;

@@ -16,7 +16,7 @@ pub mod token_server;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use containerd_pull::{containerd_pull, CONTAINERD_ACCEPT};
+pub use containerd_pull::{containerd_pull, prefixed_pull, CONTAINERD_ACCEPT};
 pub use http::HttpClient;
 pub use skopeo::{Skopeo, SKOPEO_BIN};
 
@@ -117,11 +117,22 @@ pub fn is_oci_error_body(body: &[u8]) -> bool {
 /// regcache running in-process with `upstream_url` as its only upstream (`docker.io`, the
 /// default), caching in `cache`. `RUST_LOG=regcache=debug` shows its log in test output.
 pub async fn start_mirror(upstream_url: &str, cache: &Path, tag_ttl: &str) -> regcache::app::Running {
+    start_mirror_also_as(upstream_url, cache, tag_ttl, &[]).await
+}
+
+/// As [`start_mirror`], with the same registry configured once more under each of `hosts`
+/// (its own `127.0.0.1:PORT`, say): a site that mirrors a registry under its own address.
+pub async fn start_mirror_also_as(
+    upstream_url: &str,
+    cache: &Path,
+    tag_ttl: &str,
+    hosts: &[&str],
+) -> regcache::app::Running {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let text = format!(
+    let mut text = format!(
         r#"
 listen = "127.0.0.1:0"
 builtin_upstreams = false
@@ -138,6 +149,11 @@ default = true
 "#,
         dir = cache.display(),
     );
+    for host in hosts {
+        text.push_str(&format!(
+            "[[upstreams]]\nhost = \"{host}\"\nurl = \"{upstream_url}\"\n"
+        ));
+    }
     let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
     regcache::app::start(config).await.expect("start regcache")
 }

@@ -1,6 +1,8 @@
 //! regcache in front of the registry: every public image pulled through it every way clients
 //! do (dockerd's default route, a short Docker Hub name, the CRI-O/podman `registries.conf`
-//! mirror, containerd's `?ns=`), byte for byte equal to a direct pull; a warm cache fetches no
+//! mirror, containerd's `?ns=`, and the registry's own `127.0.0.1:PORT` as the leading path
+//! segment, an upstream configured under a host with a port), byte for byte equal to a direct
+//! pull; a warm cache fetches no
 //! blob upstream; a private image without credentials is refused cleanly; and with the
 //! upstream stopped, a restarted mirror still serves everything it cached.
 
@@ -13,8 +15,8 @@ use crate::support::e2e::images::TestImage;
 use crate::support::e2e::registry::Registry;
 use crate::support::e2e::{self, tools_present, Clock, HttpClient, Skopeo};
 
-/// regcache running in-process with the local registry as its only upstream
-/// (`docker.io`, default).
+/// regcache running in-process with the local registry as its upstream, twice: as `docker.io`
+/// (the default) and under its own `127.0.0.1:PORT`.
 struct Mirror {
     running: regcache::app::Running,
     addr: SocketAddr,
@@ -32,7 +34,9 @@ impl Mirror {
 
     /// A mirror on an existing cache directory with the given tag TTL.
     async fn start_on(registry: &Registry, cache: tempfile::TempDir, tag_ttl: &str) -> Mirror {
-        let running = e2e::start_mirror(&registry.url(), cache.path(), tag_ttl).await;
+        let own_host = registry.host();
+        let running =
+            e2e::start_mirror_also_as(&registry.url(), cache.path(), tag_ttl, &[own_host.as_str()]).await;
         let addr = running.local_addr();
         Mirror {
             running,
@@ -53,6 +57,8 @@ struct PullJob {
     skopeo: Skopeo,
     client: HttpClient,
     mirror: SocketAddr,
+    /// The registry's own `127.0.0.1:PORT`, an upstream host of the mirror.
+    registry_host: String,
     image: TestImage,
     direct: PathBuf,
     out: PathBuf,
@@ -101,6 +107,19 @@ impl PullJob {
             .await
             .map_err(|e| format!("containerd-style ?ns=docker.io: {e}"))?;
         eprintln!("    containerd-style {reference} ok: {stats:?}");
+
+        // (v) The registry by its own address as the leading path segment, as a hand-built URL
+        // or a mirror location `<mirror>/127.0.0.1:PORT` sends it (podman cannot: podman.rs).
+        let stats = e2e::prefixed_pull(
+            &self.client,
+            self.mirror,
+            &self.registry_host,
+            &self.image,
+            &self.direct,
+        )
+        .await
+        .map_err(|e| format!("host:port prefix {}: {e}", self.registry_host))?;
+        eprintln!("    {}/{reference} ok: {stats:?}", self.registry_host);
         Ok(())
     }
 }
@@ -116,6 +135,7 @@ async fn pull_round(upstream: &Upstream, mirror: &Mirror, round: &str, client: &
             skopeo: upstream.skopeo.clone(),
             client: client.clone(),
             mirror: mirror.addr,
+            registry_host: upstream.registry.host(),
             image: image.clone(),
             direct: upstream.direct_dir(image),
             out: upstream.out_dir(round, image),

@@ -244,6 +244,36 @@ fn queries(t: &Target) -> Vec<Case> {
             "404",
         )
         .needs_blob(),
+        // A first segment with a port is a host, never a name: only a configured upstream's.
+        case(
+            "metadata host:port prefix",
+            get(t, "/v2/169.254.169.254:80/latest/manifests/x"),
+            "400",
+        )
+        .contains("NAME_INVALID"),
+        case(
+            "trap host:port prefix",
+            get(t, &format!("/v2/{}/x/blobs/sha256:{}", t.trap, "a".repeat(64))),
+            "400",
+        )
+        .contains("NAME_INVALID"),
+        case("ipv6 prefix", get(t, "/v2/[::1]:80/x/manifests/x"), "400").contains("NAME_INVALID"),
+        case(
+            "ipv6 zone prefix",
+            get(t, "/v2/[fe80::1%25eth0]:80/x/manifests/x"),
+            "400",
+        ),
+        case(
+            "port out of range",
+            get(t, "/v2/localhost:65536/x/manifests/x"),
+            "400",
+        ),
+        case("host:port alone", get(t, "/v2/localhost:80/manifests/x"), "400"),
+        case(
+            "userinfo prefix",
+            get(t, "/v2/user@169.254.169.254:80/x/manifests/x"),
+            "400",
+        ),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! A containerd-like verifying pull: what containerd sends to a `hosts.toml` mirror (`?ns=`,
 //! HEAD to resolve the tag, then manifests and blobs by digest), with every body checked against
-//! its digest and against a direct copy of the image.
+//! its digest and against a direct copy of the image. The same pull can name the upstream by a
+//! leading path segment instead (`/v2/<host>/<repo>/...`, the CRI-O/podman mirror convention).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,46 +43,70 @@ pub async fn containerd_pull(
     let pull = Pull {
         client,
         base: format!("http://{mirror}/v2/{}", image.repo),
-        ns,
+        query: format!("?ns={ns}"),
         reference_dir,
     };
-    let mut stats = PullStats::default();
-    pull.resolve(image).await?;
-    let top = fetch_manifest(client, &pull.base, ns, &image.digest).await?;
-    stats.manifests += 1;
-    expect_same_file(reference_dir, "manifest.json", &top.body)?;
-    let top_type = media_type_of(&top)?;
-    if top_type != image.media_type {
-        return Err(format!(
-            "{}: media type {top_type}, want {}",
-            image.reference(),
-            image.media_type
-        ));
-    }
-    let manifests = if top_type == OCI_INDEX || top_type == DOCKER_LIST {
-        pull.children(&top.body, &mut stats).await?
-    } else {
-        vec![serde_json::from_slice(&top.body).map_err(|e| format!("manifest json: {e}"))?]
+    pull.run(image).await
+}
+
+/// The same verifying pull with the upstream named by the first path segment, `prefix`
+/// (`/v2/<prefix>/<repo>/...`), and no query: what a mirror location `<mirror>/<prefix>` sends.
+pub async fn prefixed_pull(
+    client: &HttpClient,
+    mirror: SocketAddr,
+    prefix: &str,
+    image: &TestImage,
+    reference_dir: &Path,
+) -> Result<PullStats, String> {
+    let pull = Pull {
+        client,
+        base: format!("http://{mirror}/v2/{prefix}/{}", image.repo),
+        query: String::new(),
+        reference_dir,
     };
-    for manifest in &manifests {
-        pull.blobs(manifest, &mut stats).await?;
-    }
-    Ok(stats)
+    pull.run(image).await
 }
 
 /// One verifying pull of one image.
 struct Pull<'a> {
     client: &'a HttpClient,
-    /// `http://<mirror>/v2/<repo>`.
+    /// `http://<mirror>/v2/[<prefix>/]<repo>`.
     base: String,
-    ns: &'a str,
+    /// `?ns=<ns>`, or nothing when `base` names the upstream.
+    query: String,
     reference_dir: &'a Path,
 }
 
 impl Pull<'_> {
+    /// The whole pull: the tag, the manifest (every child of an index), configs and layers.
+    async fn run(&self, image: &TestImage) -> Result<PullStats, String> {
+        let mut stats = PullStats::default();
+        self.resolve(image).await?;
+        let top = fetch_manifest(self.client, &self.base, &self.query, &image.digest).await?;
+        stats.manifests += 1;
+        expect_same_file(self.reference_dir, "manifest.json", &top.body)?;
+        let top_type = media_type_of(&top)?;
+        if top_type != image.media_type {
+            return Err(format!(
+                "{}: media type {top_type}, want {}",
+                image.reference(),
+                image.media_type
+            ));
+        }
+        let manifests = if top_type == OCI_INDEX || top_type == DOCKER_LIST {
+            self.children(&top.body, &mut stats).await?
+        } else {
+            vec![serde_json::from_slice(&top.body).map_err(|e| format!("manifest json: {e}"))?]
+        };
+        for manifest in &manifests {
+            self.blobs(manifest, &mut stats).await?;
+        }
+        Ok(stats)
+    }
+
     /// HEAD on the tag, which must answer the image's digest.
     async fn resolve(&self, image: &TestImage) -> Result<(), String> {
-        let head_url = format!("{}/manifests/{}?ns={}", self.base, image.tag, self.ns);
+        let head_url = format!("{}/manifests/{}{}", self.base, image.tag, self.query);
         let head = self
             .client
             .pull_request(Method::HEAD, &head_url, CONTAINERD_ACCEPT)
@@ -105,7 +130,7 @@ impl Pull<'_> {
         let mut children = Vec::new();
         for desc in index["manifests"].as_array().ok_or("index without manifests")? {
             let digest = desc["digest"].as_str().ok_or("child without digest")?;
-            let child = fetch_manifest(self.client, &self.base, self.ns, digest).await?;
+            let child = fetch_manifest(self.client, &self.base, &self.query, digest).await?;
             stats.manifests += 1;
             if desc["size"].as_u64() != Some(child.body.len() as u64) {
                 return Err(format!(
@@ -134,7 +159,7 @@ impl Pull<'_> {
         descriptors.extend(manifest["layers"].as_array().cloned().unwrap_or_default());
         for desc in descriptors {
             let digest = desc["digest"].as_str().ok_or("descriptor without digest")?;
-            let url = format!("{}/blobs/{digest}?ns={}", self.base, self.ns);
+            let url = format!("{}/blobs/{digest}{}", self.base, self.query);
             let blob = self.client.pull_request(Method::GET, &url, "*/*").await?;
             if blob.status != StatusCode::OK {
                 return Err(format!("GET {url}: {}", blob.status));
@@ -165,10 +190,10 @@ impl Pull<'_> {
 async fn fetch_manifest(
     client: &HttpClient,
     base: &str,
-    ns: &str,
+    query: &str,
     digest: &str,
 ) -> Result<HttpResponse, String> {
-    let url = format!("{base}/manifests/{digest}?ns={ns}");
+    let url = format!("{base}/manifests/{digest}{query}");
     let response = client.pull_request(Method::GET, &url, CONTAINERD_ACCEPT).await?;
     if response.status != StatusCode::OK {
         return Err(format!(
