@@ -2,9 +2,9 @@
 //! operator commands (`cli/`), so the two cannot drift apart.
 
 pub use crate::cache::{EntryKind, GcReport, LastPulled, ListEntry, Stats};
-pub use crate::registry::PurgeReport;
 pub use crate::registry::{BundleImage, ExportOptions, ExportReport, ImportOptions, ImportReport};
 pub use crate::registry::{PrefetchEvent, PrefetchOptions, UnpinReport};
+pub use crate::registry::{PurgeReport, RepoReport};
 
 /// `GET`: the cache index statistics (`Stats` as JSON).
 pub const CACHE_STATS: &str = "/admin/cache";
@@ -27,6 +27,8 @@ pub const EXPORT: &str = "/admin/export";
 /// `POST [?pin=false][&repository=HOST/NAME]` with a bundle (tar) as the body: verify it whole,
 /// then add its images (`ImportReport` as JSON; 422 with the reason when refused).
 pub const IMPORT: &str = "/admin/import";
+/// `POST ?name=NAMESPACE/REPOSITORY`: create a repository in a hosted namespace (`RepoReport`).
+pub const REPOS: &str = "/admin/repos";
 /// The header of an export answer that carries its `ExportReport`.
 pub const EXPORT_HEADER: &str = "regcache-export";
 /// A longer report is left out of the header.
@@ -129,4 +131,10 @@ pub fn import_options(query: &str) -> ImportOptions {
         }
     }
     options
+}
+
+/// The path that creates a hosted repository.
+pub fn repos_path(name: &str) -> String {
+    let name: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    format!("{REPOS}?name={name}")
 }

@@ -292,7 +292,8 @@ fn shared_state(
         mirror_policy(config),
         auth.clone(),
         metrics.clone(),
-    );
+    )
+    .with_hosted(&config.hosted);
     Arc::new(State {
         registry,
         auth,

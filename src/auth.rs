@@ -121,6 +121,11 @@ impl Access for Auth {
         self.policy()
             .may_read(client.identity.as_deref(), place.upstream, place.repo.as_str())
     }
+
+    fn may_write(&self, client: &Client, place: &Place<'_>) -> Result<(), String> {
+        self.policy()
+            .may_write(client.identity.as_deref(), place.upstream, place.repo.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -227,6 +227,21 @@ impl Cache {
         self.tags.is_linked(upstream, repo, digest).await
     }
 
+    /// The index key of a repository's kept document (to pin it).
+    pub fn doc_key(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Key> {
+        self.tags.doc_key(upstream, repo, name)
+    }
+
+    /// Forgets that `digest` belongs to the repository; whether it did.
+    pub async fn unlink(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        self.tags.unlink(upstream, repo, digest).await
+    }
+
+    /// The tags a repository has records for, sorted.
+    pub async fn tag_names(&self, upstream: &str, repo: &RepoName) -> io::Result<Vec<String>> {
+        self.tags.tag_names(upstream, repo).await
+    }
+
     /// Records that `digest` was fetched or verified for the repository.
     pub async fn link(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<()> {
         self.tags.link(upstream, repo, digest).await

@@ -10,6 +10,7 @@ pub mod docker_config;
 mod exposure;
 mod fetch;
 mod file;
+mod hosted;
 mod keys;
 mod tls;
 mod upstream;
@@ -27,6 +28,7 @@ pub use crate::units::{parse_duration, parse_size};
 pub use auth::{AccessRule, Anonymous, AuthConfig, PatternPart, Reader, RepoPattern};
 pub use connections::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use file::FileConfig;
+pub use hosted::HostedConfig;
 pub use tls::{ClientAuth, TlsConfig};
 pub use upstream::RedirectHost;
 pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
@@ -72,6 +74,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[auth]` and `[[access]]`: client authentication and read rules.
     pub auth: AuthConfig,
+    /// `[[hosted]]`: namespaces regcache hosts itself (pushed to, never proxied).
+    pub hosted: Vec<HostedConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +288,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     );
     let tls = tls::validate(&mut errors, raw.tls);
     let auth = auth::validate(&mut errors, raw.auth, raw.access);
+    let hosted = hosted::validate(&mut errors, raw.hosted, &upstreams);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -300,6 +305,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         upstreams,
         tls,
         auth,
+        hosted,
     })
 }
 

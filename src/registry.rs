@@ -9,6 +9,7 @@ mod access;
 mod answer;
 mod bundle;
 mod error;
+mod hosted;
 mod mirror;
 mod prefetch;
 mod purge;
@@ -30,35 +31,57 @@ use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, HostPort, Reference, RepoName};
 use crate::upstream::{Upstream, Upstreams};
+use hosted::{Hosted, HostedNs};
+pub use hosted::{PushError, PushKind, PushedManifest, RepoReport, UploadStatus, Uploaded, MAX_MANIFEST};
 use mirror::{At, Mirror};
+
+/// Which kind of namespace serves a repository.
+enum Ns {
+    /// Pull-through from an upstream.
+    Mirror(Arc<Upstream>),
+    /// Pushed to regcache itself (`[[hosted]]`).
+    Hosted(Arc<HostedNs>),
+}
 
 /// A repository as a client named it, resolved to the namespace that serves it.
 pub struct Repo {
-    upstream: Arc<Upstream>,
-    /// The repository name at the upstream (`library/alpine`).
+    ns: Ns,
+    /// The repository name at the upstream (`library/alpine`), or in the hosted namespace.
     name: RepoName,
 }
 
 impl Repo {
-    /// The client-facing host of the upstream (`docker.io`): a bounded label for logs.
+    /// The client-facing host of the upstream (`docker.io`) or the hosted prefix (`local`): a
+    /// bounded label for logs, and the namespace the cache keeps the repository's records under.
     pub fn namespace(&self) -> &str {
-        self.upstream.host()
+        match &self.ns {
+            Ns::Mirror(u) => u.host(),
+            Ns::Hosted(h) => &h.prefix,
+        }
     }
 
     pub fn name(&self) -> &RepoName {
         &self.name
     }
 
-    fn at(&self) -> At<'_> {
-        At {
-            upstream: &self.upstream,
-            repo: &self.name,
+    /// Whether the repository is hosted (pushed to regcache), not mirrored.
+    pub fn is_hosted(&self) -> bool {
+        matches!(self.ns, Ns::Hosted(_))
+    }
+
+    fn at(&self) -> Result<At<'_>, RegistryError> {
+        match &self.ns {
+            Ns::Mirror(upstream) => Ok(At {
+                upstream,
+                repo: &self.name,
+            }),
+            Ns::Hosted(h) => Err(hosted::not_mirrored(&h.prefix)),
         }
     }
 
     fn place(&self) -> Place<'_> {
         Place {
-            upstream: self.upstream.host(),
+            upstream: self.namespace(),
             repo: &self.name,
         }
     }
@@ -68,6 +91,7 @@ pub struct Registry {
     upstreams: Arc<Upstreams>,
     mirror: Mirror,
     access: Arc<dyn Access>,
+    hosted: Hosted,
 }
 
 impl Registry {
@@ -82,7 +106,14 @@ impl Registry {
             upstreams,
             mirror: Mirror::new(cache, policy, metrics),
             access,
+            hosted: Hosted::default(),
         }
+    }
+
+    /// Serves these `[[hosted]]` namespaces too (their names are never proxied).
+    pub fn with_hosted(mut self, namespaces: &[crate::config::HostedConfig]) -> Registry {
+        self.hosted = Hosted::new(namespaces);
+        self
     }
 
     /// Resolves a client's repository name: `ns` (containerd) names the upstream, else a first
@@ -97,6 +128,12 @@ impl Registry {
         name: &RepoName,
         ns: Option<&str>,
     ) -> Result<Repo, RegistryError> {
+        if let Some((ns, name)) = self.hosted.locate(host, name, ns) {
+            return Ok(Repo {
+                ns: Ns::Hosted(ns),
+                name,
+            });
+        }
         let (upstream, repo) = if let Some(host) = host {
             // Today's answer to `ns` with such a name (NAME_INVALID) stands: containerd never
             // sends a host in the path, so the two together are a client's mistake.
@@ -129,7 +166,10 @@ impl Registry {
         } else {
             repo
         };
-        Ok(Repo { upstream, name })
+        Ok(Repo {
+            ns: Ns::Mirror(upstream),
+            name,
+        })
     }
 
     fn authorize(&self, client: &Client, repo: &Repo, content: Content<'_>) -> Result<(), RegistryError> {
@@ -150,16 +190,22 @@ impl Registry {
         head: bool,
     ) -> Result<Manifest, RegistryError> {
         self.authorize(client, repo, Content::Manifest(reference))?;
+        if repo.is_hosted() {
+            return self.hosted_manifest(repo, reference).await;
+        }
         match reference {
-            Reference::Digest(d) => self.mirror.by_digest(&repo.at(), d, head).await,
-            Reference::Tag(t) => self.mirror.by_tag(&repo.at(), t, head).await,
+            Reference::Digest(d) => self.mirror.by_digest(&repo.at()?, d, head).await,
+            Reference::Tag(t) => self.mirror.by_tag(&repo.at()?, t, head).await,
         }
     }
 
     /// A blob to stream, from the cache or its single download.
     pub async fn blob(&self, client: &Client, repo: &Repo, digest: &Digest) -> Result<Blob, RegistryError> {
         self.authorize(client, repo, Content::Blob(digest))?;
-        self.mirror.blob(&repo.at(), digest).await
+        if repo.is_hosted() {
+            return self.hosted_blob(repo, digest).await;
+        }
+        self.mirror.blob(&repo.at()?, digest).await
     }
 
     /// A blob's size, without downloading it.
@@ -170,12 +216,19 @@ impl Registry {
         digest: &Digest,
     ) -> Result<(u64, CacheResult), RegistryError> {
         self.authorize(client, repo, Content::Blob(digest))?;
-        self.mirror.blob_size(&repo.at(), digest).await
+        if repo.is_hosted() {
+            let blob = self.hosted_blob(repo, digest).await?;
+            return Ok((blob.size.unwrap_or(0), CacheResult::Hit));
+        }
+        self.mirror.blob_size(&repo.at()?, digest).await
     }
 
     pub async fn tags(&self, client: &Client, repo: &Repo, page: &Page) -> Result<TagPage, RegistryError> {
         self.authorize(client, repo, Content::Tags)?;
-        self.mirror.tags(&repo.at(), page).await
+        if repo.is_hosted() {
+            return self.hosted_tags(repo, page).await;
+        }
+        self.mirror.tags(&repo.at()?, page).await
     }
 
     pub async fn referrers(
@@ -186,7 +239,10 @@ impl Registry {
         artifact_type: Option<&str>,
     ) -> Result<Referrers, RegistryError> {
         self.authorize(client, repo, Content::Referrers(digest))?;
-        self.mirror.referrers(&repo.at(), digest, artifact_type).await
+        if repo.is_hosted() {
+            return self.hosted_referrers(repo, digest, artifact_type).await;
+        }
+        self.mirror.referrers(&repo.at()?, digest, artifact_type).await
     }
 }
 

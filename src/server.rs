@@ -14,6 +14,7 @@ mod blobs;
 mod listen;
 mod listing;
 mod manifests;
+mod push;
 mod range;
 mod refused;
 pub mod response;
@@ -51,10 +52,14 @@ pub struct State {
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<LoggedBody> {
     let started = tokio::time::Instant::now();
     let (parts, body) = req.into_parts();
-    // A refused write's body is read first, so the client gets to read its 405.
-    let close = match refused::is_refused(&parts.method) {
-        true => refused::discard(body, parts.version).await,
-        false => false,
+    // A push to a hosted repository keeps its body; a refused write's body is read first, so
+    // the client gets to read its 405.
+    let (body, close) = if hosted_push(&state, &parts) {
+        (Some(body), false)
+    } else if refused::is_refused(&parts.method) {
+        (None, refused::discard(body, parts.version).await)
+    } else {
+        (None, false)
     };
     let req = Request::from_parts(parts, ());
     let method = req.method().clone();
@@ -65,7 +70,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
         .unwrap_or_default();
     let (outcome, kind, upstream, client) = match authn::identify(&state, &req).await {
         Ok(client) => {
-            let (outcome, kind, upstream) = dispatch(&state, &req, &client).await;
+            let (outcome, kind, upstream) = dispatch(&state, &req, &client, body).await;
             (outcome, kind, upstream, client.identity)
         }
         Err(e) => (Err(e), RequestKind::Other, String::new(), None),
@@ -107,9 +112,23 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
 
 type Outcome = (Result<Response<ServeBody>, ServeError>, RequestKind, String);
 
-async fn dispatch(state: &Arc<State>, req: &Request<()>, client: &Client) -> Outcome {
+/// Whether a request is a push (or an upload's status) to a hosted repository.
+fn hosted_push(state: &State, parts: &http::request::Parts) -> bool {
+    match route::parse(parts.uri.path(), parts.uri.query()) {
+        Ok(Parsed::Repo(r)) => {
+            push::is_push(&parts.method, &r.endpoint)
+                && state
+                    .registry
+                    .locate(r.host.as_ref(), &r.name, r.ns.as_deref())
+                    .is_ok_and(|repo| repo.is_hosted())
+        }
+        _ => false,
+    }
+}
+
+async fn dispatch(state: &Arc<State>, req: &Request<()>, client: &Client, body: Option<Incoming>) -> Outcome {
     let method = req.method();
-    if refused::is_refused(method) {
+    if refused::is_refused(method) && body.is_none() {
         let e = ServeError::Unsupported(format!("{method} is not supported: this mirror is read-only"));
         return (Err(e), RequestKind::Other, String::new());
     }
@@ -141,7 +160,7 @@ async fn dispatch(state: &Arc<State>, req: &Request<()>, client: &Client) -> Out
             RequestKind::Other,
             String::new(),
         ),
-        Parsed::Repo(request) => repo_request(state, req, client, &request).await,
+        Parsed::Repo(request) => repo_request(state, req, client, &request, body).await,
     }
 }
 
@@ -150,10 +169,11 @@ async fn repo_request(
     req: &Request<()>,
     client: &Client,
     request: &RepoRequest,
+    body: Option<Incoming>,
 ) -> Outcome {
     let kind = match &request.endpoint {
         Endpoint::Manifest(_) => RequestKind::Manifest,
-        Endpoint::Blob(_) => RequestKind::Blob,
+        Endpoint::Blob(_) | Endpoint::Upload(_) => RequestKind::Blob,
         Endpoint::Tags => RequestKind::Tags,
         Endpoint::Referrers(_) => RequestKind::Referrers,
     };
@@ -168,7 +188,18 @@ async fn repo_request(
     let (method, query) = (req.method(), req.uri().query());
     let span = tracing::info_span!("repo", upstream = %upstream, repo = %repo.name());
     let r = async {
+        if push::is_push(method, &request.endpoint) {
+            return match repo.is_hosted() {
+                true => push::handle(state, req, body, client, &repo, request).await,
+                false => Err(ServeError::Unsupported(format!(
+                    "{}/{} is mirrored, and a mirror is read-only: push to a hosted namespace",
+                    repo.namespace(),
+                    repo.name()
+                ))),
+            };
+        }
         match &request.endpoint {
+            Endpoint::Upload(_) => Err(ServeError::Unsupported("not an upload".into())),
             Endpoint::Manifest(r) => manifests::handle(state, client, &repo, r, method, req.headers()).await,
             Endpoint::Blob(d) => blobs::handle(state, client, &repo, d, method, req.headers()).await,
             Endpoint::Tags => listing::tags(state, client, &repo, request, query).await,

@@ -66,4 +66,20 @@ impl Policy {
             None => Err(format!("log in to read {upstream}/{repo}")),
         }
     }
+
+    /// May `who` push to `<namespace>/<repo>`? Only a rule's `write` list says yes: with no rule,
+    /// nobody writes (a registry on a network is not open for pushes by default).
+    pub(super) fn may_write(&self, who: Option<&str>, namespace: &str, repo: &str) -> Result<(), String> {
+        match self.rules.iter().find(|r| r.repository.matches(namespace, repo)) {
+            Some(rule) if rule.write.iter().any(|r| self.admits(r, who)) => Ok(()),
+            Some(rule) => Err(format!(
+                "the access rule for {:?} does not let {} push to {namespace}/{repo}",
+                rule.repository.text,
+                who.unwrap_or("anonymous clients")
+            )),
+            None => Err(format!(
+                "no [[access]] rule gives write to {namespace}/{repo}; pushes need one"
+            )),
+        }
+    }
 }

@@ -39,6 +39,11 @@ impl Write for Incoming {
 }
 
 impl Incoming {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Synced to disk, with the digest of what was written.
     pub fn finish(self) -> io::Result<StagedContent> {
         self.file.sync_data()?;
@@ -59,6 +64,29 @@ pub struct StagedContent {
 }
 
 impl StagedContent {
+    /// The same file named by `digest`, another algorithm's digest of the same bytes (checked
+    /// by the caller with `digest_as`).
+    pub fn renamed(self, digest: Digest) -> StagedContent {
+        StagedContent { digest, ..self }
+    }
+
+    /// What the bytes hash to with `algorithm` (read again when it is not the one used while
+    /// they were written). Blocking.
+    pub fn digest_as(&self, algorithm: Algorithm) -> io::Result<Digest> {
+        if self.digest.algorithm() == algorithm {
+            return Ok(self.digest.clone());
+        }
+        let mut hasher = Hasher::new(algorithm);
+        let mut file = File::open(self.staged.path())?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match file.read(&mut buf)? {
+                0 => return Ok(hasher.finish()),
+                n => hasher.update(&buf[..n]),
+            }
+        }
+    }
+
     /// The whole file (for a manifest or a small document; the caller bounds the size).
     pub fn read(&self) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(self.size as usize);

@@ -60,6 +60,33 @@ impl Records {
         kept.await.map_err(io::Error::other)?
     }
 
+    /// The names of the records directly under `dir` (the components after it) that the index
+    /// holds, sorted. Blocking work runs off the async threads.
+    pub(super) async fn names_under(&self, dir: RecordPath) -> io::Result<Vec<String>> {
+        let (index, layout) = (self.index.clone(), self.layout.clone());
+        let listed = tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(layout.record(&dir)) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut names = Vec::new();
+            for entry in entries.flatten() {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let held = RecordPath::new(dir.components().chain([name.as_str()]))
+                    .is_some_and(|p| index.contains(&p.key()));
+                if held && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        });
+        listed.await.map_err(io::Error::other)?
+    }
+
     /// Removes every record whose path `matches`, now; returns how many there were.
     pub(super) async fn remove_where(
         &self,

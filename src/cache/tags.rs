@@ -163,6 +163,25 @@ impl TagStore {
         Ok(())
     }
 
+    /// The index key of a repository's kept document `name` (to pin it).
+    pub fn doc_key(&self, upstream: &str, repo: &RepoName, name: &str) -> io::Result<Key> {
+        Ok(record_path(upstream, repo, "@docs", name)?.key())
+    }
+
+    /// Forgets that `digest` belongs to this repository (a delete in a hosted repository).
+    pub async fn unlink(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        let path = record_path(upstream, repo, "@links", &link_name(digest))?;
+        Ok(self.records.remove_where(move |p| *p == path).await? > 0)
+    }
+
+    /// The tags a repository has records for, sorted by bytes (a hosted repository's tag list).
+    pub async fn tag_names(&self, upstream: &str, repo: &RepoName) -> io::Result<Vec<String>> {
+        let probe = record_path(upstream, repo, "@tags", "-")?;
+        let dir = RecordPath::new(probe.components().take(probe.components().count() - 1))
+            .ok_or_else(|| io::Error::other("a repository without a record directory"))?;
+        self.records.names_under(dir).await
+    }
+
     /// The index keys of a repository's records that a pinned image needs to be served
     /// without its upstream: its tag record (when `tag` is given) and the links of `digests`.
     pub fn record_keys(

@@ -234,7 +234,8 @@ async fn purge_here(config: &Config, image: &ImageRef) -> Result<PurgeReport, Co
         mirror_policy(config),
         Arc::new(AllowAll),
         metrics,
-    );
+    )
+    .with_hosted(&config.hosted);
     let report = registry.purge(image).await?;
     blocking(move || Ok(cache.save_recency()?)).await?;
     Ok(report)

@@ -62,7 +62,8 @@ pub(super) async fn registry_here(
         mirror_policy(config),
         Arc::new(AllowAll),
         metrics,
-    );
+    )
+    .with_hosted(&config.hosted);
     Ok((registry, cache))
 }
 

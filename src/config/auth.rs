@@ -39,6 +39,8 @@ pub enum Anonymous {
 pub struct AccessRule {
     pub repository: RepoPattern,
     pub read: Vec<Reader>,
+    /// Who may push (hosted namespaces only; a mirrored namespace is never written).
+    pub write: Vec<Reader>,
 }
 
 /// A pattern over `<upstream host>/<repository>`, split at `/`: a literal component, `*` (any
@@ -237,8 +239,15 @@ pub(super) fn validate(
         let read: Vec<Reader> = (a.read.unwrap_or_default().into_iter())
             .filter_map(|r| reader(errors, &at, &groups, r))
             .collect();
+        let write: Vec<Reader> = (a.write.unwrap_or_default().into_iter())
+            .filter_map(|r| reader(errors, &at, &groups, r))
+            .collect();
         if let Some(repository) = repository {
-            rules.push(AccessRule { repository, read });
+            rules.push(AccessRule {
+                repository,
+                read,
+                write,
+            });
         }
     }
     AuthConfig {

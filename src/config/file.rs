@@ -28,6 +28,17 @@ pub(super) struct FileConfig {
     pub auth: Option<FileAuth>,
     #[serde(default)]
     pub access: Vec<FileAccess>,
+    #[serde(default)]
+    pub hosted: Vec<FileHosted>,
+}
+
+/// One `[[hosted]]` namespace: names under `prefix` are pushed to regcache, never proxied.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileHosted {
+    pub prefix: Option<String>,
+    pub create_on_push: Option<bool>,
+    pub immutable_tags: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,4 +134,5 @@ pub(super) struct FileAuth {
 pub(super) struct FileAccess {
     pub repository: Option<String>,
     pub read: Option<Vec<String>>,
+    pub write: Option<Vec<String>>,
 }

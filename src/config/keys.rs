@@ -22,6 +22,7 @@ const ROOT: &[&str] = &[
     "upstreams",
     "auth",
     "access",
+    "hosted",
 ];
 
 /// The keys of each table (`upstreams` is an array of tables).
@@ -30,7 +31,8 @@ const TABLES: &[(&str, &[&str])] = &[
     ("tls", &["cert_file", "key_file", "client_ca_file", "client_auth"]),
     ("log", &["format", "level"]),
     ("auth", &["htpasswd_file", "tokens_file", "anonymous", "groups"]),
-    ("access", &["repository", "read"]),
+    ("access", &["repository", "read", "write"]),
+    ("hosted", &["prefix", "create_on_push", "immutable_tags"]),
     (
         "cache",
         &[
@@ -118,7 +120,7 @@ fn strip(errors: &mut Vec<String>, prefix: &str, place: &str, known: &[&str], ta
 #[cfg(test)]
 mod tests {
     use super::super::file::{
-        FileAccess, FileAdmin, FileAuth, FileCache, FileConfig, FileFetch, FileLog, FileUpstream,
+        FileAccess, FileAdmin, FileAuth, FileCache, FileConfig, FileFetch, FileHosted, FileLog, FileUpstream,
     };
     use super::*;
 
@@ -163,6 +165,7 @@ mod tests {
         check(fields_of::<FileUpstream>(), known("upstreams"));
         check(fields_of::<FileAuth>(), known("auth"));
         check(fields_of::<FileAccess>(), known("access"));
+        check(fields_of::<FileHosted>(), known("hosted"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The one hook where the registry asks whether a client may read something. Every read (a
+//! The one hook where the registry asks whether a client may read (or push) something. Every read (a
 //! cache hit as much as a miss) passes through `Registry::authorize` before any content or
 //! upstream request is touched, so cached private content can never reach a client that may not
 //! read it. `AllowAll` serves a mirror without client authentication; `auth::Auth` decides
@@ -39,6 +39,9 @@ pub trait Access: Send + Sync + 'static {
     /// `Err(reason)` refuses the read: an anonymous client gets `UNAUTHORIZED` (with a challenge,
     /// so it can retry with credentials), an identified one `DENIED`.
     fn may_read(&self, client: &Client, place: &Place<'_>, content: Content<'_>) -> Result<(), String>;
+
+    /// `Err(reason)` refuses a push (to a hosted namespace), answered like a refused read.
+    fn may_write(&self, client: &Client, place: &Place<'_>) -> Result<(), String>;
 }
 
 /// Everyone may read everything (no client authentication configured).
@@ -47,5 +50,13 @@ pub struct AllowAll;
 impl Access for AllowAll {
     fn may_read(&self, _: &Client, _: &Place<'_>, _: Content<'_>) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Without client authentication there is no one to trust with a push.
+    fn may_write(&self, _: &Client, place: &Place<'_>) -> Result<(), String> {
+        Err(format!(
+            "pushing to {}/{} needs client authentication: configure [auth] and an [[access]] rule with write",
+            place.upstream, place.repo
+        ))
     }
 }

@@ -23,6 +23,7 @@ mod plan;
 
 use serde::{Deserialize, Serialize};
 
+pub(in crate::registry) use commit::add_referrer;
 pub use export::ExportPlan;
 pub use import::ImportOptions;
 

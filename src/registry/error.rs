@@ -77,6 +77,9 @@ pub enum RegistryError {
     /// The outcome of an upstream request shared by several clients.
     #[error("{0}")]
     Shared(Arc<RegistryError>),
+    /// A refused push to a hosted namespace.
+    #[error(transparent)]
+    Push(#[from] super::hosted::PushError),
 }
 
 impl From<std::io::Error> for RegistryError {
@@ -97,6 +100,7 @@ pub enum ErrorKind {
     BadUpstreamManifest,
     Internal,
     Upstream(Subject, Fault),
+    Push(super::hosted::PushKind),
 }
 
 impl RegistryError {
@@ -117,6 +121,7 @@ impl RegistryError {
             RegistryError::Upstream { subject, source } => ErrorKind::Upstream(*subject, classify(source)),
             RegistryError::Fill { subject, source } => ErrorKind::Upstream(*subject, classify_fill(source)),
             RegistryError::Shared(inner) => inner.kind(),
+            RegistryError::Push(e) => ErrorKind::Push(e.kind),
         }
     }
 

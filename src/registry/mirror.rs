@@ -14,7 +14,7 @@ mod listing;
 mod manifests;
 mod remembered;
 mod tag_list;
-pub(crate) use listing::referrers_doc;
+pub(crate) use listing::{empty_index, filter_index, referrers_doc};
 pub use tag_list::Page;
 
 use std::sync::Arc;

@@ -95,7 +95,7 @@ impl Registry {
     ) -> Result<(u64, u64), String> {
         let r: PrefetchRef = image.parse().map_err(|e: BadImage| e.to_string())?;
         let repo = self.resolve_image(&r.image).map_err(|e| e.to_string())?;
-        let at = repo.at();
+        let at = repo.at().map_err(|e| e.to_string())?;
         let reference = r.reference();
         let mut work = Work {
             image,

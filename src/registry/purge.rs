@@ -92,7 +92,7 @@ impl Registry {
             image.name.clone()
         };
         Ok(Repo {
-            upstream: upstream.clone(),
+            ns: super::Ns::Mirror(upstream.clone()),
             name,
         })
     }
@@ -101,7 +101,7 @@ impl Registry {
     /// so the next pull revalidates with the upstream at once.
     pub async fn purge(&self, image: &ImageRef) -> Result<PurgeReport, RegistryError> {
         let repo = self.resolve_image(image)?;
-        let removed = self.mirror.purge(&repo.at(), image.tag.as_ref()).await?;
+        let removed = self.mirror.purge(&repo.at()?, image.tag.as_ref()).await?;
         tracing::info!(upstream = repo.namespace(), repo = %repo.name, tag = ?image.tag.as_ref().map(Tag::as_str), removed, "purged tag records");
         Ok(PurgeReport {
             upstream: repo.namespace().to_string(),

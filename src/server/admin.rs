@@ -16,6 +16,7 @@
 mod bundle;
 mod guard;
 mod prefetch;
+mod repos;
 mod status;
 
 use std::convert::Infallible;
@@ -165,6 +166,7 @@ async fn answer(
         api::GC => gc(state, guard, req).await,
         api::PURGE => purge(state, guard, req).await,
         api::UNPIN => prefetch::unpin(state, guard, req).await,
+        api::REPOS => repos::create(state, guard, req).await,
         api::METRICS => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -176,7 +178,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try / (the status page), /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch, POST /admin/unpin?image=, GET /admin/export?image= or POST /admin/import\n",
+            "try / (the status page), /metrics, /healthz, /readyz, /admin/cache, /admin/cache/ls, POST /admin/gc, POST /admin/purge?image=, POST /admin/prefetch, POST /admin/unpin?image=, GET /admin/export?image=, POST /admin/import or POST /admin/repos?name=\n",
         ),
     }
 }

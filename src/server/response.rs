@@ -141,6 +141,7 @@ fn registry_status(kind: ErrorKind) -> (StatusCode, &'static str) {
         ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         ErrorKind::BadUpstreamManifest => (StatusCode::BAD_GATEWAY, "MANIFEST_INVALID"),
         ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        ErrorKind::Push(kind) => kind.status_and_code(),
         ErrorKind::Upstream(subject, fault) => match fault {
             Fault::Gone | Fault::Offline => (StatusCode::NOT_FOUND, not_found_code(subject)),
             Fault::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),

@@ -16,6 +16,8 @@ pub(super) enum Endpoint {
     Blob(Digest),
     Tags,
     Referrers(Digest),
+    /// `blobs/uploads/` (start one) or `blobs/uploads/<id>`: pushes to a hosted namespace.
+    Upload(Option<String>),
 }
 
 pub(super) enum Parsed {
@@ -35,6 +37,32 @@ pub(super) struct RepoRequest {
     /// The `ns` query value (containerd), kept in rewritten links.
     pub ns: Option<String>,
     pub endpoint: Endpoint,
+}
+
+/// An upload path: `<name>/blobs/uploads[/]` starts one, `<name>/blobs/uploads/<id>` is one.
+fn upload<'a>(rest: &'a str, path: &str) -> Result<(&'a str, Endpoint), ServeError> {
+    let start = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"));
+    if let Some(name) = start {
+        return Ok((name, Endpoint::Upload(None)));
+    }
+    let (head, id) = rest
+        .rsplit_once('/')
+        .ok_or_else(|| ServeError::NotFound(path.to_string()))?;
+    let name = head
+        .strip_suffix("/blobs/uploads")
+        .ok_or_else(|| ServeError::NotFound(path.to_string()))?;
+    // Ids are regcache's own (hex); anything else names no upload.
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(ServeError::NotFound(path.to_string()));
+    }
+    Ok((name, Endpoint::Upload(Some(id.to_string()))))
 }
 
 /// The value of one query parameter.
@@ -78,12 +106,13 @@ pub(super) fn parse(path: &str, query: Option<&str>) -> Result<Parsed, ServeErro
     if rest == "_catalog" {
         return Ok(Parsed::Catalog);
     }
-    if is_upload(rest) {
-        return Err(ServeError::Unsupported(
-            "this mirror is read-only: pushing is not supported".into(),
-        ));
-    }
-    let (name, endpoint) = if let Some(name) = rest.strip_suffix("/tags/list") {
+    let upload = match is_upload(rest) {
+        true => Some(upload(rest, path)?),
+        false => None,
+    };
+    let (name, endpoint) = if let Some(found) = upload {
+        found
+    } else if let Some(name) = rest.strip_suffix("/tags/list") {
         (name, Endpoint::Tags)
     } else {
         let (head, last) = rest
@@ -156,11 +185,22 @@ mod tests {
         assert_eq!(err("/v2/Alpine/manifests/latest", None), 400);
         assert_eq!(err("/v2/alpine/manifests/sha256:totallywrong", None), 400);
         assert_eq!(err("/v2/alpine/blobs/md5:abc", None), 400);
-        assert_eq!(err("/v2/alpine/blobs/uploads/", None), 405);
         assert_eq!(err("/v3/x", None), 404);
         assert!(matches!(parse("/v2/", None), Ok(Parsed::Base)));
-        assert_eq!(err("/v2/alpine/blobs/uploads/some-id", None), 405);
-        assert_eq!(err("/v2/alpine/blobs/uploads", None), 405);
+        assert_eq!(err("/v2/alpine/blobs/uploads/bad%20id", None), 404);
+        // Upload paths route; a mirrored namespace refuses them later (405).
+        assert_eq!(
+            request("/v2/alpine/blobs/uploads/", None).endpoint,
+            Endpoint::Upload(None)
+        );
+        assert_eq!(
+            request("/v2/alpine/blobs/uploads", None).endpoint,
+            Endpoint::Upload(None)
+        );
+        assert_eq!(
+            request("/v2/alpine/blobs/uploads/some-id", None).endpoint,
+            Endpoint::Upload(Some("some-id".into()))
+        );
     }
 
     #[test]
@@ -260,6 +300,8 @@ mod tests {
                             Endpoint::Manifest(reference) => prop_assert_eq!(reference.to_string(), last),
                             Endpoint::Blob(d) | Endpoint::Referrers(d) => prop_assert_eq!(d.to_string(), last),
                             Endpoint::Tags => prop_assert!(p.ends_with("/tags/list")),
+                            Endpoint::Upload(None) => prop_assert!(p.trim_end_matches('/').ends_with("/blobs/uploads")),
+                            Endpoint::Upload(Some(id)) => prop_assert_eq!(id, &last),
                         }
                     }
                     Ok(_) => {}

@@ -25,6 +25,7 @@ mod config_properties;
 mod deploy_files;
 mod disk_budget;
 mod host_port_prefix;
+mod hosted;
 mod hostile;
 mod lazy_ranges;
 mod listeners;

@@ -112,6 +112,39 @@ impl Daemon {
         self.send(req.body(Empty::new()).unwrap()).await
     }
 
+    /// A request with a body (pushes to hosted repositories).
+    pub async fn request_body(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = client
+            .request(req.body(http_body_util::Full::new(body.into())).unwrap())
+            .await
+            .expect("daemon answers");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
     async fn send(&self, req: Request<Empty<Bytes>>) -> Reply {
         let resp = self.client.request(req).await.expect("daemon answers");
         let status = resp.status();

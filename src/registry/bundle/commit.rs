@@ -238,6 +238,19 @@ impl Registry {
     }
 }
 
+/// Adds one referrer (a descriptor as JSON) to the kept referrers list of `subject` (a manifest
+/// pushed with a `subject`).
+pub(in crate::registry) async fn add_referrer(
+    cache: &crate::cache::Cache,
+    upstream: &str,
+    repo: &RepoName,
+    subject: &Digest,
+    entry: serde_json::Value,
+) -> io::Result<()> {
+    let d: Descriptor = serde_json::from_value(entry).map_err(io::Error::other)?;
+    merge_referrers(cache, upstream, repo, subject, vec![d]).await
+}
+
 /// Adds `found` to the kept referrers list of `subject`, replacing entries of the same digest.
 async fn merge_referrers(
     cache: &crate::cache::Cache,

@@ -187,6 +187,7 @@ async fn gather(cache: &Cache, root: &Root, g: &mut Gathered) -> Result<BundleIm
             };
             // A platform never pulled is left out, as the cache left it out.
             let Some(m) = cache.manifest(&d).await? else {
+                g.left_out += 1;
                 continue;
             };
             let child_head = ManifestHead::parse(&m.bytes).map_err(|e| not_cached(format!("{d}: {e}")))?;

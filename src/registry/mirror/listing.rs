@@ -68,13 +68,13 @@ pub(crate) fn referrers_doc(subject: &Digest) -> String {
     format!("referrers-{}-{}", subject.algorithm().as_str(), subject.hex())
 }
 
-fn empty_index() -> Bytes {
+pub(crate) fn empty_index() -> Bytes {
     Bytes::from_static(
         br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
     )
 }
 
-fn filter_index(index: &[u8], artifact_type: &str) -> Result<Bytes, RegistryError> {
+pub(crate) fn filter_index(index: &[u8], artifact_type: &str) -> Result<Bytes, RegistryError> {
     let mut v: serde_json::Value = serde_json::from_slice(index)
         .map_err(|e| RegistryError::BadUpstreamManifest(format!("referrers index is not JSON: {e}")))?;
     if let Some(list) = v.get_mut("manifests").and_then(|m| m.as_array_mut()) {

@@ -1,0 +1,326 @@
+//! Hosted repositories (`[[hosted]]`): tag, push, pull on the same endpoint that mirrors an
+//! upstream. A user with write access pushes blobs (monolithic, and in chunks) and manifests to
+//! `local/...`, and everyone who may read pulls them back byte for byte, by tag and by digest;
+//! tags are listed; a delete by digest makes the manifest unknown; pushes need write access
+//! (anonymous: 401, a reader: 403), never reach a mirrored namespace (405), and follow the
+//! namespace's policies (`create_on_push = false`, `immutable_tags`). Hosted content is pinned:
+//! a gc to nothing keeps it. The distribution spec's push, discovery and management workflows
+//! run in full in `hosted/spec.rs`.
+
+use base64::Engine as _;
+use toml::{Table, Value};
+
+use crate::support::daemon::{Daemon, DaemonBuilder, Reply};
+use crate::support::fake::{bytes_of, sha256, Fake};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn basic(user: &str, password: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {b64}")
+}
+
+/// A daemon with the fake upstream as docker.io and hosted namespaces `local` (create on push)
+/// and `strict` (`create_on_push = false`, `immutable_tags`); `writer` may push to both, `reader`
+/// only read; anonymous clients read.
+async fn daemon(up: &Fake, dir: &tempfile::TempDir) -> Daemon {
+    let htpasswd = dir.path().join("htpasswd");
+    let lines: Vec<String> = ["writer", "reader"]
+        .iter()
+        .map(|u| format!("{u}:{}", bcrypt::hash(format!("{u}-pw"), 4).unwrap()))
+        .collect();
+    std::fs::write(&htpasswd, lines.join("\n") + "\n").unwrap();
+    let auth = Table::from_iter([(
+        "htpasswd_file".to_string(),
+        Value::from(htpasswd.display().to_string()),
+    )]);
+    let rule = |ns: &str| {
+        Value::from(Table::from_iter([
+            ("repository".to_string(), Value::from(format!("{ns}/**"))),
+            ("read".to_string(), Value::from(vec!["anonymous"])),
+            ("write".to_string(), Value::from(vec!["writer"])),
+        ]))
+    };
+    let hosted = |prefix: &str, strict: bool| {
+        Value::from(Table::from_iter([
+            ("prefix".to_string(), Value::from(prefix)),
+            ("create_on_push".to_string(), Value::from(!strict)),
+            ("immutable_tags".to_string(), Value::from(strict)),
+        ]))
+    };
+    DaemonBuilder::new()
+        .upstream(up)
+        .toml_entry("auth", auth)
+        .toml_entry("access", vec![rule("local"), rule("strict")])
+        .toml_entry("hosted", vec![hosted("local", false), hosted("strict", true)])
+        .start()
+        .await
+}
+
+const WRITER: (&str, &str) = ("writer", "writer-pw");
+
+async fn push_blob(d: &Daemon, repo: &str, bytes: &[u8]) -> Reply {
+    let auth = basic(WRITER.0, WRITER.1);
+    let path = format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(bytes));
+    d.request_body("POST", &path, &[("authorization", &auth)], bytes.to_vec())
+        .await
+}
+
+/// An OCI image manifest of `config` and `layers` (bytes).
+fn manifest(config: &[u8], layers: &[&[u8]]) -> String {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|l| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}"#,
+                sha256(l),
+                l.len()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        sha256(config),
+        config.len(),
+        layers.join(",")
+    )
+}
+
+async fn put_manifest(d: &Daemon, repo: &str, reference: &str, body: &str, who: (&str, &str)) -> Reply {
+    let auth = basic(who.0, who.1);
+    d.request_body(
+        "PUT",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("authorization", &auth), ("content-type", OCI_MANIFEST)],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Pushes a one-layer image to `repo:tag`; returns (manifest, layer).
+async fn push_image(d: &Daemon, repo: &str, tag: &str, seed: u64) -> (String, Vec<u8>) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
+    let layer = bytes_of(30_000, seed);
+    for b in [&config, &layer] {
+        let r = push_blob(d, repo, b).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        assert_eq!(r.header("docker-content-digest"), Some(sha256(b).as_str()));
+    }
+    let m = manifest(&config, &[&layer]);
+    let r = put_manifest(d, repo, tag, &m, WRITER).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(sha256(m.as_bytes()).as_str())
+    );
+    (m, layer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_then_pull_by_tag_and_digest() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    let (m, layer) = push_image(&d, "local/team/app", "v1", 1).await;
+    let digest = sha256(m.as_bytes());
+
+    let by_tag = d.get("/v2/local/team/app/manifests/v1").await;
+    assert_eq!(by_tag.status, 200);
+    assert_eq!(by_tag.bytes(), m.as_bytes());
+    assert_eq!(by_tag.header("content-type"), Some(OCI_MANIFEST));
+    let by_digest = d.get(&format!("/v2/local/team/app/manifests/{digest}")).await;
+    assert_eq!(by_digest.bytes(), m.as_bytes());
+    let blob = d
+        .get(&format!("/v2/local/team/app/blobs/{}", sha256(&layer)))
+        .await;
+    assert_eq!(blob.status, 200);
+    assert_eq!(blob.bytes(), layer);
+    let tags = d.get("/v2/local/team/app/tags/list").await;
+    let tags: serde_json::Value = serde_json::from_slice(&tags.bytes()).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]), "{tags}");
+    assert_eq!(up.requests().len(), 0, "a hosted name never reaches the upstream");
+
+    // Pinned: a gc to nothing keeps hosted content.
+    assert_eq!(d.admin_post("/admin/gc?to=0").await.status, 200);
+    assert_eq!(
+        d.get("/v2/local/team/app/manifests/v1").await.bytes(),
+        m.as_bytes()
+    );
+    assert_eq!(
+        d.get(&format!("/v2/local/team/app/blobs/{}", sha256(&layer)))
+            .await
+            .bytes(),
+        layer
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_is_checked_in_order_and_by_digest() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    let auth = basic(WRITER.0, WRITER.1);
+    let blob = bytes_of(100_000, 9);
+    let started = d
+        .request_body(
+            "POST",
+            "/v2/local/app/blobs/uploads/",
+            &[("authorization", &auth)],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    let location = started.header("location").unwrap().to_string();
+    let chunk = |from: usize, to: usize| {
+        let range = format!("{from}-{}", to - 1);
+        (blob[from..to].to_vec(), range)
+    };
+    let (first, range) = chunk(0, 60_000);
+    let r = d
+        .request_body(
+            "PATCH",
+            &location,
+            &[("authorization", &auth), ("content-range", &range)],
+            first,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.header("range"), Some("0-59999"));
+    // Out of order: refused, and the upload goes on from where it stands.
+    let (skipped, range) = chunk(70_000, 100_000);
+    let r = d
+        .request_body(
+            "PATCH",
+            &location,
+            &[("authorization", &auth), ("content-range", &range)],
+            skipped,
+        )
+        .await;
+    assert_eq!(r.status, 416, "{:?}", r.body);
+    let status = d.request("GET", &location, &[("authorization", &auth)]).await;
+    assert_eq!(
+        (status.status.as_u16(), status.header("range")),
+        (204, Some("0-59999"))
+    );
+    let (rest, range) = chunk(60_000, 100_000);
+    let r = d
+        .request_body(
+            "PATCH",
+            &location,
+            &[("authorization", &auth), ("content-range", &range)],
+            rest,
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    // A wrong digest is refused; a right one finishes (in another upload: a refused one ends).
+    let wrong = format!("{location}?digest={}", sha256(b"other"));
+    let r = d
+        .request_body("PUT", &wrong, &[("authorization", &auth)], Vec::new())
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.error_code().contains("DIGEST_INVALID"), "{:?}", r.body);
+    let r = push_blob(&d, "local/app", &blob).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        d.get(&format!("/v2/local/app/blobs/{}", sha256(&blob)))
+            .await
+            .bytes(),
+        blob
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_need_write_access_and_a_hosted_namespace() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    let blob = b"hello".to_vec();
+    let path = format!("/v2/local/app/blobs/uploads/?digest={}", sha256(&blob));
+    let anonymous = d.request_body("POST", &path, &[], blob.clone()).await;
+    assert_eq!(anonymous.status, 401);
+    let reader = basic("reader", "reader-pw");
+    let r = d
+        .request_body("POST", &path, &[("authorization", &reader)], blob.clone())
+        .await;
+    assert_eq!(r.status, 403);
+    // A mirrored namespace is read-only whoever asks.
+    let writer = basic(WRITER.0, WRITER.1);
+    let mirror = format!("/v2/library/app/blobs/uploads/?digest={}", sha256(&blob));
+    let r = d
+        .request_body("POST", &mirror, &[("authorization", &writer)], blob.clone())
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(up.requests().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_policies_hold() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    // `create_on_push = false`: no such repository until it is created.
+    let r = push_blob(&d, "strict/app", b"layer").await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert!(r.error_code().contains("NAME_UNKNOWN"), "{:?}", r.body);
+    assert!(
+        String::from_utf8_lossy(&r.bytes()).contains("regcache repo create strict/app"),
+        "{:?}",
+        r.body
+    );
+    // A manifest with a blob the repository does not hold is refused.
+    let (m, _) = push_image(&d, "local/app", "v1", 2).await;
+    let elsewhere = put_manifest(&d, "local/other", "v1", &m, WRITER).await;
+    assert_eq!(elsewhere.status, 400);
+    assert!(
+        elsewhere.error_code().contains("MANIFEST_BLOB_UNKNOWN"),
+        "{:?}",
+        elsewhere.body
+    );
+    // Deleting by digest makes the manifest unknown, by tag and by digest.
+    let digest = sha256(m.as_bytes());
+    let writer = basic(WRITER.0, WRITER.1);
+    let r = d
+        .request(
+            "DELETE",
+            &format!("/v2/local/app/manifests/{digest}"),
+            &[("authorization", &writer)],
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    for reference in ["v1", digest.as_str()] {
+        let r = d.get(&format!("/v2/local/app/manifests/{reference}")).await;
+        assert_eq!(r.status, 404, "{reference}");
+        assert!(r.error_code().contains("MANIFEST_UNKNOWN"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_tags_never_move() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    let admin = regcache_repo_create(&d, "strict/app").await;
+    assert_eq!(admin.status, 200, "{:?}", admin.body);
+    let (first, _) = push_image(&d, "strict/app", "v1", 3).await;
+    // The same content again is fine; other content under the tag is refused.
+    assert_eq!(
+        put_manifest(&d, "strict/app", "v1", &first, WRITER).await.status,
+        201
+    );
+    let config = br#"{"architecture":"amd64","os":"linux","seed":4}"#;
+    let layer = bytes_of(30_000, 4);
+    push_blob(&d, "strict/app", config).await;
+    push_blob(&d, "strict/app", &layer).await;
+    let other = manifest(config, &[&layer]);
+    let r = put_manifest(&d, "strict/app", "v1", &other, WRITER).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.error_code().contains("TAG_INVALID"), "{:?}", r.body);
+    assert_eq!(
+        d.get("/v2/strict/app/manifests/v1").await.bytes(),
+        first.as_bytes()
+    );
+    assert_eq!(
+        put_manifest(&d, "strict/app", "v2", &other, WRITER).await.status,
+        201
+    );
+}
+
+/// `POST /admin/repos?name=` (what `regcache repo create` sends).
+async fn regcache_repo_create(d: &Daemon, name: &str) -> Reply {
+    d.admin_post(&format!("/admin/repos?name={name}")).await
+}
