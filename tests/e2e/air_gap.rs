@@ -267,7 +267,10 @@ async fn namespaced_body() {
         "export",
     );
     assert!(out.contains("1 images, 2 manifests, 3 blobs"), "{out}");
-    assert!(out.contains("1 platforms of multi-platform images left out"), "{out}");
+    assert!(
+        out.contains("1 platforms of multi-platform images left out"),
+        "{out}"
+    );
     online.shutdown().await;
     let read_back = w.join("from-archive");
     upstream
