@@ -152,6 +152,15 @@ fn remove_dot_segments(path: &str) -> String {
     out.join("/")
 }
 
+/// `scheme://authority` of an absolute URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
 /// The `rel="next"` target of a `Link` header (RFC 5988), resolved against `from`.
 pub fn next_link(from: &str, link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
@@ -197,8 +206,20 @@ impl PushClient {
 
     /// Sends one request; panics only when no HTTP answer arrives at all.
     pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+        self.send_as(self.auth.as_deref(), method, url, headers, body)
+            .await
+    }
+
+    async fn send_as(
+        &self,
+        auth: Option<&str>,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Answer {
         let mut builder = Request::builder().method(method.clone()).uri(url);
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = auth {
             builder = builder.header("authorization", auth);
         }
         for (name, value) in headers {
@@ -227,6 +248,8 @@ impl PushClient {
     }
 
     /// `GET`/`HEAD` following up to three redirects (a blob `GET` MAY redirect to storage).
+    /// The registry's credentials go only to the registry's origin: storage behind a redirect
+    /// has its own (a presigned URL refuses a request that also carries `Authorization`).
     pub async fn fetch(&self, method: Method, url: &str, accept: Option<&str>) -> Answer {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
         let mut answer = self.send(method.clone(), url, &headers, Bytes::new()).await;
@@ -235,7 +258,13 @@ impl PushClient {
                 break;
             }
             let Some(next) = answer.location() else { break };
-            answer = self.send(method.clone(), &next, &headers, Bytes::new()).await;
+            let auth = self
+                .auth
+                .as_deref()
+                .filter(|_| origin(&next) == origin(&self.base));
+            answer = self
+                .send_as(auth, method.clone(), &next, &headers, Bytes::new())
+                .await;
         }
         answer
     }
@@ -361,6 +390,12 @@ mod tests {
         assert_eq!(resolve(from, "u1?s=2"), "http://h:1/v2/a/b/blobs/uploads/u1?s=2");
         assert_eq!(resolve(from, "../sha256:x"), "http://h:1/v2/a/b/blobs/sha256:x");
         assert_eq!(resolve(from, "?s=3"), "http://h:1/v2/a/b/blobs/uploads/?s=3");
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(origin("http://h:1/v2/x?y"), "http://h:1");
+        assert_eq!(origin("https://s3.example"), "https://s3.example");
     }
 
     #[test]
