@@ -7,6 +7,14 @@
 //! weakened: where the spec allows a registry to refuse (tag deletion, deletion at all), the
 //! refusal's own MUST is checked instead. Workflows push their own deterministic content, so
 //! each runs alone, in any order, and again against the same registry.
+//!
+//! Two checks go beyond the spec's MUSTs, to what clients rely on: a manifest PUT answers the
+//! digest of the bytes sent in `Docker-Content-Digest`, and every pushed object reads back
+//! byte for byte. Error codes (`DIGEST_INVALID`, ...) are checked whenever a 4xx body is JSON;
+//! the spec lets a 4xx body be in any format, but a JSON one be only an error document.
+//!
+//! Use: `push_spec::run_all(&Target { auth_header: Some(..), ..Target::conformant(url, "a/b",
+//! "a/c") }).await`, printing the returned report so skipped checks show.
 
 mod blobs;
 mod discovery;

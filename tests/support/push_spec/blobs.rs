@@ -98,10 +98,10 @@ pub async fn blob_upload(t: &Target) -> Report {
 /// a PUT with no body completing the upload.
 async fn chunked(run: &mut Run<'_>, repo: &str) {
     let check = "chunked PATCH in order: 202 with Location and Range 0-<end>; GET status 204 with the same; PUT completes 201";
-    let blob = Blob::patterned("blobs/chunked", 3000);
-    let mut upload = run.start(check, repo).await;
-    for start in (0..blob.data.len()).step_by(1000) {
-        let end = (start + 1000).min(blob.data.len());
+    let (mut upload, chunk) = run.start_chunked(check, repo).await;
+    let blob = Blob::patterned("blobs/chunked", 3 * chunk);
+    for start in (0..blob.data.len()).step_by(chunk) {
+        let end = start + chunk;
         let patched = run
             .c
             .patch_chunk(&upload, start, blob.data.slice(start..end))
@@ -128,14 +128,14 @@ async fn out_of_order(run: &mut Run<'_>, repo: &str) {
         run.skipped(check, "checks_chunk_ranges");
         return;
     }
-    let blob = Blob::patterned("blobs/out-of-order", 3000);
-    let upload = run.start(check, repo).await;
-    let first = run.c.patch_chunk(&upload, 0, blob.data.slice(0..1000)).await;
+    let (upload, chunk) = run.start_chunked(check, repo).await;
+    let blob = Blob::patterned("blobs/out-of-order", 3 * chunk);
+    let first = run.c.patch_chunk(&upload, 0, blob.data.slice(0..chunk)).await;
     expect_status(check, &first, &[202]);
     let upload = expect_location(check, &first);
     let gap = run
         .c
-        .patch_chunk(&upload, 2000, blob.data.slice(2000..3000))
+        .patch_chunk(&upload, 2 * chunk, blob.data.slice(2 * chunk..))
         .await;
     expect_status(check, &gap, &[416]);
     run.passed(check);
@@ -191,6 +191,19 @@ impl Run<'_> {
         let start = self.c.start_upload(repo).await;
         expect_status(check, &start, &[202]);
         expect_location(check, &start)
+    }
+
+    /// Starts an upload for chunks: its Location and a chunk size of 1000 bytes, or the
+    /// `OCI-Chunk-Min-Length` the registry asks for when larger (chunks smaller than that, but
+    /// the last, may be refused).
+    pub(super) async fn start_chunked(&self, check: &str, repo: &str) -> (String, usize) {
+        let start = self.c.start_upload(repo).await;
+        expect_status(check, &start, &[202]);
+        let min = start
+            .header("oci-chunk-min-length")
+            .and_then(|m| m.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        (expect_location(check, &start), min.max(1000))
     }
 
     /// Pushes `blob` to `repo` monolithically, as setup for `check`.
