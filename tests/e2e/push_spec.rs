@@ -3,10 +3,12 @@
 //! enabled, so the suite itself is known to check what the spec says before it is pointed at
 //! regcache's hosted repositories. The target's flags record where distribution 2.8 departs
 //! from OCI Distribution 1.1; the checks those flags skip are printed. Needs `docker-registry`
-//! on PATH: without it the test prints a loud notice and passes, except when `CI` is set.
+//! on PATH: without it the test prints a loud notice and passes, except when `CI` is set. The
+//! checks distribution cannot reach run against an in-process reference registry instead.
 
 use crate::support::e2e::registry::{Registry, REGISTRY_BIN};
 use crate::support::push_spec::{self, Target};
+use crate::support::reference_registry;
 use crate::support::tools;
 
 /// What distribution 2.8 does not do, each found by running the suite with the flag set.
@@ -52,6 +54,19 @@ async fn push_spec_against_distribution() {
         started.elapsed().as_secs_f64(),
         registry.log_path().display()
     );
+}
+
+/// The suite with every flag set against the in-process reference registry, which implements
+/// all it checks: the checks distribution cannot reach are run, and pass, somewhere.
+#[tokio::test]
+async fn push_spec_against_the_reference_registry() {
+    let base_url = reference_registry::start().await;
+    let target = Target::conformant(&base_url, "spec/push", "spec/mount-source");
+    let report = push_spec::run_all(&target).await;
+    assert!(report.skipped.is_empty(), "{report}");
+    let again = push_spec::run_all(&target).await;
+    assert_eq!(again.ran, report.ran, "a rerun ran different checks");
+    eprintln!("{report}");
 }
 
 /// One workflow of the suite, to run in a task that may panic.
