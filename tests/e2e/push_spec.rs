@@ -1,6 +1,6 @@
 //! The OCI push conformance suite (`support::push_spec`) run against the real CNCF distribution
 //! registry (Debian's `docker-registry`, 2.8), without authentication and with deletion
-//! enabled, so the suite itself is known to check what the spec says before it is pointed at
+//! enabled, so the suite is seen passing a real registry before it is pointed at
 //! regcache's hosted repositories. The target's flags record where distribution 2.8 departs
 //! from OCI Distribution 1.1; the checks those flags skip are printed. Needs `docker-registry`
 //! on PATH: without it the test prints a loud notice and passes, except when `CI` is set. The
