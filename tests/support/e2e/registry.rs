@@ -1,7 +1,7 @@
 //! The local upstream registry for the end-to-end tests: it owns a
 //! `docker-registry serve` child process (CNCF distribution 2.8) on a free
 //! 127.0.0.1 port, its generated configuration (filesystem storage in a
-//! tempdir, bearer-token auth against the test token server, JSON logs), its
+//! tempdir, bearer-token auth against the test token server or none, JSON logs), its
 //! log file, and the parsing of that log into per-request records so tests can
 //! count what the registry served (for example upstream blob GETs).
 
@@ -63,12 +63,23 @@ impl Registry {
     /// Starts a registry that trusts `token`'s certificate, and waits until
     /// `/v2/` answers (401 included).
     pub async fn start(token: &TokenServer) -> std::io::Result<Self> {
+        Self::start_with(Some(token), false).await
+    }
+
+    /// Starts a registry without authentication and with deletion enabled
+    /// (`storage.delete.enabled`), for the push conformance suite, which
+    /// pushes and deletes anonymously; waits until `/v2/` answers 200.
+    pub async fn start_open() -> std::io::Result<Self> {
+        Self::start_with(None, true).await
+    }
+
+    async fn start_with(token: Option<&TokenServer>, delete: bool) -> std::io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("regcache-e2e-registry-")
             .tempdir()?;
         let mut last_err = None;
         for _attempt in 0..3 {
-            match Self::start_once(token, dir.path()).await {
+            match Self::start_once(token, delete, dir.path()).await {
                 Ok((child, addr, log_path)) => {
                     return Ok(Self {
                         child,
@@ -83,11 +94,24 @@ impl Registry {
         Err(last_err.unwrap_or_else(|| std::io::Error::other("registry did not start")))
     }
 
-    async fn start_once(token: &TokenServer, dir: &Path) -> std::io::Result<(Child, SocketAddr, PathBuf)> {
+    async fn start_once(
+        token: Option<&TokenServer>,
+        delete: bool,
+        dir: &Path,
+    ) -> std::io::Result<(Child, SocketAddr, PathBuf)> {
         let addr = free_port()?;
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage)?;
         let config_path = dir.join(format!("config-{}.yml", addr.port()));
+        // Distribution answers everyone when its configuration has no `auth` section.
+        let auth = match token {
+            Some(token) => format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {bundle}\n",
+                realm = token.realm(),
+                bundle = token.cert_path().display(),
+            ),
+            None => String::new(),
+        };
         let config = format!(
             r#"version: 0.1
 log:
@@ -98,6 +122,8 @@ log:
 storage:
   filesystem:
     rootdirectory: {storage}
+  delete:
+    enabled: {delete}
   maintenance:
     uploadpurging:
       enabled: false
@@ -106,18 +132,8 @@ storage:
 http:
   addr: {addr}
   secret: regcache-e2e-http-secret
-auth:
-  token:
-    realm: {realm}
-    service: {service}
-    issuer: {issuer}
-    rootcertbundle: {bundle}
-"#,
+{auth}"#,
             storage = storage.display(),
-            realm = token.realm(),
-            service = SERVICE,
-            issuer = ISSUER,
-            bundle = token.cert_path().display(),
         );
         std::fs::write(&config_path, config)?;
         let log_path = dir.join(format!("registry-{}.log", addr.port()));
