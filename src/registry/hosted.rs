@@ -186,6 +186,7 @@ impl Registry {
             None => tags,
         };
         let (shown, next) = match page.n {
+            Some(0) => (Vec::new(), None),
             Some(n) if n < after.len() => {
                 let shown: Vec<String> = after[..n].to_vec();
                 let last = shown.last().cloned().unwrap_or_default();

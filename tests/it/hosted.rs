@@ -320,6 +320,20 @@ async fn immutable_tags_never_move() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_distribution_spec_push_discovery_and_management_workflows_pass() {
+    use crate::support::push_spec::{run_all, Target};
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    let target = Target {
+        auth_header: Some(basic(WRITER.0, WRITER.1)),
+        ..Target::conformant(&format!("http://{}", d.addr), "local/spec/one", "local/spec/two")
+    };
+    let report = run_all(&target).await;
+    println!("{report}");
+    assert_eq!(up.requests().len(), 0, "a hosted name never reaches the upstream");
+}
+
 /// `POST /admin/repos?name=` (what `regcache repo create` sends).
 async fn regcache_repo_create(d: &Daemon, name: &str) -> Reply {
     d.admin_post(&format!("/admin/repos?name={name}")).await

@@ -12,6 +12,8 @@ mod support {
     pub mod daemon;
     pub mod fake;
     pub mod listeners;
+    pub mod oci_push;
+    pub mod push_spec;
     pub mod tools;
 }
 
