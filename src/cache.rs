@@ -44,11 +44,12 @@ use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
 pub use adopt::{AdoptError, Adopted, Incoming, StagedContent};
 pub use blobs::CachedBlob;
-pub use budget::{Budget, GcReport, Stats};
+pub use budget::{Budget, GcReport, Released, Stats};
 use bytes::Bytes;
 use fill::Fills;
 pub use fill::Lookup;
 use index::Index;
+
 pub use key::{Key, Kind};
 pub use layout::Layout;
 pub use listing::{EntryKind, LastPulled, ListEntry};
@@ -232,6 +233,12 @@ impl Cache {
         self.tags.doc_key(upstream, repo, name)
     }
 
+    /// Every repository link under a namespace: (repository, digest, last use in ms since the
+    /// epoch). Blocking.
+    pub fn links(&self, upstream: &str) -> Vec<(RepoName, Digest, u64)> {
+        listing::links(&self.index, upstream)
+    }
+
     /// Forgets that `digest` belongs to the repository; whether it did.
     pub async fn unlink(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
         self.tags.unlink(upstream, repo, digest).await
@@ -270,6 +277,18 @@ impl Cache {
     /// Evicts now, down to `to` bytes, or to the low watermark. Blocking.
     pub fn gc(&self, to: Option<u64>) -> GcReport {
         self.index.gc(to)
+    }
+
+    /// With `hosted`, first releases what no repository links any more (deleted from hosted
+    /// repositories: `index/release.rs`), then evicts as `gc` does. Blocking.
+    pub fn gc_with(&self, to: Option<u64>, hosted: bool) -> io::Result<GcReport> {
+        let released = match hosted {
+            true => Some(self.index.release_unlinked()?),
+            false => None,
+        };
+        let mut report = self.index.gc(to);
+        report.released = released;
+        Ok(report)
     }
 
     /// Keeps `key` from eviction (or lets it go again); persisted.

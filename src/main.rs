@@ -77,6 +77,11 @@ enum Command {
     },
     #[command(flatten)]
     Bundle(BundleCommand),
+    /// Hosted repositories ([[hosted]] namespaces).
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
     /// Remove the pins of cached images (their manifests, blobs, tag record and links), so
     /// eviction may take them again. The tag is resolved through the cached tag record.
     Unpin {
@@ -85,6 +90,20 @@ enum Command {
         #[arg(required = true)]
         images: Vec<String>,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Create a repository in a hosted namespace (needed before the first push when the
+    /// namespace has create_on_push = false), e.g. local/team/app.
+    Create {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        name: String,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -163,6 +182,10 @@ enum CacheCommand {
         /// Target usage, like "10GiB", "500MB" or a number of bytes.
         #[arg(long, value_parser = regcache::config::parse_size)]
         to: Option<u64>,
+        /// First delete what hosted repositories no longer hold (deleted manifests and blobs
+        /// that no repository links); uploads in progress are never touched.
+        #[arg(long)]
+        hosted: bool,
     },
     /// Drop the tag record of IMAGE:TAG (every tag record of IMAGE without a tag), so the next
     /// pull revalidates with the upstream at once. Content by digest stays.
@@ -203,6 +226,23 @@ fn main() -> ExitCode {
         Command::Cache { command } => cache_command(command),
         command @ (Command::Prefetch { .. } | Command::Unpin { .. }) => pin_command(command),
         Command::Bundle(command) => bundle_command(command),
+        Command::Repo {
+            command: RepoCommand::Create { config, name, json },
+        } => operator(config.as_ref(), |config| async move {
+            let (report, via) = regcache::cli::cache_cmd::create_repo(&config, &name).await?;
+            show(json, &report, || {
+                format!(
+                    "created {}/{} ({})\n",
+                    report.namespace,
+                    report.repository,
+                    match via {
+                        regcache::cli::cache_cmd::Via::Directory =>
+                            "on the directory (no daemon running)".to_string(),
+                        regcache::cli::cache_cmd::Via::Daemon(a) => format!("by the running daemon at {a}"),
+                    }
+                )
+            })
+        }),
         Command::Serve { config, log_format } => {
             let config_path = config.clone();
             let config = match load(config.as_ref()) {
@@ -294,8 +334,8 @@ fn cache_command(command: CacheCommand) -> ExitCode {
                 let (entries, via) = cache_cmd::ls(&config, prefix.as_deref()).await?;
                 show(json, &entries, || regcache::cli::ls::render_ls(&entries, via))
             }
-            CacheCommand::Gc { to, .. } => {
-                let (report, via) = cache_cmd::gc(&config, to).await?;
+            CacheCommand::Gc { to, hosted, .. } => {
+                let (report, via) = cache_cmd::gc(&config, to, hosted).await?;
                 print!("{}", render::render_gc(&report, via));
                 Ok(true)
             }

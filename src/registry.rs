@@ -32,7 +32,9 @@ use crate::metrics::Metrics;
 use crate::oci::{Digest, HostPort, Reference, RepoName};
 use crate::upstream::{Upstream, Upstreams};
 use hosted::{Hosted, HostedNs};
-pub use hosted::{PushError, PushKind, PushedManifest, RepoReport, UploadStatus, Uploaded, MAX_MANIFEST};
+pub use hosted::{
+    PushError, PushKind, PushedManifest, RepoReport, UploadStatus, Uploaded, MAX_MANIFEST, UPLOAD_GRACE,
+};
 use mirror::{At, Mirror};
 
 /// Which kind of namespace serves a repository.

@@ -48,6 +48,19 @@ pub struct GcReport {
     pub bytes: u64,
     /// The usage it evicted towards.
     pub target: Option<u64>,
+    /// With `hosted`: the content no repository links any more, released first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<Released>,
+}
+
+/// What a release did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    /// Blobs and manifests whose pin went.
+    pub unpinned: u64,
+    /// Of those, deleted now, and their bytes (the others are being read: eviction takes them).
+    pub deleted: u64,
+    pub deleted_bytes: u64,
 }
 
 /// What `cache stats` reports.

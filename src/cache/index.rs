@@ -375,6 +375,7 @@ impl Index {
                 freed_bytes,
                 bytes: ledger.usage(),
                 target,
+                released: None,
             }
         };
         trash.discard();
@@ -387,5 +388,6 @@ impl Index {
     }
 }
 
+mod release;
 #[cfg(test)]
 mod tests;

@@ -214,6 +214,31 @@ fn untagged(
     }
 }
 
+/// Every repository link kept under the namespace `upstream`: the repository, the digest,
+/// and when the link was last used (ms since the epoch). Blocking (copies the index out).
+pub(super) fn links(index: &Index, upstream: &str) -> Vec<(crate::oci::RepoName, Digest, u64)> {
+    let mut out = Vec::new();
+    for s in index.survey() {
+        let Some(path) = &s.record else { continue };
+        let parts: Vec<&str> = path.components().collect();
+        let [first, repo @ .., section, name] = parts.as_slice() else {
+            continue;
+        };
+        if *first != upstream || *section != "@links" || repo.is_empty() {
+            continue;
+        }
+        let (Ok(repo), Some(digest)) = (
+            repo.join("/").parse::<crate::oci::RepoName>(),
+            name.split_once('-')
+                .and_then(|(a, h)| format!("{a}:{h}").parse::<Digest>().ok()),
+        ) else {
+            continue;
+        };
+        out.push((repo, digest, s.last));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,8 +162,15 @@ pub async fn stats(config: &Config) -> Result<(Stats, Via), ControlError> {
     }
 }
 
-pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), ControlError> {
+pub async fn gc(config: &Config, to: Option<u64>, hosted: bool) -> Result<(GcReport, Via), ControlError> {
     match owner(config)? {
+        Owner::Us(lock) if hosted => {
+            let (registry, cache) = super::prefetch_cmd::registry_here(config).await?;
+            let report = registry.gc_hosted(to, crate::registry::UPLOAD_GRACE).await?;
+            blocking(move || Ok(cache.save_recency()?)).await?;
+            drop(lock);
+            Ok((report, Via::Directory))
+        }
         Owner::Us(lock) => {
             let config = config.clone();
             let report = blocking(move || {
@@ -177,7 +184,14 @@ pub async fn gc(config: &Config, to: Option<u64>) -> Result<(GcReport, Via), Con
             Ok((report, Via::Directory))
         }
         Owner::Daemon(addr) => {
-            let path = admin_api::gc_path(to);
+            let mut path = admin_api::gc_path(to);
+            if hosted {
+                path.push_str(if path.contains('?') {
+                    "&hosted=true"
+                } else {
+                    "?hosted=true"
+                });
+            }
             Ok((ask(config, addr, Method::POST, &path).await?, Via::Daemon(addr)))
         }
     }
@@ -239,6 +253,25 @@ async fn purge_here(config: &Config, image: &ImageRef) -> Result<PurgeReport, Co
     let report = registry.purge(image).await?;
     blocking(move || Ok(cache.save_recency()?)).await?;
     Ok(report)
+}
+
+/// Creates a repository in a hosted namespace (`regcache repo create local/team/app`).
+pub async fn create_repo(
+    config: &Config,
+    name: &str,
+) -> Result<(crate::admin_api::RepoReport, Via), ControlError> {
+    match owner(config)? {
+        Owner::Us(lock) => {
+            let (registry, _cache) = super::prefetch_cmd::registry_here(config).await?;
+            let report = registry.create_hosted_repository(name).await?;
+            drop(lock);
+            Ok((report, Via::Directory))
+        }
+        Owner::Daemon(addr) => {
+            let report = ask(config, addr, Method::POST, &admin_api::repos_path(name)).await?;
+            Ok((report, Via::Daemon(addr)))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -89,8 +89,17 @@ pub fn render_gc(r: &GcReport, via: Via) -> String {
         Via::Directory => "on the directory (no daemon running)".to_string(),
         Via::Daemon(a) => format!("by the running daemon at {a}"),
     };
+    let released = match &r.released {
+        Some(h) => format!(
+            "released {} blobs and manifests no repository links any more ({} deleted, {}); ",
+            h.unpinned,
+            h.deleted,
+            human_bytes(h.deleted_bytes)
+        ),
+        None => String::new(),
+    };
     format!(
-        "evicted {} entries, {} freed, {} now in use; target {target}; done {by}\n",
+        "{released}evicted {} entries, {} freed, {} now in use; target {target}; done {by}\n",
         r.evicted,
         human_bytes(r.freed_bytes),
         human_bytes(r.bytes),

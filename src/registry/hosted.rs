@@ -11,6 +11,7 @@
 //! `immutable_tags`.
 
 mod error;
+mod gc;
 mod manifests;
 mod uploads;
 
@@ -23,6 +24,7 @@ use super::{Blob, CacheResult, Client, Manifest, Page, Referrers, Registry, Regi
 use crate::config::HostedConfig;
 use crate::oci::{Digest, HostPort, Reference, RepoName};
 pub use error::{PushError, PushKind};
+pub use gc::UPLOAD_GRACE;
 pub use manifests::{PushedManifest, RepoReport, MAX_MANIFEST};
 pub use uploads::{UploadStatus, Uploaded};
 

@@ -83,6 +83,22 @@ async fn gc(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> 
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("to: {e}\n")),
     };
+    let hosted = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "hosted" && v == "true");
+    let grace = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "grace")
+        .map(|(_, v)| crate::units::parse_duration(&v));
+    let grace = match grace {
+        None => crate::registry::UPLOAD_GRACE,
+        Some(Ok(g)) => g,
+        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("grace: {e}\n")),
+    };
+    if hosted {
+        return match state.registry.gc_hosted(to, grace).await {
+            Ok(report) => json(&report),
+            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+        };
+    }
     let cache = state.cache.clone();
     match tokio::task::spawn_blocking(move || cache.gc(to)).await {
         Ok(report) => json(&report),
