@@ -165,6 +165,11 @@ impl Cache {
         self.fills.open_cached(digest)
     }
 
+    /// The content bytes of a cached entry, without counting as an access.
+    pub fn content_len(&self, key: &Key) -> Option<u64> {
+        self.index.len_of(key)
+    }
+
     /// The size of a cached blob, without counting as an access.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
         self.fills.cached_size(digest)

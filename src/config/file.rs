@@ -39,6 +39,7 @@ pub(super) struct FileHosted {
     pub prefix: Option<String>,
     pub create_on_push: Option<bool>,
     pub immutable_tags: Option<bool>,
+    pub max_size: Option<FileSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,8 +3,8 @@
 //! own repositories, pushed to and pulled from, never proxied. A prefix must be a valid name
 //! component (or a host), and must be neither a configured upstream's host nor another prefix.
 
-use super::file::FileHosted;
-use super::UpstreamConfig;
+use super::file::{FileHosted, FileSize};
+use super::{parse_size, UpstreamConfig};
 use crate::oci::RepoName;
 
 /// One hosted namespace and its repository policies.
@@ -17,6 +17,9 @@ pub struct HostedConfig {
     pub create_on_push: bool,
     /// ECR's tag immutability: a tag, once pushed, never names other content.
     pub immutable_tags: bool,
+    /// The most bytes of content the namespace's repositories may hold together (a push past it
+    /// is refused); `None`: no quota of its own.
+    pub max_size: Option<u64>,
 }
 
 fn components(prefix: &str) -> Vec<&str> {
@@ -80,10 +83,22 @@ pub(super) fn validate(
             ));
             continue;
         }
+        let max_size = match h.max_size {
+            None => None,
+            Some(FileSize::Bytes(n)) => Some(n),
+            Some(FileSize::Text(t)) => match parse_size(&t) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    errors.push(format!("{at}.max_size: {e}"));
+                    continue;
+                }
+            },
+        };
         out.push(HostedConfig {
             prefix,
             create_on_push: h.create_on_push.unwrap_or(true),
             immutable_tags: h.immutable_tags.unwrap_or(false),
+            max_size,
         });
     }
     out

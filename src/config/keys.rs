@@ -32,7 +32,10 @@ const TABLES: &[(&str, &[&str])] = &[
     ("log", &["format", "level"]),
     ("auth", &["htpasswd_file", "tokens_file", "anonymous", "groups"]),
     ("access", &["repository", "read", "write"]),
-    ("hosted", &["prefix", "create_on_push", "immutable_tags"]),
+    (
+        "hosted",
+        &["prefix", "create_on_push", "immutable_tags", "max_size"],
+    ),
     (
         "cache",
         &[

@@ -13,6 +13,7 @@
 mod error;
 mod gc;
 mod manifests;
+mod quota;
 mod uploads;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub(super) struct HostedNs {
     pub prefix: String,
     pub create_on_push: bool,
     pub immutable_tags: bool,
+    pub max_size: Option<u64>,
 }
 
 impl HostedNs {
@@ -60,6 +62,7 @@ impl Hosted {
                         prefix: c.prefix.clone(),
                         create_on_push: c.create_on_push,
                         immutable_tags: c.immutable_tags,
+                        max_size: c.max_size,
                     })
                 })
                 .collect(),

@@ -21,8 +21,8 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 /// A daemon with the fake upstream as docker.io and hosted namespaces `local` (create on push)
-/// and `strict` (`create_on_push = false`, `immutable_tags`); `writer` may push to both, `reader`
-/// only read; anonymous clients read.
+/// `strict` (`create_on_push = false`, `immutable_tags`) and `small` (`max_size` 50,000 bytes);
+/// `writer` may push to all, `reader` only read; anonymous clients read.
 async fn daemon(up: &Fake, dir: &tempfile::TempDir) -> Daemon {
     let htpasswd = dir.path().join("htpasswd");
     let lines: Vec<String> = ["writer", "reader"]
@@ -48,11 +48,16 @@ async fn daemon(up: &Fake, dir: &tempfile::TempDir) -> Daemon {
             ("immutable_tags".to_string(), Value::from(strict)),
         ]))
     };
+    let mut small = Table::from_iter([("prefix".to_string(), Value::from("small"))]);
+    small.insert("max_size".to_string(), Value::from(50_000));
     DaemonBuilder::new()
         .upstream(up)
         .toml_entry("auth", auth)
-        .toml_entry("access", vec![rule("local"), rule("strict")])
-        .toml_entry("hosted", vec![hosted("local", false), hosted("strict", true)])
+        .toml_entry("access", vec![rule("local"), rule("strict"), rule("small")])
+        .toml_entry(
+            "hosted",
+            vec![hosted("local", false), hosted("strict", true), Value::from(small)],
+        )
         .start()
         .await
 }
@@ -486,6 +491,31 @@ async fn gc_hosted_unlinks_blobs_no_manifest_names_once_idle() {
             .await
             .bytes(),
         new_layer
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_quota_refuses_the_push_that_would_pass_it() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    push_image(&d, "small/app", "v1", 11).await;
+    // The same layer again, in another repository of the namespace, costs nothing.
+    let (_, layer) = push_image(&d, "small/copy", "v1", 11).await;
+    assert_eq!(layer, bytes_of(30_000, 11));
+    let r = push_blob(&d, "small/app", &bytes_of(30_000, 12)).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert!(r.error_code().contains("DENIED"), "{:?}", r.body);
+    let text = String::from_utf8_lossy(&r.bytes()).to_string();
+    assert!(
+        text.contains("max_size") && text.contains("gc --hosted"),
+        "{text}"
+    );
+    // Nothing of the refused push is kept or linked.
+    assert_eq!(
+        d.get(&format!("/v2/small/app/blobs/{}", sha256(&bytes_of(30_000, 12))))
+            .await
+            .status,
+        404
     );
 }
 

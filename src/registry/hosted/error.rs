@@ -20,6 +20,8 @@ pub enum PushKind {
     NameUnknown,
     /// Not a hosted namespace, or not an operation regcache offers.
     Unsupported,
+    /// The namespace's `max_size` would be passed.
+    QuotaExceeded,
 }
 
 impl PushKind {
@@ -35,6 +37,7 @@ impl PushKind {
             PushKind::TagInvalid => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
             PushKind::NameUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             PushKind::Unsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            PushKind::QuotaExceeded => (StatusCode::FORBIDDEN, "DENIED"),
         }
     }
 }

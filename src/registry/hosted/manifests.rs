@@ -166,6 +166,7 @@ impl Registry {
         if let Reference::Tag(tag) = reference {
             self.tag_may_move(repo, tag, &digest, ns.immutable_tags).await?;
         }
+        self.within_quota(repo, &digest, bytes.len() as u64).await?;
         self.keep_manifest(repo, &digest, &media_type, &bytes).await?;
         if let Reference::Tag(tag) = reference {
             self.record_tag(repo, tag, &digest, &media_type, bytes.len() as u64)

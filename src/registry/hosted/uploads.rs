@@ -197,6 +197,7 @@ impl Registry {
         let Some(size) = cache.blob_size(digest) else {
             return Ok(None);
         };
+        self.within_quota(repo, digest, size).await?;
         self.link_pinned(repo, std::slice::from_ref(digest)).await?;
         Ok(Some(Uploaded {
             digest: digest.clone(),
@@ -302,6 +303,7 @@ impl Registry {
             )));
         }
         let size = staged.size;
+        self.within_quota(repo, digest, size).await?;
         let adopted = {
             let cache = cache.clone();
             let staged = crate::cache::StagedContent::renamed(staged, digest.clone());
