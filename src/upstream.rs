@@ -316,7 +316,13 @@ impl Upstream {
         let permit = self.permits.acquire().await;
         // A 429 may have come in while this request waited for its place.
         self.not_rate_limited()?;
-        let url = format!("{}/v2/{}/{}", self.config.base_url(), repo, tail);
+        let mut url = format!("{}/v2/{}/{}", self.config.base_url(), repo, tail);
+        if self.config.send_ns {
+            // The next tier is a mirror too: say which registry, as containerd says it.
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("ns=");
+            url.extend(form_urlencoded::byte_serialize(self.config.host.as_bytes()));
+        }
         let scope = format!("repository:{repo}:pull");
         let sent = self.send(&method, &url, headers, &scope).await;
         let resp = match sent.and_then(|r| self.classify(r)) {

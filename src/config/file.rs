@@ -96,6 +96,7 @@ pub(super) struct FileUpstream {
     pub redirect_hosts: Option<Vec<String>>,
     pub private: Option<bool>,
     pub public: Option<bool>,
+    pub send_ns: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -82,6 +82,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "redirect_hosts",
             "private",
             "public",
+            "send_ns",
         ],
     ),
 ];

@@ -42,6 +42,9 @@ pub struct UpstreamConfig {
     pub redirect_hosts: Vec<RedirectHost>,
     /// Never served to anonymous clients (`private = true`; default with credentials).
     pub private: bool,
+    /// `url` is another mirror (a cluster tier of regcache): every request carries
+    /// `?ns=<host>`, as containerd sends it, so the next tier knows which registry is meant.
+    pub send_ns: bool,
 }
 
 /// A client certificate (PEM chain) and its private key (PEM) for mutual TLS.
@@ -101,6 +104,7 @@ impl UpstreamConfig {
             offline: false,
             redirect_hosts: Vec::new(),
             private: false,
+            send_ns: false,
         }
     }
 
@@ -303,6 +307,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         offline: u.offline.unwrap_or(false),
         redirect_hosts,
         private,
+        send_ns: u.send_ns.unwrap_or(false),
     })
 }
 

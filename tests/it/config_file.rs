@@ -110,6 +110,7 @@ fn every_upstream_key_is_documented() {
         "client_cert_file",
         "client_key_file",
         "redirect_hosts",
+        "send_ns",
     ] {
         let line = example
             .lines()

@@ -47,6 +47,7 @@ mod stale_while_revalidate;
 mod status_page;
 mod tag_freshness;
 mod tag_lists;
+mod tiers;
 mod tls;
 mod upstream_auth;
 mod upstream_credentials;

@@ -106,6 +106,11 @@ impl Upstream {
         self.set("redirect_hosts", hosts.to_vec())
     }
 
+    /// `send_ns = true`: the upstream is another mirror tier.
+    pub fn send_ns(self) -> Upstream {
+        self.set("send_ns", true)
+    }
+
     /// `client_cert_file` and `client_key_file`.
     pub fn client_cert(self, cert: &Path, key: &Path) -> Upstream {
         self.set("client_cert_file", cert.display().to_string())
