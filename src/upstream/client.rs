@@ -169,6 +169,7 @@ mod tests {
             offline: false,
             redirect_hosts: Vec::new(),
             private: false,
+            send_ns: false,
         }
     }
 
