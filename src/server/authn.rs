@@ -3,7 +3,7 @@
 //! them, else the connection's client certificate name, else nobody. Credentials that do not
 //! check out are refused with 401 and a challenge, never downgraded to anonymous; passwords and
 //! tokens are `Secret`s from the moment they are decoded. `challenge` writes the 401's
-//! `WWW-Authenticate`: the token flow first (what containerd and Docker prefer), then Basic.
+//! `WWW-Authenticate`: the token flow's challenge alone (Basic credentials are still accepted).
 
 use std::net::IpAddr;
 
@@ -11,7 +11,7 @@ use base64::Engine;
 use http::header::{AUTHORIZATION, HOST, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Request};
 
-use super::response::{ServeError, CHALLENGE};
+use super::response::ServeError;
 use super::route::{self, Parsed};
 use super::State;
 use crate::auth::LoginError;
@@ -81,9 +81,9 @@ fn credentials(value: &HeaderValue) -> Option<Credentials> {
     Some(Credentials::Basic(user.to_string(), Secret::new(password)))
 }
 
-/// A 401's challenges: `Bearer realm="<scheme>://<host>/token",service="regcache",scope=...`
-/// (the scope names the repository asked for), then `Basic realm="regcache"`. Without a usable
-/// host (or for `/token` itself) only Basic.
+/// A 401's challenge: `Bearer realm="<scheme>://<host>/token",service="regcache",scope=...`
+/// (the scope names the repository asked for), replacing `Basic realm="regcache"`. Without a
+/// usable host (or for `/token` itself) Basic stays.
 pub(super) fn challenge<B>(req: &Request<B>, headers: &mut HeaderMap) {
     let host = req
         .uri()
@@ -103,9 +103,12 @@ pub(super) fn challenge<B>(req: &Request<B>, headers: &mut HeaderMap) {
         _ => String::new(),
     };
     let bearer = format!("Bearer realm=\"{scheme}://{host}{TOKEN_PATH}\",service=\"regcache\"{scope}");
+    // Bearer replaces Basic rather than joining it: Docker Engine's client runs the handler of
+    // every challenge it knows, and its Basic handler fails a request that has no credentials
+    // ("no basic auth credentials"), so an anonymous dockerd could not pull at all (a mirror
+    // falls back to Docker Hub). Basic credentials are still accepted on every request.
     if let Ok(bearer) = HeaderValue::from_str(&bearer) {
         headers.insert(WWW_AUTHENTICATE, bearer);
-        headers.append(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
     }
 }
 
@@ -142,10 +145,7 @@ mod tests {
             .collect();
         assert_eq!(
             all,
-            [
-                "Bearer realm=\"http://mirror.example:5000/token\",service=\"regcache\",scope=\"repository:ghcr.io/org/app:pull\"",
-                CHALLENGE
-            ]
+            ["Bearer realm=\"http://mirror.example:5000/token\",service=\"regcache\",scope=\"repository:ghcr.io/org/app:pull\""]
         );
     }
 

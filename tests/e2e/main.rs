@@ -2,9 +2,10 @@
 //! distribution registry, Debian's `docker-registry`, behind a Docker-Hub-like token server),
 //! pulled through by real clients (skopeo, containerd's `ctr`, a private Docker Engine with
 //! `registry-mirrors`, podman with a `[[registry.mirror]]`) and a containerd-like verifying
-//! client, and the admin status page rendered by headless chromium; and the OCI push
-//! conformance suite run against that registry directly (and against an in-process reference
-//! registry, for what distribution 2.8 lacks). Needs `docker-registry`,
+//! client, and the admin status page rendered by headless chromium; pushes to hosted
+//! repositories by skopeo and Docker Engine; and the OCI push conformance suite run against that
+//! registry directly (and against an in-process reference registry, for what distribution 2.8
+//! lacks). Needs `docker-registry`,
 //! `skopeo`, `containerd`, `docker.io`, `podman` and `chromium` on PATH (and root for
 //! containerd, dockerd and the namespaced tests); without them each test prints a loud notice
 //! and passes, except when `CI` is set, where it fails. Loopback only.
@@ -30,6 +31,7 @@ mod air_gap_clients;
 mod containerd;
 mod credentials;
 mod docker;
+mod hosted;
 mod podman;
 mod push_spec;
 mod registry;

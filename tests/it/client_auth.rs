@@ -70,7 +70,8 @@ async fn get_as(d: &Daemon, who: Option<(&str, &str)>, path: &str) -> Reply {
     d.request("GET", path, &headers).await
 }
 
-/// 401 with the token flow's challenge first, then Basic.
+/// 401 with the token flow's challenge alone (with Basic beside it, Docker Engine's client
+/// fails every request it has no credentials for).
 fn challenged(r: &Reply, what: &str) {
     assert_eq!(r.status, 401, "{what}");
     let all: Vec<&str> = r
@@ -79,7 +80,7 @@ fn challenged(r: &Reply, what: &str) {
         .iter()
         .map(|v| v.to_str().unwrap())
         .collect();
-    assert_eq!(all.len(), 2, "{what}: {all:?}");
+    assert_eq!(all.len(), 1, "{what}: {all:?}");
     assert!(
         all[0].starts_with("Bearer realm=\"http://127.0.0.1:"),
         "{what}: {all:?}"
@@ -88,7 +89,6 @@ fn challenged(r: &Reply, what: &str) {
         all[0].contains("/token\",service=\"regcache\""),
         "{what}: {all:?}"
     );
-    assert_eq!(all[1], "Basic realm=\"regcache\"", "{what}");
     assert_eq!(r.error_code(), "UNAUTHORIZED", "{what}");
 }
 

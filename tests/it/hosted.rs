@@ -523,3 +523,39 @@ async fn a_namespace_quota_refuses_the_push_that_would_pass_it() {
 async fn regcache_repo_create(d: &Daemon, name: &str) -> Reply {
     d.admin_post(&format!("/admin/repos?name={name}")).await
 }
+
+/// A site with users challenges anonymous clients on `GET /v2/` (so `docker login` checks the
+/// password) with the token flow alone. Docker Engine's client runs the handler of every
+/// challenge it knows; with `Basic` beside `Bearer` its Basic handler failed each request of an
+/// anonymous dockerd ("no basic auth credentials") before sending it, so a `registry-mirrors`
+/// pull through a site that hosts repositories fell back to Docker Hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_clients_are_offered_only_the_token_flow() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    for path in ["/v2/", "/v2/local/app/blobs/uploads/"] {
+        let method = if path == "/v2/" { "GET" } else { "POST" };
+        let r = d.request(method, path, &[]).await;
+        assert_eq!(r.status, 401, "{method} {path}");
+        let all: Vec<&str> = r
+            .headers
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(all.len(), 1, "{method} {path}: {all:?}");
+        assert!(all[0].starts_with("Bearer realm=\"http://"), "{all:?}");
+    }
+    // The anonymous token dockerd fetches then reads hosted content; Basic still pushes.
+    let token = d
+        .get("/token?service=regcache&scope=repository:local/app:pull")
+        .await;
+    assert_eq!(token.status, 200);
+    let token: serde_json::Value = serde_json::from_slice(&token.bytes()).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    push_image(&d, "local/app", "v1", 5).await;
+    let r = d
+        .request("GET", "/v2/local/app/manifests/v1", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
