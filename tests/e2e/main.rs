@@ -3,12 +3,12 @@
 //! pulled through by real clients (skopeo, containerd's `ctr`, a private Docker Engine with
 //! `registry-mirrors`, podman with a `[[registry.mirror]]`) and a containerd-like verifying
 //! client, and the admin status page rendered by headless chromium; pushes to hosted
-//! repositories by skopeo and Docker Engine; and the OCI push conformance suite run against that
+//! repositories by skopeo and Docker Engine; the OCI push conformance suite run against that
 //! registry directly (and against an in-process reference registry, for what distribution 2.8
-//! lacks). Needs `docker-registry`,
-//! `skopeo`, `containerd`, `docker.io`, `podman` and `chromium` on PATH (and root for
-//! containerd, dockerd and the namespaced tests); without them each test prints a loud notice
-//! and passes, except when `CI` is set, where it fails. Loopback only.
+//! lacks); and the S3 client for the shared-store backend against a real SeaweedFS. Needs
+//! `docker-registry`, `skopeo`, `containerd`, `docker.io`, `podman`, `chromium` and `weed` on
+//! PATH (and root for containerd, dockerd and the namespaced tests); without them each test
+//! prints a loud notice and passes, except when `CI` is set, where it fails. Loopback only.
 
 /// Helpers from `tests/support/`; this binary declares the ones it uses (`tests/it` declares
 /// its own), so no helper is compiled where nothing calls it.
@@ -23,6 +23,7 @@ mod support {
     pub mod push_spec;
     pub mod reference_registry;
     pub mod runnable_image;
+    pub mod seaweedfs;
     pub mod tools;
 }
 
@@ -35,5 +36,6 @@ mod hosted;
 mod podman;
 mod push_spec;
 mod registry;
+mod s3_store;
 mod status_page;
 mod tls;
