@@ -43,7 +43,7 @@ default = true
 offline = ${3:-false}
 EOF
 }
-start() { "$R" serve -c "$W/$1.toml" 2>"$W/$1.log" & echo $!; sleep 1; }
+start() { "$R" serve -c "$W/$1.toml" >/dev/null 2>"$W/$1.log" & echo $!; sleep 1; }
 
 echo "writer:$(python3 -W ignore -c "import crypt;print(crypt.crypt('pw', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))")" > "$W/htpasswd"
 
@@ -67,14 +67,15 @@ rm -rf "$W/offline"
 /usr/bin/time -f "import on the directory: %e s wall, %U+%S CPU-s, peak RSS %M kB" \
     "$R" import -c "$W/offline.toml" "$W/bundle.tar" >/dev/null
 
-# A fresh 512 MiB image (random bytes: nothing to mount from anywhere).
+# A fresh 512 MiB image (random bytes: nothing to mount from anywhere), its layer really gzip
+# (skopeo compresses a layer that is not, on the way) so the pushed bytes are the file's.
 F="$W/fresh"; mkdir -p "$F"
-head -c 536870912 /dev/urandom > "$F/layer"
+head -c 536870912 /dev/urandom | gzip -1 > "$F/layer"
 L=$(sha256sum "$F/layer" | cut -d' ' -f1); mv "$F/layer" "$F/$L"
 printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' > "$F/cfg"
 C=$(sha256sum "$F/cfg" | cut -d' ' -f1); mv "$F/cfg" "$F/$C"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":536870912}]}' \
-    "$C" "$(stat -c %s "$F/$C")" "$L" > "$F/manifest.json"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%d}]}' \
+    "$C" "$(stat -c %s "$F/$C")" "$L" "$(stat -c %s "$F/$L")" > "$F/manifest.json"
 echo "Directory Transport Version: 1.1" > "$F/version"
 
 reg=$(pgrep -f "registry serve" | head -1)
