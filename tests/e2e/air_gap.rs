@@ -150,12 +150,7 @@ pub(crate) fn upstream_requests(running: &regcache::app::Running) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_site_serves_an_imported_bundle() {
-    if netns::inside() {
-        netns::assert_isolated();
-        tokio::time::timeout(Duration::from_secs(240), namespaced_body())
-            .await
-            .expect("test timed out");
-        netns::mark_done();
+    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
         return;
     }
     if !requirements_present() {

@@ -56,12 +56,7 @@ fn requirements_present() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_and_containerd_pull_an_imported_bundle_offline() {
-    if netns::inside() {
-        netns::assert_isolated();
-        tokio::time::timeout(Duration::from_secs(150), namespaced_body())
-            .await
-            .expect("test timed out");
-        netns::mark_done();
+    if netns::inside_runs(Duration::from_secs(150), namespaced_body()).await {
         return;
     }
     if !requirements_present() {

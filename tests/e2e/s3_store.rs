@@ -54,12 +54,7 @@ fn requirements_present() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_on_seaweedfs() {
-    if netns::inside() {
-        netns::assert_isolated();
-        tokio::time::timeout(Duration::from_secs(240), namespaced_body())
-            .await
-            .expect("test timed out");
-        netns::mark_done();
+    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
         return;
     }
     if !requirements_present() {

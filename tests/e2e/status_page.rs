@@ -132,12 +132,7 @@ fn check_png(png: &[u8]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_status_page() {
-    if netns::inside() {
-        netns::assert_isolated();
-        tokio::time::timeout(Duration::from_secs(240), namespaced_body())
-            .await
-            .expect("test timed out");
-        netns::mark_done();
+    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
         return;
     }
     if !requirements_present() {

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::commands::command as regcache;
+use crate::support::commands::{command as regcache, operator_config};
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, sha256, Fake};
 
@@ -29,18 +29,7 @@ fn ok(o: &Output) -> String {
 
 /// A config file for a cache in `dir` whose docker.io is `up` (offline when asked).
 fn config_for(dir: &Path, admin: &str, up: &Fake, offline: bool) -> PathBuf {
-    let config = dir.join("regcache.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "builtin_upstreams = false\n[admin]\nlisten = \"{admin}\"\n[cache]\ndir = \"{}\"\n\
-             [[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\noffline = {offline}\n",
-            dir.display(),
-            up.url()
-        ),
-    )
-    .unwrap();
-    config
+    operator_config(dir, admin, &up.url(), offline)
 }
 
 fn config(d: &Daemon, up: &Fake) -> PathBuf {

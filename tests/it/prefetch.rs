@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::commands::command as regcache;
+use crate::support::commands::{command as regcache, operator_config};
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake, Fault};
 
@@ -31,18 +31,7 @@ fn ok(o: &Output) -> String {
 /// The operator's config file for the daemon `d` (its admin listener, its cache directory and
 /// the fake upstream as docker.io).
 fn config_for(dir: &Path, admin: &str, up: &Fake) -> PathBuf {
-    let config = dir.join("regcache.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "builtin_upstreams = false\n[admin]\nlisten = \"{admin}\"\n[cache]\ndir = \"{}\"\n\
-             [[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
-            dir.display(),
-            up.url()
-        ),
-    )
-    .unwrap();
-    config
+    operator_config(dir, admin, &up.url(), false)
 }
 
 fn config(d: &Daemon, up: &Fake) -> PathBuf {

@@ -13,6 +13,23 @@ pub fn command(args: &[&str], config: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// An operator's config file in the cache directory `dir`: the daemon's admin listener `admin`,
+/// and `upstream_url` as docker.io (`offline` when asked), so a command finds the running daemon
+/// (or works on the directory when none runs).
+pub fn operator_config(dir: &Path, admin: &str, upstream_url: &str, offline: bool) -> std::path::PathBuf {
+    let config = dir.join("regcache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "builtin_upstreams = false\n[admin]\nlisten = \"{admin}\"\n[cache]\ndir = \"{}\"\n\
+             [[upstreams]]\nhost = \"docker.io\"\nurl = \"{upstream_url}\"\ndefault = true\noffline = {offline}\n",
+            dir.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A command's standard output, after checking that it succeeded (its stderr otherwise).
 pub fn stdout(o: &std::process::Output) -> String {
     assert!(

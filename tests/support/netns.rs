@@ -84,6 +84,19 @@ pub fn requirements_met(test: &str, missing: &[String], install: &str) -> bool {
     false
 }
 
+/// The inner half of a namespaced test: in the re-executed process (inside the namespaces) runs
+/// `body` within `limit`, marks the run done and returns true; outside it returns false and the
+/// caller goes on to re-execute the test there (`run_test_inside`).
+pub async fn inside_runs<F: std::future::Future<Output = ()>>(limit: Duration, body: F) -> bool {
+    if !inside() {
+        return false;
+    }
+    assert_isolated();
+    tokio::time::timeout(limit, body).await.expect("test timed out");
+    mark_done();
+    true
+}
+
 /// True in the re-executed test process, inside the namespaces.
 pub fn inside() -> bool {
     std::env::var_os(INSIDE_ENV).is_some()
