@@ -559,3 +559,49 @@ async fn anonymous_clients_are_offered_only_the_token_flow() {
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_images_travel_in_bundles_too() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let d = daemon(&up, &dir).await;
+    let (m, layer) = push_image(&d, "local/team/app", "v1", 13).await;
+    let config =
+        crate::support::commands::operator_config(d.dir.path(), &d.admin_addr.to_string(), &up.url(), false);
+    let bundle = dir.path().join("bundle.tar");
+    let out = crate::support::commands::command(
+        &["export", "-o", bundle.to_str().unwrap(), "local/team/app:v1"],
+        &config,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("local/team/app:v1"),
+        "{out:?}"
+    );
+
+    // Another site with the same hosted namespace imports it: pinned, served as pushed.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = daemon(&up, &other_dir).await;
+    let config = crate::support::commands::operator_config(
+        other.dir.path(),
+        &other.admin_addr.to_string(),
+        &up.url(),
+        false,
+    );
+    let out = crate::support::commands::command(&["import", bundle.to_str().unwrap()], &config);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        other.get("/v2/local/team/app/manifests/v1").await.bytes(),
+        m.as_bytes()
+    );
+    assert_eq!(
+        other
+            .get(&format!("/v2/local/team/app/blobs/{}", sha256(&layer)))
+            .await
+            .bytes(),
+        layer
+    );
+    let tags: serde_json::Value =
+        serde_json::from_slice(&other.get("/v2/local/team/app/tags/list").await.bytes()).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    assert_eq!(up.requests().len(), 0);
+}
