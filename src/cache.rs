@@ -296,6 +296,11 @@ impl Cache {
         Ok(report)
     }
 
+    /// Lets `keys` go from their pins, except content another pinned link still names. Blocking.
+    pub fn unpin_keeping_linked(&self, keys: &[Key]) -> io::Result<()> {
+        self.index.unpin_keeping_linked(keys)
+    }
+
     /// Keeps `key` from eviction (or lets it go again); persisted.
     pub fn pin(&self, key: Key, pinned: bool) -> io::Result<()> {
         self.index.pin(key, pinned)

@@ -605,3 +605,43 @@ async fn hosted_images_travel_in_bundles_too() {
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
     assert_eq!(up.requests().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinning_a_mirrored_image_keeps_a_layer_a_hosted_image_shares() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let shared = bytes_of(30_000, 14);
+    let (_, _, mirrored) = up.add_image("library/base", "1", &[shared.clone()]);
+    let d = daemon(&up, &dir).await;
+    let config =
+        crate::support::commands::operator_config(d.dir.path(), &d.admin_addr.to_string(), &up.url(), false);
+    let out = crate::support::commands::command(&["prefetch", "--pin", "base:1"], &config);
+    assert!(out.status.success(), "{out:?}");
+    // The same layer pushed to a hosted repository: one copy in the store.
+    let (m, layer) = push_image(&d, "local/app", "v1", 14).await;
+    assert_eq!(layer, shared);
+    let out = crate::support::commands::command(&["unpin", "base:1"], &config);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.admin_post("/admin/gc?to=0").await.status, 200);
+    // The mirrored image's own config went; the shared layer stayed for the hosted image.
+    let file = |digest: &str| {
+        d.dir
+            .path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    assert!(
+        file(&sha256(&shared)).exists(),
+        "the shared layer is still pinned"
+    );
+    assert_eq!(d.get("/v2/local/app/manifests/v1").await.bytes(), m.as_bytes());
+    assert_eq!(
+        d.get(&format!("/v2/local/app/blobs/{}", sha256(&shared)))
+            .await
+            .bytes(),
+        shared
+    );
+    assert!(
+        mirrored.iter().all(|l| *l == sha256(&shared)),
+        "the fake image's one layer is the shared one"
+    );
+}

@@ -28,6 +28,28 @@ fn linked_digest(path: &super::super::key::RecordPath) -> Option<Digest> {
 }
 
 impl Index {
+    /// Unpins `keys`, except blobs and manifests that a pinned link of another repository still
+    /// names once the records among `keys` are unpinned (a layer an unpinned image shares with a
+    /// hosted or another pinned image stays pinned). Blocking.
+    pub fn unpin_keeping_linked(&self, keys: &[Key]) -> std::io::Result<()> {
+        let mut ledger = self.ledger.lock();
+        for key in keys.iter().filter(|k| k.kind == Kind::Record) {
+            ledger.pinned.remove(key);
+        }
+        let linked: HashSet<Digest> = ledger
+            .entries
+            .iter()
+            .filter(|(k, _)| ledger.pinned.contains(k))
+            .filter_map(|(_, e)| e.record.as_ref().and_then(linked_digest))
+            .collect();
+        for key in keys.iter().filter(|k| k.kind != Kind::Record) {
+            if !linked.contains(&key.digest) {
+                ledger.pinned.remove(key);
+            }
+        }
+        snapshot::write_pinned(&self.layout, &ledger.pinned)
+    }
+
     /// Drops the pins of content no pinned link names, and deletes it unless it is being read.
     /// Blocking.
     pub fn release_unlinked(&self) -> std::io::Result<Released> {

@@ -51,7 +51,11 @@ impl Registry {
         let mut keys: Vec<Key> = manifests.iter().map(Key::manifest).collect();
         keys.extend(blobs.iter().map(Key::blob));
         keys.extend(cache.record_keys(host, name, tag, &everything)?);
-        set_pins(cache, keys, false).await?;
+        // A layer this image shares with a hosted or another pinned image keeps its pin.
+        let c = cache.clone();
+        tokio::task::spawn_blocking(move || c.unpin_keeping_linked(&keys))
+            .await
+            .map_err(std::io::Error::other)??;
         Ok(UnpinReport {
             upstream: host.to_string(),
             repository: name.to_string(),
