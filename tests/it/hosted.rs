@@ -610,7 +610,7 @@ async fn hosted_images_travel_in_bundles_too() {
 async fn unpinning_a_mirrored_image_keeps_a_layer_a_hosted_image_shares() {
     let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
     let shared = bytes_of(30_000, 14);
-    let (_, _, mirrored) = up.add_image("library/base", "1", &[shared.clone()]);
+    let (_, _, mirrored) = up.add_image("library/base", "1", std::slice::from_ref(&shared));
     let d = daemon(&up, &dir).await;
     let config =
         crate::support::commands::operator_config(d.dir.path(), &d.admin_addr.to_string(), &up.url(), false);
