@@ -238,6 +238,11 @@ impl Cache {
         self.tags.doc_key(upstream, repo, name)
     }
 
+    /// Every repository with records under a namespace, sorted. Blocking.
+    pub fn repositories(&self, upstream: &str) -> std::collections::BTreeSet<RepoName> {
+        listing::repositories(&self.index, upstream)
+    }
+
     /// Every repository link under a namespace: (repository, digest, last use in ms since the
     /// epoch). Blocking.
     pub fn links(&self, upstream: &str) -> Vec<(RepoName, Digest, u64)> {

@@ -153,6 +153,11 @@ async fn dispatch(state: &Arc<State>, req: &Request<()>, client: &Client, body: 
                 .map_err(|e| ServeError::Internal(e.to_string()));
             (r, RequestKind::Base, String::new())
         }
+        Parsed::Catalog if state.registry.hosts_repositories() => (
+            listing::catalog(state, client, uri.query()).await,
+            RequestKind::Other,
+            String::new(),
+        ),
         Parsed::Catalog => (
             Err(ServeError::Unsupported(
                 "a mirror does not list upstream repositories".into(),

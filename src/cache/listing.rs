@@ -11,7 +11,7 @@
 
 mod held;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -212,6 +212,26 @@ fn untagged(
             out.push(e);
         }
     }
+}
+
+/// Every repository with records (links, tags, documents) under the namespace `upstream`.
+/// Blocking (copies the index out).
+pub(super) fn repositories(index: &Index, upstream: &str) -> BTreeSet<crate::oci::RepoName> {
+    let mut out = BTreeSet::new();
+    for s in index.survey() {
+        let Some(path) = &s.record else { continue };
+        let parts: Vec<&str> = path.components().collect();
+        let Some(section) = parts.iter().position(|p| p.starts_with('@')) else {
+            continue;
+        };
+        if parts.first() != Some(&upstream) || section < 2 {
+            continue;
+        }
+        if let Ok(repo) = parts[1..section].join("/").parse() {
+            out.insert(repo);
+        }
+    }
+    out
 }
 
 /// Every repository link kept under the namespace `upstream`: the repository, the digest,

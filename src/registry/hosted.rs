@@ -215,6 +215,57 @@ impl Registry {
         })
     }
 
+    /// Whether any namespace is hosted (a catalog has something to list).
+    pub fn hosts_repositories(&self) -> bool {
+        !self.hosted.namespaces.is_empty()
+    }
+
+    /// `/v2/_catalog`: the hosted repositories the client may read, sorted, `n` after `last`.
+    /// Mirrored repositories are not listed: a mirror cannot know the upstream's.
+    pub async fn catalog(&self, client: &Client, page: &Page) -> Result<TagPage, RegistryError> {
+        let mut names = Vec::new();
+        for ns in &self.hosted.namespaces {
+            let cache = self.mirror.cache().clone();
+            let prefix = ns.prefix.clone();
+            let repos = tokio::task::spawn_blocking(move || cache.repositories(&prefix))
+                .await
+                .map_err(|e| RegistryError::Internal(e.to_string()))?;
+            for name in repos {
+                let repo = Repo {
+                    ns: super::Ns::Hosted(ns.clone()),
+                    name,
+                };
+                if self.authorize(client, &repo, super::Content::Tags).is_ok() {
+                    names.push(format!("{}/{}", ns.prefix, repo.name));
+                }
+            }
+        }
+        names.sort();
+        let after: Vec<String> = match &page.last {
+            Some(last) => names.into_iter().filter(|n| n > last).collect(),
+            None => names,
+        };
+        let (shown, next) = match page.n {
+            Some(0) => (Vec::new(), None),
+            Some(n) if n < after.len() => {
+                let shown = after[..n].to_vec();
+                let last = shown.last().cloned().unwrap_or_default();
+                (
+                    shown,
+                    Some(vec![("n".to_string(), n.to_string()), ("last".to_string(), last)]),
+                )
+            }
+            _ => (after, None),
+        };
+        let body = serde_json::to_vec(&serde_json::json!({ "repositories": shown }))
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        Ok(TagPage {
+            body: Bytes::from(body),
+            next,
+            result: CacheResult::Pass,
+        })
+    }
+
     pub(super) async fn hosted_referrers(
         &self,
         repo: &Repo,

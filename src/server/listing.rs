@@ -1,4 +1,5 @@
-//! `GET /v2/<name>/tags/list` and `GET /v2/<name>/referrers/<digest>`: query parsing, the JSON
+//! `GET /v2/<name>/tags/list`, `GET /v2/<name>/referrers/<digest>` and `GET /v2/_catalog` (hosted
+//! repositories only): query parsing, the JSON
 //! responses, and the `Link` to the next page, which points back at this mirror under the
 //! client's own name and `ns`.
 
@@ -19,17 +20,7 @@ pub(super) async fn tags(
     req: &RepoRequest,
     query: Option<&str>,
 ) -> Result<Response<ServeBody>, ServeError> {
-    let n = match query_param(query, "n") {
-        Some(n) => Some(
-            n.parse::<usize>()
-                .map_err(|_| ServeError::PaginationInvalid(format!("n={n:?} is not a number")))?,
-        ),
-        None => None,
-    };
-    let page = Page {
-        n,
-        last: query_param(query, "last"),
-    };
+    let page = page(query)?;
     let answer = state.registry.tags(client, repo, &page).await?;
     let link = answer.next.map(|pairs| next_link(req, &pairs));
     json_response("application/json", answer.body, link, answer.result)
@@ -55,6 +46,38 @@ pub(super) async fn referrers(
         );
     }
     Ok(resp)
+}
+
+/// `GET /v2/_catalog[?n=&last=]`: the hosted repositories the client may read.
+pub(super) async fn catalog(
+    state: &State,
+    client: &Client,
+    query: Option<&str>,
+) -> Result<Response<ServeBody>, ServeError> {
+    let page = page(query)?;
+    let answer = state.registry.catalog(client, &page).await?;
+    let link = answer.next.map(|pairs| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &pairs {
+            q.append_pair(k, v);
+        }
+        format!("</v2/_catalog?{}>; rel=\"next\"", q.finish())
+    });
+    json_response("application/json", answer.body, link, answer.result)
+}
+
+fn page(query: Option<&str>) -> Result<Page, ServeError> {
+    let n = match query_param(query, "n") {
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ServeError::PaginationInvalid(format!("n={n:?} is not a number")))?,
+        ),
+        None => None,
+    };
+    Ok(Page {
+        n,
+        last: query_param(query, "last"),
+    })
 }
 
 /// `</v2/<client's name>/tags/list?<query>&ns=<ns>>; rel="next"`.

@@ -645,3 +645,34 @@ async fn unpinning_a_mirrored_image_keeps_a_layer_a_hosted_image_shares() {
         "the fake image's one layer is the shared one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_lists_hosted_repositories_page_by_page() {
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let (_, _, mirrored) = up.add_image("library/base", "1", &[bytes_of(1_000, 20)]);
+    let d = daemon(&up, &dir).await;
+    d.pull("library/base", "1", &mirrored).await;
+    for repo in ["local/b", "local/a", "local/team/c"] {
+        push_image(&d, repo, "v1", 21).await;
+    }
+    assert_eq!(regcache_repo_create(&d, "strict/empty").await.status, 200);
+    let all: serde_json::Value = serde_json::from_slice(&d.get("/v2/_catalog").await.bytes()).unwrap();
+    assert_eq!(
+        all["repositories"],
+        serde_json::json!(["local/a", "local/b", "local/team/c", "strict/empty"]),
+        "hosted repositories only, sorted: {all}"
+    );
+    let first = d.get("/v2/_catalog?n=2").await;
+    let page: serde_json::Value = serde_json::from_slice(&first.bytes()).unwrap();
+    assert_eq!(page["repositories"], serde_json::json!(["local/a", "local/b"]));
+    assert_eq!(
+        first.header("link"),
+        Some("</v2/_catalog?n=2&last=local%2Fb>; rel=\"next\"")
+    );
+    let next: serde_json::Value =
+        serde_json::from_slice(&d.get("/v2/_catalog?n=2&last=local%2Fb").await.bytes()).unwrap();
+    assert_eq!(
+        next["repositories"],
+        serde_json::json!(["local/team/c", "strict/empty"])
+    );
+}
