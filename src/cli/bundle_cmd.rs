@@ -10,13 +10,13 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
-use http::{Method, Request};
+use http::Method;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
-use super::cache_cmd::{blocking, owner, ControlError, Owner, Via};
+use super::cache_cmd::{admin_request, answer_body, blocking, owner, ControlError, Owner, Via};
 use super::prefetch_cmd::registry_here;
 use super::render::human_bytes;
 use crate::admin_api::{self, ExportOptions, ExportReport, ImportOptions, ImportReport};
@@ -86,13 +86,9 @@ async fn download(
 ) -> Result<ExportReport, ControlError> {
     let bad = |reason: String| ControlError::Unreachable { addr, reason };
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let mut req = Request::builder()
-        .method(Method::GET)
-        .uri(format!("http://{addr}{}", admin_api::export_path(options)));
-    if let Some(token) = &config.admin_token {
-        req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-    }
-    let req = req.body(Empty::new()).map_err(|e| bad(e.to_string()))?;
+    let req = admin_request(config, addr, Method::GET, &admin_api::export_path(options))
+        .body(Empty::new())
+        .map_err(|e| bad(e.to_string()))?;
     let resp = client.request(req).await.map_err(|e| bad(e.to_string()))?;
     let status = resp.status();
     let report: ExportReport = resp
@@ -152,31 +148,12 @@ pub async fn import(
         Owner::Daemon(addr) => {
             let bad = |reason: String| ControlError::Unreachable { addr, reason };
             let client = Client::builder(TokioExecutor::new()).build_http::<PipeBody>();
-            let mut req = Request::builder()
-                .method(Method::POST)
-                .uri(format!("http://{addr}{}", admin_api::import_path(options)))
-                .header(http::header::CONTENT_TYPE, "application/x-tar");
-            if let Some(token) = &config.admin_token {
-                req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-            }
-            let req = req
+            let req = admin_request(config, addr, Method::POST, &admin_api::import_path(options))
+                .header(http::header::CONTENT_TYPE, "application/x-tar")
                 .body(PipeBody(stream_source(source)))
                 .map_err(|e| bad(e.to_string()))?;
             let resp = client.request(req).await.map_err(|e| bad(e.to_string()))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| bad(e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(ControlError::Refused {
-                    addr,
-                    status,
-                    body: String::from_utf8_lossy(&body).trim().to_string(),
-                });
-            }
+            let body = answer_body(addr, resp).await?;
             let report = serde_json::from_slice(&body).map_err(|e| bad(format!("unexpected answer: {e}")))?;
             Ok((report, Via::Daemon(addr)))
         }

@@ -106,6 +106,48 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| ControlError::Io(std::io::Error::other(e)))?
 }
 
+/// An admin request to the daemon at `addr`, with `[admin] token_file`'s token when the config
+/// has one.
+pub(super) fn admin_request(
+    config: &Config,
+    addr: SocketAddr,
+    method: Method,
+    path_and_query: &str,
+) -> http::request::Builder {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path_and_query}"));
+    match &config.admin_token {
+        Some(token) => req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose())),
+        None => req,
+    }
+}
+
+/// An admin answer's whole body; `Refused` with its text when it is not a success.
+pub(super) async fn answer_body(
+    addr: SocketAddr,
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<Bytes, ControlError> {
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ControlError::Unreachable {
+            addr,
+            reason: e.to_string(),
+        })?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(ControlError::Refused {
+            addr,
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_string(),
+        });
+    }
+    Ok(body)
+}
+
 /// One admin request, with `[admin] token_file`'s token when the config has one.
 pub(super) async fn ask<T: serde::de::DeserializeOwned>(
     config: &Config,
@@ -115,31 +157,14 @@ pub(super) async fn ask<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ControlError> {
     let unreachable = |reason: String| ControlError::Unreachable { addr, reason };
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path_and_query}"));
-    if let Some(token) = &config.admin_token {
-        req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-    }
-    let req = req.body(Empty::new()).map_err(|e| unreachable(e.to_string()))?;
+    let req = admin_request(config, addr, method, path_and_query)
+        .body(Empty::new())
+        .map_err(|e| unreachable(e.to_string()))?;
     let resp = client
         .request(req)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(ControlError::Refused {
-            addr,
-            status,
-            body: String::from_utf8_lossy(&body).trim().to_string(),
-        });
-    }
+    let body = answer_body(addr, resp).await?;
     serde_json::from_slice(&body).map_err(|e| unreachable(format!("unexpected answer: {e}")))
 }
 

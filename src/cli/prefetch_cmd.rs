@@ -10,13 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
-use super::cache_cmd::{ask, blocking, open_here, owner, ControlError, Owner, Via};
+use super::cache_cmd::{admin_request, ask, blocking, open_here, owner, ControlError, Owner, Via};
 use crate::admin_api::{self, PrefetchEvent, PrefetchOptions, UnpinReport};
 use crate::app::mirror_policy;
 use crate::config::Config;
@@ -101,14 +101,8 @@ pub async fn prefetch(
             let bad = unreachable(addr);
             let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
             let body = serde_json::to_vec(options).map_err(|e| bad(e.to_string()))?;
-            let mut req = Request::builder()
-                .method(Method::POST)
-                .uri(format!("http://{addr}{}", admin_api::PREFETCH))
-                .header(http::header::CONTENT_TYPE, "application/json");
-            if let Some(token) = &config.admin_token {
-                req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-            }
-            let req = req
+            let req = admin_request(config, addr, Method::POST, admin_api::PREFETCH)
+                .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| bad(e.to_string()))?;
             let resp = client.request(req).await.map_err(|e| bad(e.to_string()))?;
