@@ -3,6 +3,7 @@
 //! directory, and open the directory themselves when none does. Rendering for people lives here, never in
 //! the daemon.
 
+pub mod args;
 pub mod bundle_cmd;
 pub mod cache_cmd;
 pub mod ls;

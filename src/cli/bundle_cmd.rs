@@ -16,8 +16,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
-use super::cache_cmd::{admin_request, answer_body, blocking, owner, ControlError, Owner, Via};
-use super::prefetch_cmd::registry_here;
+use super::cache_cmd::{
+    admin_request, answer_body, blocking, owner, registry_here, ControlError, Owner, Via,
+};
+
 use super::render::human_bytes;
 use crate::admin_api::{self, ExportOptions, ExportReport, ImportOptions, ImportReport};
 use crate::cache::store_mark::{self, Found};

@@ -190,7 +190,7 @@ pub async fn stats(config: &Config) -> Result<(Stats, Via), ControlError> {
 pub async fn gc(config: &Config, to: Option<u64>, hosted: bool) -> Result<(GcReport, Via), ControlError> {
     match owner(config)? {
         Owner::Us(lock) if hosted => {
-            let (registry, cache) = super::prefetch_cmd::registry_here(config).await?;
+            let (registry, cache) = registry_here(config).await?;
             let report = registry.gc_hosted(to, crate::registry::UPLOAD_GRACE).await?;
             blocking(move || Ok(cache.save_recency()?)).await?;
             drop(lock);
@@ -262,6 +262,16 @@ pub async fn purge(config: &Config, image: &str) -> Result<(PurgeReport, Via), C
 /// A purge on the directory of a stopped daemon (the caller holds its lock), with the names
 /// resolved by the same upstreams the daemon would use.
 async fn purge_here(config: &Config, image: &ImageRef) -> Result<PurgeReport, ControlError> {
+    let (registry, cache) = registry_here(config).await?;
+    let report = registry.purge(image).await?;
+    blocking(move || Ok(cache.save_recency()?)).await?;
+    Ok(report)
+}
+
+/// A registry over the directory of a stopped daemon (the caller holds its lock).
+pub(super) async fn registry_here(
+    config: &Config,
+) -> Result<(Registry, Arc<crate::cache::Cache>), ControlError> {
     let owned = config.clone();
     let cache = Arc::new(blocking(move || open_here(&owned)).await?);
     let metrics = Arc::new(Metrics::new());
@@ -275,9 +285,7 @@ async fn purge_here(config: &Config, image: &ImageRef) -> Result<PurgeReport, Co
         metrics,
     )
     .with_hosted(&config.hosted);
-    let report = registry.purge(image).await?;
-    blocking(move || Ok(cache.save_recency()?)).await?;
-    Ok(report)
+    Ok((registry, cache))
 }
 
 /// Creates a repository in a hosted namespace (`regcache repo create local/team/app`).
@@ -287,7 +295,7 @@ pub async fn create_repo(
 ) -> Result<(crate::admin_api::RepoReport, Via), ControlError> {
     match owner(config)? {
         Owner::Us(lock) => {
-            let (registry, _cache) = super::prefetch_cmd::registry_here(config).await?;
+            let (registry, _cache) = registry_here(config).await?;
             let report = registry.create_hosted_repository(name).await?;
             drop(lock);
             Ok((report, Via::Directory))

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Method;
@@ -16,13 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
-use super::cache_cmd::{admin_request, ask, blocking, open_here, owner, ControlError, Owner, Via};
+use super::cache_cmd::{admin_request, ask, blocking, owner, registry_here, ControlError, Owner, Via};
 use crate::admin_api::{self, PrefetchEvent, PrefetchOptions, UnpinReport};
-use crate::app::mirror_policy;
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::registry::{AllowAll, PrefetchRef, Registry};
-use crate::upstream::Upstreams;
+use crate::registry::PrefetchRef;
 
 /// The references of an images file: one a line, `#` starts a comment, blank lines are skipped.
 pub fn read_list(text: &str) -> Vec<String> {
@@ -45,26 +41,6 @@ pub fn read_list_file(path: &Path) -> std::io::Result<Vec<String>> {
 
 fn unreachable(addr: SocketAddr) -> impl Fn(String) -> ControlError {
     move |reason| ControlError::Unreachable { addr, reason }
-}
-
-/// A registry over the directory of a stopped daemon (the caller holds its lock).
-pub(super) async fn registry_here(
-    config: &Config,
-) -> Result<(Registry, Arc<crate::cache::Cache>), ControlError> {
-    let owned = config.clone();
-    let cache = Arc::new(blocking(move || open_here(&owned)).await?);
-    let metrics = Arc::new(Metrics::new());
-    let upstreams =
-        Upstreams::from_config(config, &metrics).map_err(|e| ControlError::Upstreams(e.to_string()))?;
-    let registry = Registry::new(
-        Arc::new(upstreams),
-        cache.clone(),
-        mirror_policy(config),
-        Arc::new(AllowAll),
-        metrics,
-    )
-    .with_hosted(&config.hosted);
-    Ok((registry, cache))
 }
 
 /// Prefetches `options.images`, handing every event to `on_event` as it comes; returns every

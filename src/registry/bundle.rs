@@ -14,6 +14,7 @@
 //! (`bundle/commit.rs`): a bundle with one wrong byte adds nothing. It also reads an OCI layout
 //! that other tools wrote and a `docker save` archive (`bundle/docker_save.rs`).
 
+mod archive;
 mod commit;
 mod docker_save;
 mod export;

@@ -106,21 +106,48 @@ async fn gc(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> 
     }
 }
 
+/// A `POST` that passed the guard, with the query parameter `key` parsed; else the answer
+/// refusing it (405, 401/403, or 400 naming the parameter).
+fn guarded_post<T>(
+    guard: &AdminGuard,
+    req: &Request<Incoming>,
+    key: &str,
+) -> Result<T, Box<Response<Full<Bytes>>>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    if req.method() != Method::POST {
+        return Err(Box::new(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST\n",
+        )));
+    }
+    guard.check(req.headers()).map_err(|d| Box::new(refuse(d)))?;
+    let value = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.parse::<T>());
+    match value {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(Box::new(reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("{e}\n"),
+        ))),
+        None => Err(Box::new(reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("{key}= is missing\n"),
+        ))),
+    }
+}
+
 /// `POST /admin/purge?image=IMAGE[:TAG]`.
 async fn purge(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
-    }
-    if let Err(denied) = guard.check(req.headers()) {
-        return refuse(denied);
-    }
-    let image = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "image")
-        .map(|(_, v)| v.parse::<ImageRef>());
-    let image = match image {
-        Some(Ok(i)) => i,
-        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
-        None => return reply(StatusCode::BAD_REQUEST, "text/plain", "image= is missing\n"),
+    let image: ImageRef = match guarded_post(guard, req, "image") {
+        Ok(i) => i,
+        Err(refused) => return *refused,
     };
     match state.registry.purge(&image).await {
         Ok(report) => json(&report),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::archive::{append_bytes, header, Counted, Poisonable};
 use super::layout::{
     blob_path, platform_text, Descriptor, LayoutIndex, ManifestHead, IMAGE_NAME, INDEX_JSON, LAYOUT_VERSION,
     OCI_LAYOUT, REF_NAME,
@@ -363,57 +364,5 @@ impl ExportPlan {
             }
         }
         Ok(self.report)
-    }
-}
-
-fn header(kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h
-}
-
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> io::Result<()> {
-    let mut h = header(tar::EntryType::Regular, bytes.len() as u64);
-    tar.append_data(&mut h, path, bytes)
-}
-
-/// A writer that refuses every write once poisoned.
-struct Poisonable<W> {
-    inner: W,
-    poisoned: bool,
-}
-
-impl<W: Write> Write for Poisonable<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.poisoned {
-            return Err(io::Error::other("the export failed; nothing more is written"));
-        }
-        self.inner.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.poisoned {
-            return Err(io::Error::other("the export failed; nothing more is written"));
-        }
-        self.inner.flush()
-    }
-}
-
-/// Counts what a reader gave.
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
     }
 }

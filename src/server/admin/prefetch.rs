@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
-use super::{json, refuse, reply, AdminGuard, State};
+use super::{guarded_post, json, refuse, reply, AdminGuard, State};
 use crate::admin_api::{PrefetchEvent, PrefetchOptions};
 use crate::registry::{PrefetchRef, RegistryError};
 
@@ -109,19 +109,9 @@ pub(super) async fn unpin(
     guard: &AdminGuard,
     req: &Request<Incoming>,
 ) -> Response<http_body_util::Full<Bytes>> {
-    if req.method() != Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
-    }
-    if let Err(denied) = guard.check(req.headers()) {
-        return refuse(denied);
-    }
-    let image = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "image")
-        .map(|(_, v)| v.parse::<PrefetchRef>());
-    let image = match image {
-        Some(Ok(i)) => i,
-        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
-        None => return reply(StatusCode::BAD_REQUEST, "text/plain", "image= is missing\n"),
+    let image: PrefetchRef = match guarded_post(guard, req, "image") {
+        Ok(i) => i,
+        Err(refused) => return *refused,
     };
     match state.registry.unpin(&image).await {
         Ok(report) => json(&report),

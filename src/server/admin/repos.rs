@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::{json, refuse, reply, AdminGuard, State};
+use super::{guarded_post, json, reply, AdminGuard, State};
 use crate::registry::RegistryError;
 
 pub(super) async fn create(
@@ -17,17 +17,9 @@ pub(super) async fn create(
     guard: &AdminGuard,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
-    }
-    if let Err(denied) = guard.check(req.headers()) {
-        return refuse(denied);
-    }
-    let Some(name) = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.into_owned())
-    else {
-        return reply(StatusCode::BAD_REQUEST, "text/plain", "name= is missing\n");
+    let name: String = match guarded_post(guard, req, "name") {
+        Ok(n) => n,
+        Err(refused) => return *refused,
     };
     match state.registry.create_hosted_repository(&name).await {
         Ok(report) => json(&report),
