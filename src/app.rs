@@ -20,7 +20,7 @@ use crate::cache::store_mark::{self, NotAStore};
 use crate::cache::{Budget, Cache, CacheSettings};
 use crate::config::{ClientAuth, Config, TlsConfig};
 use crate::metrics::Metrics;
-use crate::registry::{MirrorPolicy, Registry};
+use crate::registry::{HostedNs, MirrorPolicy, Registry};
 use crate::server::admin::AdminGuard;
 use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
 use crate::server::{self, ConnLimits, State};
@@ -202,6 +202,20 @@ pub fn cache_settings(config: &Config) -> CacheSettings {
 }
 
 /// The pull-through policy from `[cache]` and `[fetch]`.
+/// The hosted namespaces of `[[hosted]]`, as the registry layer takes them.
+pub fn hosted_policy(config: &Config) -> Vec<HostedNs> {
+    config
+        .hosted
+        .iter()
+        .map(|h| HostedNs {
+            prefix: h.prefix.clone(),
+            create_on_push: h.create_on_push,
+            immutable_tags: h.immutable_tags,
+            max_size: h.max_size,
+        })
+        .collect()
+}
+
 pub fn mirror_policy(config: &Config) -> MirrorPolicy {
     MirrorPolicy {
         tag_ttl: config.cache.tag_ttl,
@@ -293,7 +307,7 @@ fn shared_state(
         auth.clone(),
         metrics.clone(),
     )
-    .with_hosted(&config.hosted);
+    .with_hosted(hosted_policy(config));
     Arc::new(State {
         registry,
         auth,

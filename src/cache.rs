@@ -147,17 +147,7 @@ impl Cache {
         manifests: Vec<(StoredManifest, StagedContent)>,
         pin: bool,
     ) -> Result<Adopted, AdoptError> {
-        let present = blobs
-            .iter()
-            .filter(|b| self.index.contains(&Key::blob(&b.digest)))
-            .count()
-            + manifests
-                .iter()
-                .filter(|(m, _)| self.index.contains(&Key::manifest(&m.digest)))
-                .count();
-        let mut adopted = adopt::adopt(&self.index, self.fills.store(), blobs, manifests, pin)?;
-        adopted.present = present as u64;
-        Ok(adopted)
+        adopt::adopt(&self.index, self.fills.store(), blobs, manifests, pin)
     }
 
     /// A cached blob opened for reading under a lease, or None; never downloads.

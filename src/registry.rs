@@ -31,7 +31,8 @@ use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, HostPort, Reference, RepoName};
 use crate::upstream::{Upstream, Upstreams};
-use hosted::{Hosted, HostedNs};
+use hosted::Hosted;
+pub use hosted::HostedNs;
 pub use hosted::{
     PushError, PushKind, PushedManifest, RepoReport, UploadStatus, Uploaded, MAX_MANIFEST, UPLOAD_GRACE,
 };
@@ -113,7 +114,7 @@ impl Registry {
     }
 
     /// Serves these `[[hosted]]` namespaces too (their names are never proxied).
-    pub fn with_hosted(mut self, namespaces: &[crate::config::HostedConfig]) -> Registry {
+    pub fn with_hosted(mut self, namespaces: Vec<HostedNs>) -> Registry {
         self.hosted = Hosted::new(namespaces);
         self
     }

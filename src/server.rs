@@ -112,8 +112,13 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Logge
 
 type Outcome = (Result<Response<ServeBody>, ServeError>, RequestKind, String);
 
-/// Whether a request is a push (or an upload's status) to a hosted repository.
+/// Whether a request is a push (or an upload's status) to a hosted repository. A pull (`GET` or
+/// `HEAD` of anything but an upload) is answered at once, without routing twice.
 fn hosted_push(state: &State, parts: &http::request::Parts) -> bool {
+    let pull = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+    if (pull && !parts.uri.path().contains("/blobs/uploads")) || !state.registry.hosts_repositories() {
+        return false;
+    }
     match route::parse(parts.uri.path(), parts.uri.query()) {
         Ok(Parsed::Repo(r)) => {
             push::is_push(&parts.method, &r.endpoint)

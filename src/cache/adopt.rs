@@ -141,6 +141,7 @@ pub(super) fn adopt(
         .map(|b| Key::blob(&b.digest))
         .chain(manifests.iter().map(|(m, _)| Key::manifest(&m.digest)))
         .collect();
+    let keys_len = keys.len();
     // Pinned before any room is made, so making room cannot take content already present that
     // the bundle's tags will name; undone when there is no room after all.
     let newly_pinned = match pin {
@@ -155,6 +156,8 @@ pub(super) fn adopt(
         .into_iter()
         .filter(|(m, _)| !index.contains(&Key::manifest(&m.digest)))
         .collect();
+    // What was staged again of content the store holds is dropped (its staged file with it).
+    report.present = (keys_len - new_blobs.len() - new_manifests.len()) as u64;
     let sizes: Vec<u64> = new_blobs
         .iter()
         .map(|b| on_disk(b.size))

@@ -63,6 +63,11 @@ impl Key {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecordPath(Arc<str>);
 
+/// The last component of a repository's link record of `digest` (`<algorithm>-<hex>`).
+pub(super) fn link_name(digest: &Digest) -> String {
+    format!("{}-{}", digest.algorithm().as_str(), digest.hex())
+}
+
 impl RecordPath {
     /// The path of these components; None if one is empty, `.` or `..`, or holds a `/` or a NUL,
     /// so a record never lands outside `tags/`.
@@ -86,6 +91,17 @@ impl RecordPath {
 
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
+    }
+
+    /// The digest a repository link record (`…/@links/<algorithm>-<hex>`) names.
+    pub fn linked_digest(&self) -> Option<Digest> {
+        let mut parts = self.0.rsplit('/');
+        let (name, section) = (parts.next()?, parts.next()?);
+        if section != "@links" {
+            return None;
+        }
+        let (algorithm, hex) = name.split_once('-')?;
+        format!("{algorithm}:{hex}").parse().ok()
     }
 
     pub fn key(&self) -> Key {

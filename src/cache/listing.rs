@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::index::{Index, Surveyed};
+use super::key::RecordPath;
 use super::tags::TagRecord;
 use crate::oci::{references, Digest};
 use held::{sort_out, Described, Reader};
@@ -214,49 +215,37 @@ fn untagged(
     }
 }
 
+/// The repository of a record under the namespace `upstream` (`<upstream>/<repo>/@<section>/…`).
+fn repository_of(path: &RecordPath, upstream: &str) -> Option<crate::oci::RepoName> {
+    let parts: Vec<&str> = path.components().collect();
+    let section = parts.iter().position(|p| p.starts_with('@'))?;
+    if parts.first() != Some(&upstream) || section < 2 {
+        return None;
+    }
+    parts[1..section].join("/").parse().ok()
+}
+
 /// Every repository with records (links, tags, documents) under the namespace `upstream`.
 /// Blocking (copies the index out).
 pub(super) fn repositories(index: &Index, upstream: &str) -> BTreeSet<crate::oci::RepoName> {
-    let mut out = BTreeSet::new();
-    for s in index.survey() {
-        let Some(path) = &s.record else { continue };
-        let parts: Vec<&str> = path.components().collect();
-        let Some(section) = parts.iter().position(|p| p.starts_with('@')) else {
-            continue;
-        };
-        if parts.first() != Some(&upstream) || section < 2 {
-            continue;
-        }
-        if let Ok(repo) = parts[1..section].join("/").parse() {
-            out.insert(repo);
-        }
-    }
-    out
+    index
+        .survey()
+        .iter()
+        .filter_map(|s| s.record.as_ref().and_then(|p| repository_of(p, upstream)))
+        .collect()
 }
 
 /// Every repository link kept under the namespace `upstream`: the repository, the digest,
 /// and when the link was last used (ms since the epoch). Blocking (copies the index out).
 pub(super) fn links(index: &Index, upstream: &str) -> Vec<(crate::oci::RepoName, Digest, u64)> {
-    let mut out = Vec::new();
-    for s in index.survey() {
-        let Some(path) = &s.record else { continue };
-        let parts: Vec<&str> = path.components().collect();
-        let [first, repo @ .., section, name] = parts.as_slice() else {
-            continue;
-        };
-        if *first != upstream || *section != "@links" || repo.is_empty() {
-            continue;
-        }
-        let (Ok(repo), Some(digest)) = (
-            repo.join("/").parse::<crate::oci::RepoName>(),
-            name.split_once('-')
-                .and_then(|(a, h)| format!("{a}:{h}").parse::<Digest>().ok()),
-        ) else {
-            continue;
-        };
-        out.push((repo, digest, s.last));
-    }
-    out
+    index
+        .survey()
+        .iter()
+        .filter_map(|s| {
+            let path = s.record.as_ref()?;
+            Some((repository_of(path, upstream)?, path.linked_digest()?, s.last))
+        })
+        .collect()
 }
 
 #[cfg(test)]

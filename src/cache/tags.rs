@@ -20,7 +20,7 @@ use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
 use super::index::Index;
-use super::key::{Key, RecordPath};
+use super::key::{link_name, Key, RecordPath};
 use super::layout::Layout;
 use super::records::Records;
 use crate::metrics::Metrics;
@@ -50,10 +50,6 @@ fn record_path(upstream: &str, repo: &RepoName, section: &str, name: &str) -> io
             format!("{upstream:?}/{repo}/{section}/{name:?} is no record path"),
         )
     })
-}
-
-fn link_name(digest: &Digest) -> String {
-    format!("{}-{}", digest.algorithm().as_str(), digest.hex())
 }
 
 /// The most tag records held in memory.

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::admin_api::{self, GcReport, ListEntry, PurgeReport, Stats};
-use crate::app::{cache_settings, mirror_policy};
+use crate::app::{cache_settings, hosted_policy, mirror_policy};
 use crate::cache::dirlock::{DirLock, Holder};
 use crate::cache::store_mark::{self, Found, NotAStore};
 use crate::cache::Cache;
@@ -284,7 +284,7 @@ pub(super) async fn registry_here(
         Arc::new(AllowAll),
         metrics,
     )
-    .with_hosted(&config.hosted);
+    .with_hosted(hosted_policy(config));
     Ok((registry, cache))
 }
 

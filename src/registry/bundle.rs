@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub(in crate::registry) use commit::add_referrer;
 pub use export::ExportPlan;
 pub use import::ImportOptions;
+pub(in crate::registry) use layout::ManifestHead;
 
 /// What an export is asked for (the admin API's query, the CLI's arguments).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

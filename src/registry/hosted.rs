@@ -22,16 +22,15 @@ use bytes::Bytes;
 
 use super::mirror::{empty_index, filter_index, referrers_doc};
 use super::{Blob, CacheResult, Client, Manifest, Page, Referrers, Registry, RegistryError, Repo, TagPage};
-use crate::config::HostedConfig;
 use crate::oci::{Digest, HostPort, Reference, RepoName};
 pub use error::{PushError, PushKind};
 pub use gc::UPLOAD_GRACE;
 pub use manifests::{PushedManifest, RepoReport, MAX_MANIFEST};
 pub use uploads::{UploadStatus, Uploaded};
 
-/// One hosted namespace and its policies.
-#[derive(Debug)]
-pub(super) struct HostedNs {
+/// One hosted namespace and its policies (built from `[[hosted]]` by the daemon's wiring).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedNs {
     pub prefix: String,
     pub create_on_push: bool,
     pub immutable_tags: bool,
@@ -53,19 +52,9 @@ pub(super) struct Hosted {
 }
 
 impl Hosted {
-    pub(super) fn new(configs: &[HostedConfig]) -> Hosted {
+    pub(super) fn new(namespaces: Vec<HostedNs>) -> Hosted {
         Hosted {
-            namespaces: configs
-                .iter()
-                .map(|c| {
-                    Arc::new(HostedNs {
-                        prefix: c.prefix.clone(),
-                        create_on_push: c.create_on_push,
-                        immutable_tags: c.immutable_tags,
-                        max_size: c.max_size,
-                    })
-                })
-                .collect(),
+            namespaces: namespaces.into_iter().map(Arc::new).collect(),
             uploads: uploads::Uploads::default(),
         }
     }
@@ -92,6 +81,25 @@ impl Hosted {
         }
         let (first, rest) = name.strip_first()?;
         self.by_prefix(&first).map(|found| (found.clone(), rest))
+    }
+}
+
+/// One page of a sorted list: the names after `last`, at most `n` of them, and the query of the
+/// next page when more follow (`n=0` is an empty page with none).
+fn one_page(sorted: Vec<String>, page: &Page) -> (Vec<String>, Option<Vec<(String, String)>>) {
+    let after: Vec<String> = match &page.last {
+        Some(last) => sorted.into_iter().filter(|t| t > last).collect(),
+        None => sorted,
+    };
+    match page.n {
+        Some(0) => (Vec::new(), None),
+        Some(n) if n < after.len() => {
+            let shown = after[..n].to_vec();
+            let last = shown.last().cloned().unwrap_or_default();
+            let next = vec![("n".to_string(), n.to_string()), ("last".to_string(), last)];
+            (shown, Some(next))
+        }
+        _ => (after, None),
     }
 }
 
@@ -186,22 +194,7 @@ impl Registry {
     pub(super) async fn hosted_tags(&self, repo: &Repo, page: &Page) -> Result<TagPage, RegistryError> {
         let ns = hosted_ns(repo)?;
         let tags = self.mirror.cache().tag_names(&ns.prefix, &repo.name).await?;
-        let after: Vec<String> = match &page.last {
-            Some(last) => tags.into_iter().filter(|t| t > last).collect(),
-            None => tags,
-        };
-        let (shown, next) = match page.n {
-            Some(0) => (Vec::new(), None),
-            Some(n) if n < after.len() => {
-                let shown: Vec<String> = after[..n].to_vec();
-                let last = shown.last().cloned().unwrap_or_default();
-                (
-                    shown,
-                    Some(vec![("n".to_string(), n.to_string()), ("last".to_string(), last)]),
-                )
-            }
-            _ => (after, None),
-        };
+        let (shown, next) = one_page(tags, page);
         let name = match ns.is_host() {
             true => repo.name.to_string(),
             false => format!("{}/{}", ns.prefix, repo.name),
@@ -241,22 +234,7 @@ impl Registry {
             }
         }
         names.sort();
-        let after: Vec<String> = match &page.last {
-            Some(last) => names.into_iter().filter(|n| n > last).collect(),
-            None => names,
-        };
-        let (shown, next) = match page.n {
-            Some(0) => (Vec::new(), None),
-            Some(n) if n < after.len() => {
-                let shown = after[..n].to_vec();
-                let last = shown.last().cloned().unwrap_or_default();
-                (
-                    shown,
-                    Some(vec![("n".to_string(), n.to_string()), ("last".to_string(), last)]),
-                )
-            }
-            _ => (after, None),
-        };
+        let (shown, next) = one_page(names, page);
         let body = serde_json::to_vec(&serde_json::json!({ "repositories": shown }))
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
         Ok(TagPage {

@@ -14,19 +14,6 @@ use super::super::snapshot;
 use super::Index;
 use crate::oci::Digest;
 
-/// The digest a link record names (`…/@links/sha256-<hex>`).
-fn linked_digest(path: &super::super::key::RecordPath) -> Option<Digest> {
-    let parts: Vec<&str> = path.components().collect();
-    let [.., section, name] = parts.as_slice() else {
-        return None;
-    };
-    if *section != "@links" {
-        return None;
-    }
-    let (algorithm, hex) = name.split_once('-')?;
-    format!("{algorithm}:{hex}").parse().ok()
-}
-
 impl Index {
     /// Unpins `keys`, except blobs and manifests that a pinned link of another repository still
     /// names once the records among `keys` are unpinned (a layer an unpinned image shares with a
@@ -40,7 +27,7 @@ impl Index {
             .entries
             .iter()
             .filter(|(k, _)| ledger.pinned.contains(k))
-            .filter_map(|(_, e)| e.record.as_ref().and_then(linked_digest))
+            .filter_map(|(_, e)| e.record.as_ref().and_then(|p| p.linked_digest()))
             .collect();
         for key in keys.iter().filter(|k| k.kind != Kind::Record) {
             if !linked.contains(&key.digest) {
@@ -60,7 +47,7 @@ impl Index {
                 .entries
                 .iter()
                 .filter(|(k, _)| ledger.pinned.contains(k))
-                .filter_map(|(_, e)| e.record.as_ref().and_then(linked_digest))
+                .filter_map(|(_, e)| e.record.as_ref().and_then(|p| p.linked_digest()))
                 .collect();
             let garbage: Vec<Key> = ledger
                 .pinned

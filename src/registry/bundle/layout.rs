@@ -22,7 +22,7 @@ pub(super) const MAX_DOCUMENT: u64 = 16 * 1024 * 1024;
 
 /// A descriptor as `index.json` and an index's `manifests` hold it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(super) struct Descriptor {
+pub(in crate::registry) struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
     pub digest: String,
@@ -68,7 +68,7 @@ impl LayoutIndex {
 
 /// What a bundle reads of a manifest besides its references.
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct ManifestHead {
+pub(in crate::registry) struct ManifestHead {
     #[serde(rename = "mediaType")]
     pub media_type: Option<String>,
     #[serde(rename = "artifactType")]
@@ -104,13 +104,13 @@ impl ManifestHead {
     }
 
     /// The referrers API's artifact type: the manifest's, else its config's media type.
-    pub(super) fn artifact_type(&self) -> Option<String> {
+    pub(in crate::registry) fn artifact_type(&self) -> Option<String> {
         self.artifact_type
             .clone()
             .or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
     }
 
-    pub(super) fn subject(&self) -> Option<Digest> {
+    pub(in crate::registry) fn subject(&self) -> Option<Digest> {
         self.subject.as_ref().and_then(|s| s.digest.parse().ok())
     }
 }

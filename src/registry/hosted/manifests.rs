@@ -15,7 +15,7 @@ use super::super::{Client, Registry, RegistryError, Repo};
 use super::{hosted_ns, PushError, PushKind};
 use crate::cache::{StoredManifest, TagRecord};
 use crate::oci::{references, Algorithm, Digest, MediaType, Reference, Tag};
-use crate::registry::bundle::add_referrer;
+use crate::registry::bundle::{add_referrer, ManifestHead};
 use crate::registry::mirror::referrers_doc;
 use crate::registry::prefetch::set_pins;
 
@@ -41,26 +41,6 @@ pub struct PushedManifest {
     pub digest: Digest,
     /// The manifest's `subject`, when it has one (answered as `OCI-Subject`).
     pub subject: Option<Digest>,
-}
-
-#[derive(serde::Deserialize)]
-struct Head {
-    #[serde(rename = "mediaType")]
-    media_type: Option<String>,
-    #[serde(rename = "artifactType")]
-    artifact_type: Option<String>,
-    config: Option<Desc>,
-    manifests: Option<Vec<serde_json::Value>>,
-    subject: Option<Desc>,
-    #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(serde::Deserialize)]
-struct Desc {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
 }
 
 impl Registry {
@@ -131,7 +111,7 @@ impl Registry {
                 format!("a manifest is at most {MAX_MANIFEST} bytes"),
             ));
         }
-        let head: Head = serde_json::from_slice(&bytes)
+        let head: ManifestHead = serde_json::from_slice(&bytes)
             .map_err(|e| push_error(PushKind::ManifestInvalid, format!("not a manifest: {e}")))?;
         let declared = head.media_type.clone().filter(|m| !m.is_empty());
         let sent = content_type
@@ -172,15 +152,9 @@ impl Registry {
             self.record_tag(repo, tag, &digest, &media_type, bytes.len() as u64)
                 .await?;
         }
-        let subject = head
-            .subject
-            .as_ref()
-            .and_then(|s| s.digest.parse::<Digest>().ok());
+        let subject = head.subject();
         if let Some(subject) = &subject {
-            let artifact_type = head
-                .artifact_type
-                .clone()
-                .or_else(|| head.config.as_ref().map(|c| c.media_type.clone()));
+            let artifact_type = head.artifact_type();
             let entry = serde_json::json!({
                 "mediaType": media_type,
                 "digest": digest.to_string(),
