@@ -7,25 +7,10 @@
 //! not hold is not exported, and no file is left.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use crate::support::commands::{command as regcache, operator_config};
+use crate::support::commands::{command as regcache, ok, operator_config, text};
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, sha256, Fake};
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A config file for a cache in `dir` whose docker.io is `up` (offline when asked).
 fn config_for(dir: &Path, admin: &str, up: &Fake, offline: bool) -> PathBuf {

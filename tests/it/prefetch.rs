@@ -7,26 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::commands::{command as regcache, operator_config};
+use crate::support::commands::{command as regcache, ok, operator_config, text};
 use crate::support::daemon::{Daemon, DaemonBuilder};
 use crate::support::fake::{bytes_of, Fake, Fault};
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The operator's config file for the daemon `d` (its admin listener, its cache directory and
 /// the fake upstream as docker.io).

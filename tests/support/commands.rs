@@ -30,6 +30,22 @@ pub fn operator_config(dir: &Path, admin: &str, upstream_url: &str, offline: boo
     config
 }
 
+/// What a command did, for a failed assertion's message: its exit status and both streams.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A command's standard output, after checking that it succeeded (everything it said otherwise).
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A command's standard output, after checking that it succeeded (its stderr otherwise).
 pub fn stdout(o: &std::process::Output) -> String {
     assert!(
