@@ -16,15 +16,20 @@ use tokio::time::Instant;
 
 use crate::auth::Auth;
 use crate::cache::dirlock::{DirLock, Holder};
+use crate::cache::shared::Shared;
 use crate::cache::store_mark::{self, NotAStore};
-use crate::cache::{Budget, Cache, CacheSettings};
-use crate::config::{ClientAuth, Config, TlsConfig};
+use crate::cache::{Cache, CacheSettings};
+use crate::config::{Config, TlsConfig};
 use crate::metrics::Metrics;
-use crate::registry::{HostedNs, MirrorPolicy, Registry};
+use crate::registry::Registry;
 use crate::server::admin::AdminGuard;
-use crate::server::tls::{CertReloader, Tls, TlsError, TlsSettings, CERT_POLL_INTERVAL};
+use crate::server::tls::{CertReloader, Tls, TlsError, CERT_POLL_INTERVAL};
 use crate::server::{self, ConnLimits, State};
 use crate::upstream::{ClientBuildError, Upstreams};
+
+mod settings;
+pub use settings::{cache_settings, hosted_policy, mirror_policy};
+use settings::{daemon_cache_settings, tls_settings};
 
 /// How long a starting daemon waits for a `regcache cache` command to let go of the cache
 /// directory's lock.
@@ -55,6 +60,8 @@ pub enum StartError {
     /// `[cache] dir` holds something that is not a regcache store: a configuration mistake.
     #[error(transparent)]
     NotAStore(#[from] NotAStore),
+    #[error("[storage] bucket: {0}")]
+    Storage(#[from] object_store::Error),
 }
 
 impl StartError {
@@ -176,56 +183,6 @@ impl Reloader {
     }
 }
 
-/// The TLS listener's settings from `[tls]`.
-fn tls_settings(tls: &TlsConfig) -> TlsSettings {
-    TlsSettings {
-        cert_file: tls.cert_file.clone(),
-        key_file: tls.key_file.clone(),
-        client_ca_file: tls.client_ca_file.clone(),
-        client_cert_required: tls.client_auth == ClientAuth::Required,
-    }
-}
-
-/// The cache's settings from `[cache]` and `[fetch]`.
-pub fn cache_settings(config: &Config) -> CacheSettings {
-    let c = &config.cache;
-    CacheSettings {
-        dir: c.dir.clone(),
-        budget: Budget {
-            max: c.max_size,
-            high: c.high_watermark,
-            low: c.low_watermark,
-        },
-        read_timeout: config.fetch.read_timeout,
-        finish_abandoned: config.fetch.finish_abandoned,
-    }
-}
-
-/// The pull-through policy from `[cache]` and `[fetch]`.
-/// The hosted namespaces of `[[hosted]]`, as the registry layer takes them.
-pub fn hosted_policy(config: &Config) -> Vec<HostedNs> {
-    config
-        .hosted
-        .iter()
-        .map(|h| HostedNs {
-            prefix: h.prefix.clone(),
-            create_on_push: h.create_on_push,
-            immutable_tags: h.immutable_tags,
-            max_size: h.max_size,
-        })
-        .collect()
-}
-
-pub fn mirror_policy(config: &Config) -> MirrorPolicy {
-    MirrorPolicy {
-        tag_ttl: config.cache.tag_ttl,
-        revalidate_timeout: config.cache.revalidate_timeout,
-        revalidate_in_background: config.cache.revalidate_in_background,
-        negative_ttl: config.cache.negative_ttl,
-        max_manifest_size: config.fetch.max_manifest_size,
-    }
-}
-
 /// Client authentication and read rules from `[auth]`, `[[access]]` and the private upstreams.
 fn auth(config: &Config) -> Auth {
     Auth::new(&config.auth, private_upstreams(config))
@@ -317,13 +274,25 @@ fn shared_state(
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let settings = daemon_cache_settings(&config)?;
+    start_on(config, settings).await
+}
+
+/// `start` with a shared store of the caller's (tests of the shared level on an in-memory one).
+#[doc(hidden)]
+pub async fn start_sharing(config: Config, shared: Arc<dyn Shared>) -> Result<Running, StartError> {
+    let mut settings = cache_settings(&config);
+    settings.shared = Some(shared);
+    start_on(config, settings).await
+}
+
+async fn start_on(config: Config, settings: CacheSettings) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let lock = lock_cache_dir(&config).await?;
-    let cache =
-        Cache::open(&cache_settings(&config), metrics.clone()).map_err(|source| StartError::Cache {
-            dir: config.cache.dir.display().to_string(),
-            source,
-        })?;
+    let cache = Cache::open(&settings, metrics.clone()).map_err(|source| StartError::Cache {
+        dir: config.cache.dir.display().to_string(),
+        source,
+    })?;
     let cache = Arc::new(cache);
     let upstreams = Arc::new(Upstreams::from_config(&config, &metrics)?);
     let tls = match &config.tls {

@@ -28,6 +28,7 @@ mod progress;
 mod reader;
 mod records;
 mod scan;
+pub mod shared;
 mod snapshot;
 pub mod store_mark;
 mod tags;
@@ -72,6 +73,8 @@ pub struct CacheSettings {
     pub read_timeout: Duration,
     /// Downloads continue when every client has gone.
     pub finish_abandoned: bool,
+    /// A store shared by replicas behind the directory (`shared.rs`); None: the directory only.
+    pub shared: Option<Arc<dyn shared::Shared>>,
 }
 
 /// The cache, used through its methods: blobs (hits and single-flight fills), manifests, tag
@@ -81,6 +84,7 @@ pub struct Cache {
     fills: Arc<Fills>,
     manifests: ManifestStore,
     tags: TagStore,
+    shared: Option<Arc<shared::Level>>,
 }
 
 impl Cache {
@@ -109,6 +113,10 @@ impl Cache {
         settings: &CacheSettings,
         metrics: Arc<Metrics>,
     ) -> io::Result<Cache> {
+        let shared = settings
+            .shared
+            .clone()
+            .map(|s| shared::Level::new(s, metrics.clone()));
         Ok(Cache {
             fills: Arc::new(Fills::new(
                 blobs,
@@ -116,10 +124,12 @@ impl Cache {
                 settings.read_timeout,
                 settings.finish_abandoned,
                 metrics.clone(),
+                shared.clone(),
             )),
-            manifests: ManifestStore::open(&layout, index.clone(), metrics.clone())?,
-            tags: TagStore::open(&layout, index.clone(), metrics)?,
+            manifests: ManifestStore::open(&layout, index.clone(), metrics.clone(), shared.clone())?,
+            tags: TagStore::open(&layout, index.clone(), metrics, shared.clone())?,
             index,
+            shared,
         })
     }
 
@@ -163,6 +173,11 @@ impl Cache {
     /// The size of a cached blob, without counting as an access.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
         self.fills.cached_size(digest)
+    }
+
+    /// The size of a blob the shared store holds (None without one), for a `HEAD`.
+    pub async fn shared_blob_size(&self, digest: &Digest) -> Option<u64> {
+        self.shared.as_ref()?.blob_size(digest).await
     }
 
     /// The download in progress for `digest`, if any.
@@ -303,7 +318,10 @@ impl Cache {
 
     /// Returns when no download is running.
     pub async fn wait_idle(&self) {
-        self.fills.wait_idle().await
+        self.fills.wait_idle().await;
+        if let Some(level) = &self.shared {
+            level.wait_idle().await;
+        }
     }
 
     /// Makes the next `n` blob writes fail, as a full disk would (tests of that path).

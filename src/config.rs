@@ -12,6 +12,7 @@ mod fetch;
 mod file;
 mod hosted;
 mod keys;
+mod storage;
 mod tls;
 mod upstream;
 mod upstream_set;
@@ -29,6 +30,7 @@ pub use auth::{AccessRule, Anonymous, AuthConfig, PatternPart, Reader, RepoPatte
 pub use connections::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use file::FileConfig;
 pub use hosted::HostedConfig;
+pub use storage::{S3Config, StorageConfig};
 pub use tls::{ClientAuth, TlsConfig};
 pub use upstream::RedirectHost;
 pub use upstream::{ClientCert, CredentialSource, Credentials, UpstreamConfig, DEFAULT_CREDENTIAL_LIFETIME};
@@ -76,6 +78,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[hosted]]`: namespaces regcache hosts itself (pushed to, never proxied).
     pub hosted: Vec<HostedConfig>,
+    /// `[storage]`: the cache directory alone, or in front of a bucket shared by replicas.
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +293,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     let tls = tls::validate(&mut errors, raw.tls);
     let auth = auth::validate(&mut errors, raw.auth, raw.access);
     let hosted = hosted::validate(&mut errors, raw.hosted, &upstreams);
+    let storage = storage::validate(&mut errors, raw.storage);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -306,6 +311,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         tls,
         auth,
         hosted,
+        storage,
     })
 }
 

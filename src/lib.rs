@@ -7,6 +7,7 @@
 pub mod admin_api;
 pub mod app;
 pub mod auth;
+pub mod bucket;
 pub mod cache;
 pub mod cli;
 pub mod config;

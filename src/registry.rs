@@ -279,6 +279,7 @@ mod tests {
             budget: crate::cache::Budget::unlimited(),
             read_timeout: c.fetch.read_timeout,
             finish_abandoned: true,
+            shared: None,
         };
         let cache = Arc::new(Cache::open(&settings, metrics.clone()).unwrap());
         let policy = MirrorPolicy {

@@ -30,6 +30,7 @@ use super::key::{on_disk, Key};
 use super::lease::{Lease, Reservation};
 use super::origin::{Fetching, Origin};
 use super::progress::FillState;
+use super::shared::{blob_key, Level, SharedFirst};
 use crate::metrics::{Metrics, RequestKind};
 use crate::oci::Digest;
 
@@ -49,6 +50,8 @@ pub(super) struct Fills {
     active: Mutex<HashMap<Digest, Arc<Fill>>>,
     /// Number of running fills, for shutdown to wait on.
     running: watch::Sender<usize>,
+    /// The shared store behind the cache directory, if any (`shared.rs`).
+    shared: Option<Arc<Level>>,
 }
 
 impl Fills {
@@ -64,6 +67,7 @@ impl Fills {
         read_timeout: Duration,
         finish_abandoned: bool,
         metrics: Arc<Metrics>,
+        shared: Option<Arc<Level>>,
     ) -> Fills {
         Fills {
             download: Downloader {
@@ -75,6 +79,7 @@ impl Fills {
             },
             active: Mutex::new(HashMap::new()),
             running: watch::Sender::new(0),
+            shared,
         }
     }
 
@@ -146,6 +151,14 @@ impl Fills {
                 (None, None)
             }
         };
+        let shared = self
+            .shared
+            .as_ref()
+            .map(|l| l.in_front_of(digest, origin.clone()));
+        let origin: Arc<dyn Origin> = match &shared {
+            Some(s) => s.clone(),
+            None => origin,
+        };
         let fetched = self.metrics().upstream.bytes(origin.name());
         let (fill, tx) = Fill::new(
             digest.clone(),
@@ -160,7 +173,7 @@ impl Fills {
         let fills = self.clone();
         let fut = origin.fetch();
         let leader = fill.clone();
-        tokio::spawn(async move { fills.lead(leader, temp, tx, fut).await });
+        tokio::spawn(async move { fills.lead(leader, temp, tx, fut, shared).await });
         Ok(Lookup::Filling { fill, joined: false })
     }
 
@@ -170,6 +183,7 @@ impl Fills {
         temp: Option<(Staged, File)>,
         tx: watch::Sender<Progress>,
         source: Fetching,
+        shared: Option<Arc<SharedFirst>>,
     ) {
         let digest = fill.digest.clone();
         let metrics = self.metrics();
@@ -185,6 +199,11 @@ impl Fills {
             }) => {
                 tx.send_modify(|p| p.state = FillState::Verified);
                 fill.keep(self.publish(&digest, temp, file, size, reservation).await);
+                // Before the fill ends, so shutdown, waiting for fills and then uploads, waits
+                // for this one too.
+                if let Some(s) = shared.filter(|s| !s.came_from_shared()) {
+                    self.share(&digest, s.level());
+                }
                 self.remove(&digest);
             }
             Ok(Done::Uncached(why)) => {
@@ -201,6 +220,10 @@ impl Fills {
                 metrics.cache.failed_downloads.inc();
                 if matches!(e, FillError::DigestMismatch { .. }) {
                     metrics.cache.digest_mismatches.inc();
+                    if let Some(s) = shared.filter(|s| s.came_from_shared()) {
+                        tracing::warn!(%digest, "the shared store's copy is corrupt; deleting it");
+                        s.level().delete(blob_key(&digest));
+                    }
                 }
                 self.remove(&digest);
                 tx.send_modify(|p| {
@@ -252,6 +275,18 @@ impl Fills {
                 tracing::warn!(%digest, error = %e, "publish task failed");
                 None
             }
+        }
+    }
+
+    /// Uploads a blob just kept to the shared store, holding it from eviction meanwhile.
+    fn share(&self, digest: &Digest, level: &Arc<Level>) {
+        match self.open_cached(digest) {
+            Ok(Some(blob)) => match blob.file.try_clone() {
+                Ok(file) => level.put_blob(digest, file, blob.size, blob),
+                Err(e) => tracing::warn!(%digest, error = %e, "cannot reopen a blob for the shared store"),
+            },
+            Ok(None) => tracing::debug!(%digest, "blob not kept locally; not uploaded"),
+            Err(e) => tracing::warn!(%digest, error = %e, "cannot open a blob for the shared store"),
         }
     }
 

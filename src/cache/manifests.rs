@@ -22,6 +22,7 @@ use super::atomic::{self, Staged};
 use super::index::{Admission, Index};
 use super::key::{on_disk, Key};
 use super::layout::Layout;
+use super::shared::{manifest_key, Level};
 use crate::metrics::Metrics;
 use crate::oci::{references, Digest, References};
 
@@ -49,15 +50,23 @@ pub struct ManifestStore {
     index: Arc<Index>,
     metrics: Arc<Metrics>,
     hot: Cache<Digest, Arc<Hot>>,
+    /// The shared store behind the directory: read on a miss, written after a put.
+    shared: Option<Arc<Level>>,
 }
 
 impl ManifestStore {
-    pub fn open(layout: &Layout, index: Arc<Index>, metrics: Arc<Metrics>) -> io::Result<ManifestStore> {
+    pub fn open(
+        layout: &Layout,
+        index: Arc<Index>,
+        metrics: Arc<Metrics>,
+        shared: Option<Arc<Level>>,
+    ) -> io::Result<ManifestStore> {
         layout.create()?;
         Ok(ManifestStore {
             layout: layout.clone(),
             index,
             metrics,
+            shared,
             hot: Cache::builder()
                 .max_capacity(HOT_BYTES)
                 .weigher(|_, h: &Arc<Hot>| {
@@ -72,7 +81,7 @@ impl ManifestStore {
         let key = Key::manifest(digest);
         let Some((_lease, _)) = self.index.lease(&key) else {
             self.hot.invalidate(digest);
-            return Ok(None);
+            return Ok(self.get_shared(digest).await);
         };
         if let Some(h) = self.hot.get(digest) {
             self.index.touch_refs(&h.refs);
@@ -101,6 +110,22 @@ impl ManifestStore {
         Ok(Some(m))
     }
 
+    /// A manifest from the shared store, checked against its digest and kept locally.
+    async fn get_shared(&self, digest: &Digest) -> Option<StoredManifest> {
+        let (bytes, media_type) = self.shared.as_ref()?.get_small(&manifest_key(digest)).await?;
+        if Digest::of(digest.algorithm(), &bytes) != *digest {
+            tracing::warn!(%digest, "the shared store's copy of a manifest is corrupt; ignored");
+            return None;
+        }
+        let m = StoredManifest {
+            digest: digest.clone(),
+            media_type: media_type.unwrap_or_default(),
+            bytes,
+        };
+        self.put_local(&m).await;
+        Some(m)
+    }
+
     fn keep_hot(&self, m: &StoredManifest, refs: References) {
         if m.bytes.len() <= HOT_MAX {
             let hot = Hot {
@@ -115,6 +140,15 @@ impl ManifestStore {
     /// Keeps verified manifest bytes if the budget has room. Both files are staged in `tmp/`
     /// first and renamed into place together under the index lock.
     pub async fn put(&self, m: &StoredManifest) -> io::Result<()> {
+        self.put_local(m).await;
+        if let Some(level) = &self.shared {
+            let media_type = Some(m.media_type.clone()).filter(|t| !t.is_empty());
+            level.put_small(manifest_key(&m.digest), m.bytes.clone(), media_type, true);
+        }
+        Ok(())
+    }
+
+    async fn put_local(&self, m: &StoredManifest) {
         match self.try_put(m).await {
             Ok(true) => self.keep_hot(m, references(&m.bytes)),
             Ok(false) => {}
@@ -123,7 +157,6 @@ impl ManifestStore {
                 tracing::warn!(digest = %m.digest, error = %e, "cannot write a manifest to the cache; served without keeping it");
             }
         }
-        Ok(())
     }
 
     /// Whether the manifest was kept.

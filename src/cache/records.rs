@@ -12,17 +12,21 @@ use super::atomic::{self, Staged};
 use super::index::Index;
 use super::key::RecordPath;
 use super::layout::Layout;
+use super::shared::{record_key, Level};
 
 pub(super) struct Records {
     layout: Layout,
     index: Arc<Index>,
+    /// The shared store behind the directory: read on a miss, written after a put.
+    shared: Option<Arc<Level>>,
 }
 
 impl Records {
-    pub(super) fn new(layout: &Layout, index: Arc<Index>) -> Records {
+    pub(super) fn new(layout: &Layout, index: Arc<Index>, shared: Option<Arc<Level>>) -> Records {
         Records {
             layout: layout.clone(),
             index,
+            shared,
         }
     }
 
@@ -36,7 +40,7 @@ impl Records {
     pub(super) async fn get(&self, path: &RecordPath) -> io::Result<Option<Vec<u8>>> {
         let key = path.key();
         let Some((_lease, _)) = self.index.lease(&key) else {
-            return Ok(None);
+            return Ok(self.get_shared(path).await);
         };
         let bytes = atomic::read(&self.layout.record(path)).await?;
         if bytes.is_none() {
@@ -45,9 +49,31 @@ impl Records {
         Ok(bytes)
     }
 
-    /// Keeps `bytes` as the record at `path`, in place of an older one. False when the budget
-    /// has no room for it (nothing was written then; an older record stays).
+    /// A record from the shared store, kept locally too (when the budget has room).
+    async fn get_shared(&self, path: &RecordPath) -> Option<Vec<u8>> {
+        let (bytes, _) = self
+            .shared
+            .as_ref()?
+            .get_small(&record_key(path.as_str()))
+            .await?;
+        let bytes = bytes.to_vec();
+        if let Err(e) = self.put_local(path.clone(), bytes.clone()).await {
+            tracing::warn!(record = path.as_str(), error = %e, "cannot keep a shared record locally");
+        }
+        Some(bytes)
+    }
+
+    /// Keeps `bytes` as the record at `path`, in place of an older one, and in the shared
+    /// store. False when the local budget has no room for it (nothing was written then; an
+    /// older record stays; the shared store still gets it).
     pub(super) async fn put(&self, path: RecordPath, bytes: Vec<u8>) -> io::Result<bool> {
+        if let Some(level) = &self.shared {
+            level.put_small(record_key(path.as_str()), bytes.clone().into(), None, false);
+        }
+        self.put_local(path, bytes).await
+    }
+
+    async fn put_local(&self, path: RecordPath, bytes: Vec<u8>) -> io::Result<bool> {
         let (index, layout) = (self.index.clone(), self.layout.clone());
         let kept = tokio::task::spawn_blocking(move || {
             let dest = layout.record(&path);
@@ -87,6 +113,13 @@ impl Records {
         listed.await.map_err(io::Error::other)?
     }
 
+    /// Removes the shared store's copy of the record at `path` (in the background).
+    pub(super) fn remove_shared(&self, path: &RecordPath) {
+        if let Some(level) = &self.shared {
+            level.delete(record_key(path.as_str()));
+        }
+    }
+
     /// Removes every record whose path `matches`, now; returns how many there were.
     pub(super) async fn remove_where(
         &self,
@@ -115,7 +148,7 @@ mod tests {
             low: 0.5,
         };
         let index = Index::open(layout.clone(), budget, Arc::new(Metrics::new())).unwrap();
-        (index.clone(), Records::new(&layout, index))
+        (index.clone(), Records::new(&layout, index, None))
     }
 
     fn doc(i: usize) -> RecordPath {

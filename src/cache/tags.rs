@@ -23,6 +23,7 @@ use super::index::Index;
 use super::key::{link_name, Key, RecordPath};
 use super::layout::Layout;
 use super::records::Records;
+use super::shared::Level;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -62,10 +63,15 @@ pub struct TagStore {
 }
 
 impl TagStore {
-    pub fn open(layout: &Layout, index: Arc<Index>, metrics: Arc<Metrics>) -> io::Result<TagStore> {
+    pub fn open(
+        layout: &Layout,
+        index: Arc<Index>,
+        metrics: Arc<Metrics>,
+        shared: Option<Arc<Level>>,
+    ) -> io::Result<TagStore> {
         std::fs::create_dir_all(layout.tags())?;
         Ok(TagStore {
-            records: Records::new(layout, index),
+            records: Records::new(layout, index, shared),
             metrics,
             hot: Cache::new(HOT_RECORDS),
         })
@@ -121,6 +127,7 @@ impl TagStore {
         if let Some(tag) = tag {
             let path = record_path(upstream, repo, "@tags", tag.as_str())?;
             self.hot.invalidate(&path);
+            self.records.remove_shared(&path);
             return self.records.remove_where(move |p| *p == path).await;
         }
         // `@` cannot occur in a repository name: this prefix never matches a nested repository.
@@ -167,6 +174,7 @@ impl TagStore {
     /// Forgets that `digest` belongs to this repository (a delete in a hosted repository).
     pub async fn unlink(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
         let path = record_path(upstream, repo, "@links", &link_name(digest))?;
+        self.records.remove_shared(&path);
         Ok(self.records.remove_where(move |p| *p == path).await? > 0)
     }
 
@@ -225,7 +233,7 @@ mod tests {
         };
         let metrics = Arc::new(Metrics::new());
         let index = Index::open(layout.clone(), budget, metrics.clone()).unwrap();
-        let tags = TagStore::open(&layout, index.clone(), metrics).unwrap();
+        let tags = TagStore::open(&layout, index.clone(), metrics, None).unwrap();
         let repo: RepoName = "library/app".parse().unwrap();
         let tag: Tag = "v1".parse().unwrap();
         let rec = TagRecord {
@@ -259,7 +267,7 @@ mod tests {
         layout.create().unwrap();
         let metrics = Arc::new(Metrics::new());
         let index = Index::open(layout.clone(), Budget::unlimited(), metrics.clone()).unwrap();
-        let tags = TagStore::open(&layout, index.clone(), metrics).unwrap();
+        let tags = TagStore::open(&layout, index.clone(), metrics, None).unwrap();
         let (app, nested): (RepoName, RepoName) =
             ("library/app".parse().unwrap(), "library/app/sub".parse().unwrap());
         let (v1, v2): (Tag, Tag) = ("v1".parse().unwrap(), "v2".parse().unwrap());

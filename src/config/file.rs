@@ -30,6 +30,21 @@ pub(super) struct FileConfig {
     pub access: Vec<FileAccess>,
     #[serde(default)]
     pub hosted: Vec<FileHosted>,
+    pub storage: Option<FileStorage>,
+}
+
+/// `[storage]`: the cache directory alone, or in front of a shared S3 bucket.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileStorage {
+    pub kind: Option<String>,
+    pub bucket: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub prefix: Option<String>,
+    pub path_style: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<String>,
 }
 
 /// One `[[hosted]]` namespace: names under `prefix` are pushed to regcache, never proxied.

@@ -23,6 +23,7 @@ const ROOT: &[&str] = &[
     "auth",
     "access",
     "hosted",
+    "storage",
 ];
 
 /// The keys of each table (`upstreams` is an array of tables).
@@ -32,6 +33,19 @@ const TABLES: &[(&str, &[&str])] = &[
     ("log", &["format", "level"]),
     ("auth", &["htpasswd_file", "tokens_file", "anonymous", "groups"]),
     ("access", &["repository", "read", "write"]),
+    (
+        "storage",
+        &[
+            "kind",
+            "bucket",
+            "endpoint",
+            "region",
+            "prefix",
+            "path_style",
+            "access_key_id",
+            "secret_access_key_file",
+        ],
+    ),
     (
         "hosted",
         &["prefix", "create_on_push", "immutable_tags", "max_size"],
@@ -124,7 +138,8 @@ fn strip(errors: &mut Vec<String>, prefix: &str, place: &str, known: &[&str], ta
 #[cfg(test)]
 mod tests {
     use super::super::file::{
-        FileAccess, FileAdmin, FileAuth, FileCache, FileConfig, FileFetch, FileHosted, FileLog, FileUpstream,
+        FileAccess, FileAdmin, FileAuth, FileCache, FileConfig, FileFetch, FileHosted, FileLog, FileStorage,
+        FileUpstream,
     };
     use super::*;
 
@@ -170,6 +185,7 @@ mod tests {
         check(fields_of::<FileAuth>(), known("auth"));
         check(fields_of::<FileAccess>(), known("access"));
         check(fields_of::<FileHosted>(), known("hosted"));
+        check(fields_of::<FileStorage>(), known("storage"));
     }
 
     #[test]

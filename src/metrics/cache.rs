@@ -37,6 +37,7 @@ pub struct CacheMetrics {
     /// Writes that failed (disk full, I/O error); the content was served anyway.
     pub write_errors: IntCounter,
     uncached: IntCounterVec,
+    shared: IntCounterVec,
 }
 
 impl CacheMetrics {
@@ -88,6 +89,12 @@ impl CacheMetrics {
                 "regcache_cache_write_errors_total",
                 "Writes to the cache that failed (disk full, I/O errors); content was served anyway",
             ),
+            shared: counter_vec(
+                r,
+                "regcache_shared_store_requests_total",
+                "Requests to the shared store ([storage] kind = \"s3\") by operation and result",
+                &["op", "result"],
+            ),
             uncached: counter_vec(
                 r,
                 "regcache_uncached_blobs_total",
@@ -95,6 +102,12 @@ impl CacheMetrics {
                 &["reason"],
             ),
         }
+    }
+
+    /// One shared-store operation (`op`: get_blob, get_range, head, get, put_blob, put,
+    /// delete) and how it went (hit, miss, ok, error).
+    pub fn shared(&self, op: &str, result: &str) {
+        self.shared.with_label_values(&[op, result]).inc();
     }
 
     /// A blob streamed to its clients without being kept.

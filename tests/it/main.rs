@@ -39,6 +39,7 @@ mod purge;
 mod refused_writes;
 mod repository_links;
 mod resilience;
+mod shared_store;
 mod shutdown;
 mod single_flight;
 mod slow_clients;

@@ -75,10 +75,18 @@ pub async fn pass_time(by: std::time::Duration) {
 
 impl Daemon {
     /// Starts the daemon from configuration `text`, caching in `dir` (see `DaemonBuilder`).
-    async fn start_from(dir: tempfile::TempDir, text: &str) -> Daemon {
+    async fn start_from(
+        dir: tempfile::TempDir,
+        text: &str,
+        shared: Option<std::sync::Arc<dyn regcache::cache::shared::Shared>>,
+    ) -> Daemon {
         let _ = regcache::telemetry::init("warn", false);
         let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let running = regcache::app::start(config).await.expect("daemon starts");
+        let running = match shared {
+            None => regcache::app::start(config).await,
+            Some(shared) => regcache::app::start_sharing(config, shared).await,
+        };
+        let running = running.expect("daemon starts");
         let addr = running.local_addr();
         let mut admin_addr = running.admin_addr();
         if admin_addr.ip().is_unspecified() {

@@ -133,7 +133,7 @@ impl Mirror {
             let p = fill.started().await;
             p.size.filter(|_| !matches!(p.state, FillState::Failed(_)))
         } else {
-            None
+            self.cache.shared_blob_size(digest).await
         };
         if let Some(size) = known {
             self.ensure_linked(at, digest, Subject::Blob).await?;

@@ -303,12 +303,24 @@ impl DaemonBuilder {
     }
 
     /// Starts the daemon (panics with the TOML if the configuration is refused).
-    pub async fn start(mut self) -> Daemon {
+    pub async fn start(self) -> Daemon {
+        self.start_with(None).await
+    }
+
+    /// Starts the daemon with `shared` as the store behind its cache directory.
+    pub async fn start_sharing(self, shared: std::sync::Arc<dyn regcache::cache::shared::Shared>) -> Daemon {
+        self.start_with(Some(shared)).await
+    }
+
+    async fn start_with(
+        mut self,
+        shared: Option<std::sync::Arc<dyn regcache::cache::shared::Shared>>,
+    ) -> Daemon {
         let dir = match self.dir.take() {
             Some(dir) => dir,
             None => tempfile::tempdir().unwrap(),
         };
         let text = self.toml(dir.path());
-        Daemon::start_from(dir, &text).await
+        Daemon::start_from(dir, &text, shared).await
     }
 }
