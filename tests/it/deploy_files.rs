@@ -2,10 +2,13 @@
 //! regcache configurations through `Config::from_toml_str`, the Kubernetes objects and the
 //! Containerfile against those configurations (ports, paths, users, drain time), the Grafana
 //! dashboard's queries against the metrics `src/metrics.rs` defines, the client examples against
-//! the built-in upstreams, and the systemd unit with `systemd-analyze verify`. A new kind of file
-//! under `deploy/` fails `every_deploy_file_is_checked` until it gets a check here.
+//! the built-in upstreams, the cluster's nginx balancers against its replicas, and the systemd
+//! unit with `systemd-analyze verify`. A new kind of file under `deploy/` fails
+//! `every_deploy_file_is_checked` until it gets a check here.
 
+mod balancer;
 mod clients;
+mod cluster;
 mod containerfile;
 mod grafana;
 mod kubernetes;
@@ -88,13 +91,15 @@ fn every_deploy_file_is_checked() {
             parse_json(rel);
         } else if name.ends_with(".toml") || name == "registries.conf" {
             parse_toml(rel);
-            if name == "regcache.toml" {
+            if name == "regcache.toml" && rel.starts_with("deploy/cluster/") {
+                cluster::replica_config(rel, &read(rel));
+            } else if name == "regcache.toml" {
                 regcache_config(rel, &read(rel));
             }
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {
             let docs = yaml_documents(rel, &read(rel));
             assert!(!docs.is_empty(), "{rel}: no YAML documents");
-            if rel.starts_with("deploy/kubernetes/") {
+            if rel.starts_with("deploy/kubernetes/") || rel.starts_with("deploy/cluster/kubernetes/") {
                 for doc in &docs {
                     let kind = doc["kind"].as_str();
                     assert!(
@@ -110,6 +115,12 @@ fn every_deploy_file_is_checked() {
                     }
                 }
             }
+        } else if name == "nginx.conf" {
+            assert!(
+                balancer::BALANCERS.iter().any(|(conf, _)| conf == rel),
+                "balancers_hash_by_uri_and_stream checks only {:?}",
+                balancer::BALANCERS
+            );
         } else if name.ends_with(".service") {
             assert!(read(rel).contains("[Service]"), "{rel}: no [Service] section");
             assert_eq!(

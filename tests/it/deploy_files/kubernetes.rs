@@ -11,7 +11,7 @@ use super::containerfile::{containerfile_config_path, containerfile_uid};
 use super::{read, regcache_config, repo, seq, yaml_documents};
 use crate::support::tools;
 
-fn objects_of_kind<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
+pub(super) fn objects_of_kind<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
     docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).collect()
 }
 
@@ -21,16 +21,16 @@ fn one_of_kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
     found[0]
 }
 
-fn name(obj: &Yaml) -> &str {
+pub(super) fn name(obj: &Yaml) -> &str {
     obj["metadata"]["name"].as_str().unwrap()
 }
 
-fn has_str(list: &Yaml, s: &str) -> bool {
+pub(super) fn has_str(list: &Yaml, s: &str) -> bool {
     seq(list).iter().any(|v| v.as_str() == Some(s))
 }
 
 /// A port given by number or by the container port's name.
-fn resolve_port(container: &Yaml, port: &Yaml) -> u16 {
+pub(super) fn resolve_port(container: &Yaml, port: &Yaml) -> u16 {
     if let Some(n) = port.as_u64() {
         return n as u16;
     }
@@ -42,7 +42,7 @@ fn resolve_port(container: &Yaml, port: &Yaml) -> u16 {
         .unwrap_or_else(|| panic!("no container port named {wanted}")) as u16
 }
 
-fn labels_contain(labels: &Yaml, selector: &Yaml) -> bool {
+pub(super) fn labels_contain(labels: &Yaml, selector: &Yaml) -> bool {
     let selector = selector.as_mapping().expect("a label selector");
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
@@ -139,7 +139,7 @@ fn kustomized_objects() -> (Yaml, Vec<Yaml>) {
 }
 
 /// Security: non-root (the image's user), read-only root, no capabilities; and resources set.
-fn check_security(pod: &Yaml, c: &Yaml) {
+pub(super) fn check_security(pod: &Yaml, c: &Yaml) {
     let psc = &pod["securityContext"];
     let csc = &c["securityContext"];
     assert!(psc["runAsNonRoot"].as_bool() == Some(true) || csc["runAsNonRoot"].as_bool() == Some(true));
@@ -156,7 +156,7 @@ fn check_security(pod: &Yaml, c: &Yaml) {
 }
 
 /// Ports and probes match the configuration.
-fn check_ports_and_probes(c: &Yaml, config: &Config) {
+pub(super) fn check_ports_and_probes(c: &Yaml, config: &Config) {
     let ports: BTreeSet<u16> = seq(&c["ports"])
         .iter()
         .map(|p| p["containerPort"].as_u64().unwrap() as u16)
