@@ -68,7 +68,9 @@ fn balancers_hash_by_uri_and_stream() {
     for (rel, replica) in BALANCERS {
         let d = directives(&read(rel));
         for want in [
-            "hash $request_uri consistent;",
+            "hash $regcache_home consistent;",
+            "\"~/(blobs|manifests)/(?<home_digest>sha256:[0-9a-f]{64})$\" $home_digest;",
+            "default $request_uri;",
             "proxy_pass http://regcache_replicas;",
             "proxy_http_version 1.1;",
             "proxy_buffering off;",
