@@ -91,6 +91,39 @@ password = "hunter2-secret"
 }
 
 #[test]
+fn every_storage_key_is_documented() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/regcache.toml")).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for key in [
+        "kind",
+        "bucket",
+        "endpoint",
+        "region",
+        "prefix",
+        "path_style",
+        "access_key_id",
+        "secret_access_key_file",
+    ] {
+        assert!(
+            example.lines().any(|l| l.starts_with(&format!("# {key} = "))),
+            "etc/regcache.toml does not show [storage] {key}"
+        );
+        assert!(readme.contains(&format!("{key}`")), "README does not name [storage] {key}");
+    }
+    // The commented example is a valid configuration once uncommented (the secret file aside).
+    let start = example.find("# [storage]").expect("a [storage] example");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter(|l| l.starts_with("# [") || l.contains(" = "))
+        .filter(|l| !l.contains("access_key"))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    let config = regcache::config::Config::from_toml_str(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    assert!(matches!(config.storage, regcache::config::StorageConfig::S3(_)), "{block}");
+}
+
+#[test]
 fn every_upstream_key_is_documented() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/regcache.toml")).unwrap();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
