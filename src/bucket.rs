@@ -29,7 +29,7 @@ use object_store::{
 };
 
 use crate::cache::origin::{Fetched, OriginError};
-use crate::cache::shared::{Pending, Shared, SmallObject};
+use crate::cache::shared::{Listed, Pending, Shared, SmallObject};
 use crate::config::S3Config;
 
 /// Each part of a multipart upload (S3 wants at least 5 MiB for all but the last).
@@ -237,6 +237,27 @@ impl Shared for Bucket {
                 Err(e) => Err(boxed(e)),
             }
         }))
+    }
+
+    fn list(&self, prefix: &str) -> Pending<Vec<Listed>> {
+        let (store, path, strip) = (self.store.clone(), self.path(prefix), self.prefix.clone());
+        Box::pin(async move {
+            let listed: Vec<object_store::ObjectMeta> =
+                store.list(Some(&path)).try_collect().await.map_err(boxed)?;
+            Ok(listed
+                .into_iter()
+                .map(|m| Listed {
+                    key: m
+                        .location
+                        .as_ref()
+                        .strip_prefix(strip.as_str())
+                        .unwrap_or(m.location.as_ref())
+                        .to_string(),
+                    size: m.size,
+                    modified_ms: u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0),
+                })
+                .collect())
+        })
     }
 
     fn delete(&self, key: &str) -> Pending<()> {

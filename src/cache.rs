@@ -29,6 +29,7 @@ mod reader;
 mod records;
 mod scan;
 pub mod shared;
+pub mod shared_gc;
 mod snapshot;
 pub mod store_mark;
 mod tags;
@@ -330,10 +331,12 @@ impl Cache {
         self.fills.store().fail_next_writes(n)
     }
 
-    /// Saves the recency snapshot every `SNAPSHOT_EVERY` while anything changed, and once more
+    /// Saves the recency snapshot (and, with a shared store, what was used since the last time:
+    /// `shared_gc.rs`) every `SNAPSHOT_EVERY` while anything changed, and once more
     /// when `stop` turns true.
     pub fn persist_recency(&self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         let index = self.index.clone();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(SNAPSHOT_EVERY);
             every.tick().await;
@@ -347,6 +350,9 @@ impl Cache {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the recency snapshot"),
                     Err(e) => tracing::warn!(error = %e, "recency snapshot task failed"),
+                }
+                if let Some(level) = &shared {
+                    level.flush_uses().await;
                 }
                 if last {
                     return;

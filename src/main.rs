@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use regcache::cli::args::{BundleCommand, CacheCommand, Cli, Command, RepoCommand};
+use regcache::cli::args::{BucketCommand, BundleCommand, CacheCommand, Cli, Command, RepoCommand};
 use regcache::config::Config;
 use regcache::telemetry::LogControl;
 
@@ -42,6 +42,18 @@ fn main() -> ExitCode {
         Command::Cache { command } => cache_command(command),
         command @ (Command::Prefetch { .. } | Command::Unpin { .. }) => pin_command(command),
         Command::Bundle(command) => bundle_command(command),
+        Command::Bucket {
+            command:
+                BucketCommand::Gc {
+                    config,
+                    to,
+                    dry_run,
+                    json,
+                },
+        } => operator(config.as_ref(), |config| async move {
+            let report = regcache::cli::bucket_cmd::gc(&config, to, dry_run).await?;
+            show(json, &report, || regcache::cli::bucket_cmd::render(&report))
+        }),
         Command::Repo {
             command: RepoCommand::Create { config, name, json },
         } => operator(config.as_ref(), |config| async move {

@@ -129,6 +129,9 @@ impl Fills {
         digest: &Digest,
         origin: Arc<dyn Origin>,
     ) -> io::Result<Lookup> {
+        if let Some(level) = &self.shared {
+            level.used_blob(digest);
+        }
         if let Some(hit) = self.open_cached(digest)? {
             return Ok(Lookup::Hit(hit));
         }

@@ -78,6 +78,9 @@ impl ManifestStore {
 
     /// A cached manifest, counting as an access to it and to everything it references.
     pub async fn get(&self, digest: &Digest) -> io::Result<Option<StoredManifest>> {
+        if let Some(level) = &self.shared {
+            level.used_manifest(digest);
+        }
         let key = Key::manifest(digest);
         let Some((_lease, _)) = self.index.lease(&key) else {
             self.hot.invalidate(digest);
@@ -142,6 +145,7 @@ impl ManifestStore {
     pub async fn put(&self, m: &StoredManifest) -> io::Result<()> {
         self.put_local(m).await;
         if let Some(level) = &self.shared {
+            level.used_manifest(&m.digest);
             let media_type = Some(m.media_type.clone()).filter(|t| !t.is_empty());
             level.put_small(manifest_key(&m.digest), m.bytes.clone(), media_type, true);
         }

@@ -52,6 +52,17 @@ pub trait Shared: Send + Sync + std::fmt::Debug + 'static {
         create_only: bool,
     ) -> Pending<()>;
     fn delete(&self, key: &str) -> Pending<()>;
+    /// Every object under `prefix`: key (relative, as given to the other methods), size and last
+    /// modification in milliseconds since the epoch.
+    fn list(&self, prefix: &str) -> Pending<Vec<Listed>>;
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub modified_ms: u64,
 }
 
 pub(super) fn blob_key(digest: &Digest) -> String {
@@ -71,6 +82,8 @@ pub struct Level {
     store: Arc<dyn Shared>,
     metrics: Arc<Metrics>,
     running: watch::Sender<usize>,
+    /// Blobs and manifests used since the last `flush_uses` (`shared_gc.rs`).
+    uses: super::shared_gc::Uses,
 }
 
 impl Level {
@@ -79,7 +92,31 @@ impl Level {
             store,
             metrics,
             running: watch::Sender::new(0),
+            uses: super::shared_gc::Uses::default(),
         })
+    }
+
+    /// Notes a use of the blob `digest` (served, filled or read), for the bucket's budget.
+    pub(super) fn used_blob(&self, digest: &Digest) {
+        self.uses.note(blob_key(digest));
+    }
+
+    /// Notes a use of the manifest `digest`.
+    pub(super) fn used_manifest(&self, digest: &Digest) {
+        self.uses.note(manifest_key(digest));
+    }
+
+    /// Writes what was used since the last call as one object of its own. Logged on failure.
+    pub(super) async fn flush_uses(&self) {
+        if let Some((key, body)) = self.uses.take() {
+            match self.store.put_small(&key, body, None, true).await {
+                Ok(()) => self.count("put", "ok"),
+                Err(e) => {
+                    self.count("put", "error");
+                    tracing::warn!(key, error = %e, "cannot record recent uses in the shared store");
+                }
+            }
+        }
     }
 
     fn count(&self, op: &str, result: &str) {

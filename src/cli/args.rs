@@ -67,6 +67,11 @@ pub enum Command {
     },
     #[command(flatten)]
     Bundle(BundleCommand),
+    /// The bucket replicas share ([storage] kind = "s3").
+    Bucket {
+        #[command(subcommand)]
+        command: BucketCommand,
+    },
     /// Hosted repositories ([[hosted]] namespaces).
     Repo {
         #[command(subcommand)]
@@ -93,6 +98,26 @@ pub enum RepoCommand {
         #[arg(short, long, env = "REGCACHE_CONFIG")]
         config: Option<PathBuf>,
         name: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BucketCommand {
+    /// Delete the least recently used blobs and manifests until the bucket fits [storage]
+    /// max_size (or --to), never what any replica used within [storage] gc_grace. Run it from
+    /// one place for the whole cluster (a CronJob, a timer).
+    Gc {
+        #[arg(short, long, env = "REGCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Target usage, like "10TiB", "500GB" or a number of bytes.
+        #[arg(long, value_parser = crate::config::parse_size)]
+        to: Option<u64>,
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

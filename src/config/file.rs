@@ -45,6 +45,8 @@ pub(super) struct FileStorage {
     pub path_style: Option<bool>,
     pub access_key_id: Option<String>,
     pub secret_access_key_file: Option<String>,
+    pub max_size: Option<FileSize>,
+    pub gc_grace: Option<String>,
 }
 
 /// One `[[hosted]]` namespace: names under `prefix` are pushed to regcache, never proxied.

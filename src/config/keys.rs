@@ -44,6 +44,8 @@ const TABLES: &[(&str, &[&str])] = &[
             "path_style",
             "access_key_id",
             "secret_access_key_file",
+            "max_size",
+            "gc_grace",
         ],
     ),
     (

@@ -5,8 +5,10 @@
 //! from the usual AWS sources (environment, web identity, instance metadata).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::file::FileStorage;
+use super::file::{FileSize, FileStorage};
+use super::{duration, parse_size};
 use crate::secret::Secret;
 
 /// A shared S3-compatible bucket.
@@ -22,7 +24,15 @@ pub struct S3Config {
     pub path_style: bool,
     /// Static credentials; None: the environment's.
     pub credentials: Option<(String, Secret)>,
+    /// The bucket's budget for blobs and manifests, enforced by `regcache bucket gc`.
+    pub max_size: Option<u64>,
+    /// What was used this recently is never deleted by `regcache bucket gc`.
+    pub gc_grace: Duration,
 }
+
+/// The shortest `gc_grace`: replicas report their uses every minute, and a read from the bucket
+/// must end before its object may go.
+const MIN_GC_GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Default)]
 pub enum StorageConfig {
@@ -75,6 +85,25 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: Option<FileStorage>) -> St
             None
         }
     };
+    let max_size = match raw.max_size {
+        None => None,
+        Some(FileSize::Bytes(n)) => Some(n),
+        Some(FileSize::Text(t)) => parse_size(&t)
+            .map_err(|e| errors.push(format!("storage.max_size: {e}")))
+            .ok(),
+    };
+    let gc_grace = duration(
+        errors,
+        "storage.gc_grace",
+        raw.gc_grace.as_deref(),
+        Duration::from_secs(3600),
+    );
+    if gc_grace < MIN_GC_GRACE {
+        errors.push(format!(
+            "storage.gc_grace: at least {}s (replicas report their uses every minute)",
+            MIN_GC_GRACE.as_secs()
+        ));
+    }
     let mut prefix = raw.prefix.unwrap_or_default().trim_matches('/').to_string();
     if !prefix.is_empty() {
         prefix.push('/');
@@ -86,6 +115,8 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: Option<FileStorage>) -> St
         region: raw.region.unwrap_or_else(|| "us-east-1".into()),
         prefix,
         credentials,
+        max_size,
+        gc_grace,
     })
 }
 

@@ -103,12 +103,17 @@ fn every_storage_key_is_documented() {
         "path_style",
         "access_key_id",
         "secret_access_key_file",
+        "max_size",
+        "gc_grace",
     ] {
         assert!(
             example.lines().any(|l| l.starts_with(&format!("# {key} = "))),
             "etc/regcache.toml does not show [storage] {key}"
         );
-        assert!(readme.contains(&format!("{key}`")), "README does not name [storage] {key}");
+        assert!(
+            readme.contains(&format!("{key}`")),
+            "README does not name [storage] {key}"
+        );
     }
     // The commented example is a valid configuration once uncommented (the secret file aside).
     let start = example.find("# [storage]").expect("a [storage] example");
@@ -120,7 +125,10 @@ fn every_storage_key_is_documented() {
         .map(|l| format!("{}\n", &l[2..]))
         .collect();
     let config = regcache::config::Config::from_toml_str(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
-    assert!(matches!(config.storage, regcache::config::StorageConfig::S3(_)), "{block}");
+    assert!(
+        matches!(config.storage, regcache::config::StorageConfig::S3(_)),
+        "{block}"
+    );
 }
 
 #[test]

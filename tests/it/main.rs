@@ -18,6 +18,7 @@ mod support {
 }
 
 mod admin_token;
+mod bucket_gc;
 mod bundles;
 mod cache_commands;
 mod cache_listing;

@@ -250,4 +250,23 @@ fn cluster_manifests_fit_together() {
             "admin published"
         );
     }
+
+    // The bucket's collector: the replicas' configuration and secret, `regcache bucket gc`.
+    let cron = one(&docs, "CronJob");
+    assert_eq!(cron["spec"]["concurrencyPolicy"].as_str(), Some("Forbid"));
+    let job = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let gc = &seq(&job["containers"])[0];
+    assert_eq!(gc["image"].as_str(), Some(image));
+    let command: Vec<&str> = seq(&gc["command"]).iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(command[1..3], ["bucket", "gc"], "{command:?}");
+    assert!(command.contains(&config_path.as_str()), "{command:?}");
+    assert!(
+        storage.contains_key("max_size"),
+        "the bucket has a budget to enforce"
+    );
+    assert_eq!(
+        volume(job, mounted_at(gc, config_dir))["configMap"],
+        conf["configMap"]
+    );
+    assert_eq!(&volume(job, mounted_at(gc, key_dir))["secret"], secret);
 }
