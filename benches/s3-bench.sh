@@ -44,7 +44,7 @@ export BENCH_WORK=$W
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat"; }
 now() { date +%s.%N; }
-calc() { echo "scale=3; $1" | bc; }
+calc() { echo "scale=6; $1" | bc | awk '{printf "%.2f", $1}'; }
 
 echo "== upstream and test image"
 "$KIT/upstream.sh" start "$W/up" 15000 --auth token >/dev/null
