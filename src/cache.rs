@@ -34,6 +34,7 @@ mod snapshot;
 pub mod store_mark;
 mod tags;
 mod trash;
+mod uses;
 
 use std::io;
 use std::sync::Arc;
@@ -158,7 +159,19 @@ impl Cache {
         manifests: Vec<(StoredManifest, StagedContent)>,
         pin: bool,
     ) -> Result<Adopted, AdoptError> {
-        adopt::adopt(&self.index, self.fills.store(), blobs, manifests, pin)
+        let blob_digests: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+        let kept: Vec<StoredManifest> = manifests.iter().map(|(m, _)| m.clone()).collect();
+        let adopted = adopt::adopt(&self.index, self.fills.store(), blobs, manifests, pin)?;
+        // Pushed and imported content is every replica's too (uploads run in the background).
+        if let Some(level) = &self.shared {
+            for d in &blob_digests {
+                self.fills.share(d, level);
+            }
+            for m in &kept {
+                self.manifests.share(m);
+            }
+        }
+        Ok(adopted)
     }
 
     /// A cached blob opened for reading under a lease, or None; never downloads.
@@ -174,6 +187,11 @@ impl Cache {
     /// The size of a cached blob, without counting as an access.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
         self.fills.cached_size(digest)
+    }
+
+    /// Whether a shared store stands behind the directory.
+    pub fn has_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// The size of a blob the shared store holds (None without one), for a `HEAD`.

@@ -282,7 +282,7 @@ impl Fills {
     }
 
     /// Uploads a blob just kept to the shared store, holding it from eviction meanwhile.
-    fn share(&self, digest: &Digest, level: &Arc<Level>) {
+    pub(super) fn share(&self, digest: &Digest, level: &Arc<Level>) {
         match self.open_cached(digest) {
             Ok(Some(blob)) => match blob.file.try_clone() {
                 Ok(file) => level.put_blob(digest, file, blob.size, blob),

@@ -144,12 +144,17 @@ impl ManifestStore {
     /// first and renamed into place together under the index lock.
     pub async fn put(&self, m: &StoredManifest) -> io::Result<()> {
         self.put_local(m).await;
+        self.share(m);
+        Ok(())
+    }
+
+    /// Writes a kept manifest to the shared store (in the background), if there is one.
+    pub(super) fn share(&self, m: &StoredManifest) {
         if let Some(level) = &self.shared {
             level.used_manifest(&m.digest);
             let media_type = Some(m.media_type.clone()).filter(|t| !t.is_empty());
             level.put_small(manifest_key(&m.digest), m.bytes.clone(), media_type, true);
         }
-        Ok(())
     }
 
     async fn put_local(&self, m: &StoredManifest) {

@@ -6,6 +6,7 @@
 //!   upstream; a blob that came from the upstream is uploaded once it is verified and kept
 //!   (`Shared::put_file`: whole or not at all), one that came from the shared level is not;
 //!   a shared copy whose digest is wrong is deleted, so the next pull goes upstream;
+//! - content adopted whole (a hosted push, an imported bundle) is uploaded once placed;
 //! - manifests (`manifests/<alg>/<hex>`, with their media type) and records (`records/<path>`:
 //!   tag records, repository links, kept documents) are read through on a miss and written
 //!   through after the local write (in the background: a client never waits for the bucket).
@@ -83,7 +84,7 @@ pub struct Level {
     metrics: Arc<Metrics>,
     running: watch::Sender<usize>,
     /// Blobs and manifests used since the last `flush_uses` (`shared_gc.rs`).
-    uses: super::shared_gc::Uses,
+    uses: super::uses::Uses,
 }
 
 impl Level {
@@ -92,7 +93,7 @@ impl Level {
             store,
             metrics,
             running: watch::Sender::new(0),
-            uses: super::shared_gc::Uses::default(),
+            uses: super::uses::Uses::default(),
         })
     }
 

@@ -12,51 +12,18 @@
 //! a reader. It then writes the merged last uses of what is left as one record and deletes the
 //! records it read (a record written meanwhile is read next time; its uses are recent anyway).
 //! Tag records and repository links are small and stay; a tag whose manifest went is looked up
-//! upstream again, as a local miss is.
+//! upstream again, as a local miss is. Content a hosted repository links (`protect`: the hosted
+//! namespaces) was pushed, not fetched, and is never deleted.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::origin::OriginError;
 use super::shared::{Listed, Shared};
-
-/// Where the use records live.
-const USES: &str = "uses/";
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The keys used since the last `take`, with the time of the last use.
-#[derive(Default)]
-pub(super) struct Uses(Mutex<HashMap<String, u64>>);
-
-impl Uses {
-    pub(super) fn note(&self, key: String) {
-        let mut uses = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        uses.insert(key, now_ms());
-    }
-
-    /// The record of the uses noted since the last call (its key and body), if any.
-    pub(super) fn take(&self) -> Option<(String, Bytes)> {
-        let taken = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        if taken.is_empty() {
-            return None;
-        }
-        let mut random = [0u8; 8];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).ok()?;
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let key = format!("{USES}{}-{}-{hex}.json", now_ms(), std::process::id());
-        Some((key, serde_json::to_vec(&taken).ok()?.into()))
-    }
-}
+use super::uses::{now_ms, USES};
 
 /// What a collection found and did.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -104,8 +71,22 @@ pub async fn collect(
     budget: u64,
     grace: Duration,
     dry_run: bool,
+    protect: &[String],
 ) -> Result<BucketGc, OriginError> {
     let now = now_ms();
+    let mut protected = std::collections::HashSet::new();
+    for ns in protect {
+        for link in store.list(&format!("records/{ns}/")).await? {
+            let Some((_, name)) = link.key.rsplit_once("/@links/") else {
+                continue;
+            };
+            let Some((alg, hex)) = name.split_once('-') else {
+                continue;
+            };
+            protected.insert(format!("blobs/{alg}/{hex}"));
+            protected.insert(format!("manifests/{alg}/{hex}"));
+        }
+    }
     let mut content = store.list("blobs/").await?;
     content.extend(store.list("manifests/").await?);
     let records = store.list(USES).await?;
@@ -127,6 +108,10 @@ pub async fn collect(
     // Oldest last use first: once one is within the grace, so is everything after it.
     while total > budget {
         let Some(o) = content.next() else { break };
+        if protected.contains(&o.key) {
+            kept.push(o);
+            continue;
+        }
         if last_use(&o) > cutoff {
             kept.push(o);
             break;

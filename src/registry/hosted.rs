@@ -183,11 +183,35 @@ impl Registry {
         if !cache.is_linked(repo.namespace(), &repo.name, digest).await? {
             return Err(unknown());
         }
-        let blob = cache.cached_blob(digest)?.ok_or_else(unknown)?;
+        if let Some(blob) = cache.cached_blob(digest)? {
+            return Ok(Blob {
+                size: Some(blob.size),
+                result: CacheResult::Hit,
+                source: crate::cache::Source::Complete(blob),
+            });
+        }
+        if !cache.has_shared() {
+            return Err(unknown());
+        }
+        // Pushed to another replica: in the shared store, which a fill reads first.
+        let fill = match cache.blob(digest, Arc::new(Nowhere))? {
+            crate::cache::Lookup::Hit(blob) => {
+                return Ok(Blob {
+                    size: Some(blob.size),
+                    result: CacheResult::Hit,
+                    source: crate::cache::Source::Complete(blob),
+                })
+            }
+            crate::cache::Lookup::Filling { fill, .. } => fill,
+        };
+        let started = fill.started().await;
+        if matches!(started.state, crate::cache::FillState::Failed(_)) {
+            return Err(unknown());
+        }
         Ok(Blob {
-            size: Some(blob.size),
-            result: CacheResult::Hit,
-            source: crate::cache::Source::Complete(blob),
+            size: started.size,
+            result: CacheResult::Miss,
+            source: crate::cache::Source::Filling(fill),
         })
     }
 
@@ -265,5 +289,18 @@ impl Registry {
             filtered: artifact_type.is_some(),
             result: CacheResult::Hit,
         })
+    }
+}
+
+/// The origin of hosted content beyond the shared store: none (it was pushed, never fetched).
+struct Nowhere;
+
+impl crate::cache::origin::Origin for Nowhere {
+    fn name(&self) -> &str {
+        "hosted"
+    }
+
+    fn fetch(&self) -> crate::cache::origin::Fetching {
+        Box::pin(async { Err("hosted content is in this cache or its shared store only".into()) })
     }
 }

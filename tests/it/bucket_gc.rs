@@ -66,7 +66,7 @@ async fn least_recently_used_go_first_and_uses_count() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
 
-    let dry = collect(&*bucket, 2000, Duration::ZERO, true).await.unwrap();
+    let dry = collect(&*bucket, 2000, Duration::ZERO, true, &[]).await.unwrap();
     assert_eq!(
         (dry.objects, dry.bytes, dry.deleted, dry.dry_run),
         (3, 3000, 1, true)
@@ -77,7 +77,7 @@ async fn least_recently_used_go_first_and_uses_count() {
         "a dry run deletes nothing"
     );
 
-    let r = collect(&*bucket, 2000, Duration::ZERO, false).await.unwrap();
+    let r = collect(&*bucket, 2000, Duration::ZERO, false, &[]).await.unwrap();
     assert_eq!(
         (r.deleted, r.deleted_bytes, r.over_budget, r.use_records),
         (1, 1000, 0, 1)
@@ -92,7 +92,7 @@ async fn least_recently_used_go_first_and_uses_count() {
     assert!(records[0].contains("merged"), "{records:?}");
 
     // The merged record still counts: `c` (written after `a`, never used) goes before `a`.
-    let r = collect(&*bucket, 1000, Duration::ZERO, false).await.unwrap();
+    let r = collect(&*bucket, 1000, Duration::ZERO, false, &[]).await.unwrap();
     assert_eq!(r.deleted, 1);
     assert_eq!(keys(&bucket, "manifests/").await, Vec::<String>::new());
     assert_eq!(keys(&bucket, "blobs/").await, ["blobs/sha256/a"]);
@@ -104,7 +104,7 @@ async fn nothing_used_within_the_grace_goes() {
     let bucket = Bucket::on(store.clone(), "test", "cluster/");
     put(&store, "cluster/blobs/sha256/a", 4000).await;
     put(&store, "cluster/blobs/sha256/b", 4000).await;
-    let r = collect(&*bucket, 0, HOUR, false).await.unwrap();
+    let r = collect(&*bucket, 0, HOUR, false, &[]).await.unwrap();
     assert_eq!((r.deleted, r.over_budget), (0, 8000));
     assert_eq!(keys(&bucket, "blobs/").await.len(), 2);
 }
@@ -131,11 +131,26 @@ async fn a_replica_reports_what_it_used_and_that_protects_it() {
     assert!(used.keys().any(|k| k.starts_with("manifests/")), "{used:?}");
 
     // Over budget, but all of it used within the grace: nothing goes.
-    let r = collect(&*bucket, 0, HOUR, false).await.unwrap();
+    let r = collect(&*bucket, 0, HOUR, false, &[]).await.unwrap();
     assert_eq!(r.deleted, 0);
     assert!(r.over_budget > 50_000);
     // Without a grace, everything goes.
-    let r = collect(&*bucket, 0, Duration::ZERO, false).await.unwrap();
+    let r = collect(&*bucket, 0, Duration::ZERO, false, &[]).await.unwrap();
     assert_eq!(r.over_budget, 0);
     assert!(keys(&bucket, "blobs/").await.is_empty());
+}
+
+#[tokio::test]
+async fn content_a_hosted_repository_links_is_never_deleted() {
+    let store = Arc::new(InMemory::new());
+    let bucket = Bucket::on(store.clone(), "test", "");
+    put(&store, "blobs/sha256/pushed", 1000).await;
+    put(&store, "blobs/sha256/pulled", 1000).await;
+    put(&store, "records/local/team/app/@links/sha256-pushed", 0).await;
+    put(&store, "records/docker.io/library/app/@links/sha256-pulled", 0).await;
+    let r = collect(&*bucket, 0, Duration::ZERO, false, &["local".to_string()])
+        .await
+        .unwrap();
+    assert_eq!((r.deleted, r.over_budget), (1, 1000));
+    assert_eq!(keys(&bucket, "blobs/").await, ["blobs/sha256/pushed"]);
 }

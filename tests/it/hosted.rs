@@ -24,6 +24,11 @@ fn basic(user: &str, password: &str) -> String {
 /// `strict` (`create_on_push = false`, `immutable_tags`) and `small` (`max_size` 50,000 bytes);
 /// `writer` may push to all, `reader` only read; anonymous clients read.
 async fn daemon(up: &Fake, dir: &tempfile::TempDir) -> Daemon {
+    builder(up, dir).start().await
+}
+
+/// The configuration of `daemon`, its users' file written to `dir`.
+fn builder(up: &Fake, dir: &tempfile::TempDir) -> DaemonBuilder {
     let htpasswd = dir.path().join("htpasswd");
     let lines: Vec<String> = ["writer", "reader"]
         .iter()
@@ -58,8 +63,6 @@ async fn daemon(up: &Fake, dir: &tempfile::TempDir) -> Daemon {
             "hosted",
             vec![hosted("local", false), hosted("strict", true), Value::from(small)],
         )
-        .start()
-        .await
 }
 
 const WRITER: (&str, &str) = ("writer", "writer-pw");

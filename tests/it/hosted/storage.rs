@@ -224,3 +224,28 @@ async fn unpinning_a_mirrored_image_keeps_a_layer_a_hosted_image_shares() {
         "the fake image's one layer is the shared one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_one_replica_is_pulled_from_another_sharing_its_bucket() {
+    use regcache::bucket::Bucket;
+    let (up, dir) = (Fake::start().await, tempfile::tempdir().unwrap());
+    let bucket = Bucket::on(
+        std::sync::Arc::new(object_store::memory::InMemory::new()),
+        "t",
+        "",
+    );
+    let first = builder(&up, &dir).start_sharing(bucket.clone()).await;
+    let (m, layer) = push_image(&first, "local/app", "v1", 9).await;
+    first.cache().wait_idle().await;
+    // Another replica (its own directory), the upstream down: it never had any of this.
+    up.set_fault(Some(crate::support::fake::Fault::Down(503)));
+    let second = builder(&up, &dir).start_sharing(bucket).await;
+    let by_tag = second.get("/v2/local/app/manifests/v1").await;
+    assert_eq!(by_tag.status, 200);
+    assert_eq!(by_tag.bytes(), m.as_bytes());
+    let blob = second
+        .get(&format!("/v2/local/app/blobs/{}", sha256(&layer)))
+        .await;
+    assert_eq!(blob.status, 200);
+    assert_eq!(blob.bytes(), layer);
+}
