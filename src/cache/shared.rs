@@ -205,7 +205,7 @@ impl SharedFirst {
     }
 
     /// The flag `came_from_shared` reads, for a fill to tell where its bytes came from.
-    pub(super) fn from_shared_flag(&self) -> Arc<AtomicBool> {
+    pub(super) fn source_flag(&self) -> Arc<AtomicBool> {
         self.from_shared.clone()
     }
 
