@@ -249,7 +249,7 @@ impl<'a> Batches<'a> {
             return Ok(false);
         }
         self.writer = Some((file, hasher));
-        self.fill.fetched.inc_by(upto - self.written);
+        self.fill.count_fetched(upto - self.written);
         self.written = upto;
         self.tx.send_modify(|p| p.written = upto);
         Ok(true)

@@ -169,6 +169,7 @@ impl Fills {
             origin.clone(),
             self.download.read_timeout,
             fetched,
+            shared.as_ref().map(|s| s.source_flag()),
         );
         active.insert(digest.clone(), fill.clone());
         self.running.send_replace(active.len());

@@ -48,7 +48,7 @@ pub(super) async fn stream(
             continue;
         };
         hasher.update(&data);
-        fill.fetched.inc_by(data.len() as u64);
+        fill.count_fetched(data.len() as u64);
         let (a, b) = (pos, pos + data.len() as u64);
         pos = b;
         if size.is_some_and(|s| pos > s) {

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,7 +79,10 @@ pub struct Fill {
     lease: Mutex<Option<Lease>>,
     pub(super) read_timeout: Duration,
     /// Bytes fetched from the origin, by its name.
-    pub(super) fetched: IntCounter,
+    fetched: IntCounter,
+    /// Set when the bytes come from the shared store instead (`SharedFirst`): those are not
+    /// counted as fetched from the origin.
+    from_shared: Option<Arc<AtomicBool>>,
 }
 
 impl Fill {
@@ -89,6 +93,7 @@ impl Fill {
         origin: Arc<dyn Origin>,
         read_timeout: Duration,
         fetched: IntCounter,
+        from_shared: Option<Arc<AtomicBool>>,
     ) -> (Arc<Fill>, watch::Sender<Progress>) {
         let (tx, rx) = watch::channel(Progress {
             started: false,
@@ -105,8 +110,21 @@ impl Fill {
             lease: Mutex::new(None),
             read_timeout,
             fetched,
+            from_shared,
         };
         (Arc::new(fill), tx)
+    }
+
+    /// Counts `bytes` received for this fill as fetched from its origin, unless they came
+    /// from the shared store.
+    pub(super) fn count_fetched(&self, bytes: u64) {
+        if !self
+            .from_shared
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            self.fetched.inc_by(bytes);
+        }
     }
 
     pub fn progress(&self) -> watch::Receiver<Progress> {

@@ -242,6 +242,11 @@ impl SharedFirst {
         self.from_shared.load(Ordering::Relaxed)
     }
 
+    /// The flag `came_from_shared` reads, for a fill to tell where its bytes came from.
+    pub(super) fn source_flag(&self) -> Arc<AtomicBool> {
+        self.from_shared.clone()
+    }
+
     pub(super) fn level(&self) -> &Arc<Level> {
         &self.level
     }

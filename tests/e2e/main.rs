@@ -14,16 +14,20 @@
 /// its own), so no helper is compiled where nothing calls it.
 #[path = "../support"]
 mod support {
+    pub mod big_image;
     pub mod binary;
     pub mod docker_upstream;
     pub mod dockerd;
     pub mod e2e;
     pub mod netns;
+    pub mod nginx;
     pub mod oci_push;
     pub mod push_spec;
     pub mod reference_registry;
+    pub mod replica;
     pub mod runnable_image;
     pub mod seaweedfs;
+    pub mod throttle;
     pub mod tools;
 }
 
@@ -36,6 +40,7 @@ mod hosted;
 mod podman;
 mod push_spec;
 mod registry;
+mod s3_cluster;
 mod s3_store;
 mod status_page;
 mod tls;

@@ -93,6 +93,21 @@ async fn a_replica_serves_what_another_fetched_with_the_upstream_down() {
         )
         .await;
     assert_eq!(hits, 2.0);
+    // Bytes read from the shared store are not bytes fetched from the upstream.
+    let fetched = second
+        .metric("regcache_upstream_bytes_total", &[("upstream", "docker.io")])
+        .await;
+    assert_eq!(
+        fetched, 0.0,
+        "upstream bytes counted for blobs from the shared store"
+    );
+    let first_fetched = first
+        .metric("regcache_upstream_bytes_total", &[("upstream", "docker.io")])
+        .await;
+    assert!(
+        first_fetched >= ((3 << 20) + 20_000) as f64,
+        "the first replica fetched the layers upstream: {first_fetched} bytes counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
