@@ -186,8 +186,8 @@ impl Downloader {
     }
 }
 
-/// What a write batch hands back: the file and hasher, and how the write went.
-type Written = (File, Hasher, io::Result<()>);
+/// What a write batch hands back: the file and hasher, how the write went, and the batch.
+type Written = (File, Hasher, io::Result<()>, Vec<Bytes>);
 
 /// The write side of a download. The file and hasher travel to a blocking thread with each
 /// batch and come back with it; at most one batch is in flight.
@@ -243,13 +243,15 @@ impl<'a> Batches<'a> {
     /// length at once. False when the write failed (counted and logged).
     fn landed(&mut self, out: Result<Written, JoinError>) -> Result<bool, FillError> {
         let upto = self.in_flight.take().map_or(self.written, |(_, upto)| upto);
-        let (file, hasher, result) = out.map_err(io::Error::other)?;
+        let (file, hasher, result, batch) = out.map_err(io::Error::other)?;
         if let Err(e) = result {
             self.dl.write_failed(&self.fill.digest, &e);
             return Ok(false);
         }
         self.writer = Some((file, hasher));
         self.fill.count_fetched(upto - self.written);
+        // Readers wake at the old length: they take these bytes from memory, not the file.
+        self.fill.landed(self.written, batch);
         self.written = upto;
         self.tx.send_modify(|p| p.written = upto);
         Ok(true)
@@ -286,7 +288,7 @@ impl<'a> Batches<'a> {
                 }
                 Ok(())
             });
-            (file, hasher, result)
+            (file, hasher, result, batch)
         });
         self.in_flight = Some((write, total));
         self.submitted = total;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
@@ -83,6 +84,9 @@ pub struct Fill {
     /// Set when the bytes come from the shared store instead (`SharedFirst`): those are not
     /// counted as fetched from the origin.
     from_shared: Option<Arc<AtomicBool>>,
+    /// The batch written last and where it starts: readers following the download take their
+    /// bytes from it instead of reading them back from the file (`Fill::landed_bytes`).
+    last_batch: Mutex<(u64, Vec<Bytes>)>,
 }
 
 impl Fill {
@@ -111,6 +115,7 @@ impl Fill {
             read_timeout,
             fetched,
             from_shared,
+            last_batch: Mutex::new((0, Vec::new())),
         };
         (Arc::new(fill), tx)
     }
@@ -125,6 +130,28 @@ impl Fill {
         {
             self.fetched.inc_by(bytes);
         }
+    }
+
+    /// Keeps the batch just written (from `start`) for the readers, in place of the last one.
+    pub(super) fn landed(&self, start: u64, batch: Vec<Bytes>) {
+        *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = (start, batch);
+    }
+
+    /// Up to `max` bytes at `pos` from the batch written last, without a copy (one piece of
+    /// it at most); None when `pos` is not in it.
+    pub(super) fn landed_bytes(&self, pos: u64, max: usize) -> Option<Bytes> {
+        let last = self.last_batch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = last.0;
+        for piece in &last.1 {
+            let end = at + piece.len() as u64;
+            if (at..end).contains(&pos) {
+                let from = (pos - at) as usize;
+                let to = (from + max).min(piece.len());
+                return Some(piece.slice(from..to));
+            }
+            at = end;
+        }
+        None
     }
 
     pub fn progress(&self) -> watch::Receiver<Progress> {
@@ -176,5 +203,55 @@ fn lost() -> Progress {
         size: None,
         written: 0,
         state: FillState::Failed(Arc::new(FillError::Io(io::Error::other("download task ended")))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::origin::Fetching;
+
+    struct NoOrigin;
+
+    impl Origin for NoOrigin {
+        fn name(&self) -> &str {
+            "none"
+        }
+
+        fn fetch(&self) -> Fetching {
+            Box::pin(async { Err("none".into()) })
+        }
+    }
+
+    #[test]
+    fn readers_take_the_last_batch_from_memory_only_where_it_lies() {
+        let counter = IntCounter::new("t", "t").unwrap();
+        let digest = Digest::sha256_of(b"x");
+        let (fill, _tx) = Fill::new(
+            digest,
+            None,
+            Arc::new(NoOrigin),
+            Duration::from_secs(1),
+            counter,
+            None,
+        );
+        assert_eq!(fill.landed_bytes(0, 10), None, "nothing landed yet");
+        fill.landed(100, vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defg")]);
+        let got = |pos, max| fill.landed_bytes(pos, max).map(|b| b.to_vec());
+        assert_eq!(got(100, 10), Some(b"abc".to_vec()), "one piece at most");
+        assert_eq!(got(101, 1), Some(b"b".to_vec()));
+        assert_eq!(got(103, 10), Some(b"defg".to_vec()));
+        assert_eq!(got(105, 2), Some(b"fg".to_vec()));
+        assert_eq!(
+            (got(99, 5), got(107, 1)),
+            (None, None),
+            "outside the batch: the file"
+        );
+        fill.landed(107, vec![Bytes::from_static(b"h")]);
+        assert_eq!(
+            (got(100, 1), got(107, 1)),
+            (None, Some(b"h".to_vec())),
+            "only the last batch"
+        );
     }
 }

@@ -141,6 +141,25 @@ async fn wait(
     }
 }
 
+/// Up to `n` bytes at `pos`: from the batch the download wrote last when they are in it (a
+/// reader keeping up with the download), else from the file.
+async fn next_chunk(
+    source: &Source,
+    file: Option<&Arc<std::fs::File>>,
+    pos: u64,
+    n: usize,
+) -> io::Result<Bytes> {
+    if let Some(chunk) = match source {
+        Source::Filling(fill) => fill.landed_bytes(pos, n),
+        Source::Complete(_) => None,
+    } {
+        return Ok(chunk);
+    }
+    let f = file.ok_or_else(|| io::Error::other("the download has no file to read"))?;
+    // Bytes just written are in the page cache: usually read here, without a hop.
+    read_at(f, pos, n).await
+}
+
 async fn pump(
     source: &Source,
     start: u64,
@@ -203,11 +222,7 @@ async fn pump(
         if n == 0 {
             return Ok(());
         }
-        let f = file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("the download has no file to read"))?;
-        // Bytes just written are in the page cache: usually read here, without a hop.
-        let chunk = read_at(f, pos, n as usize).await?;
+        let chunk = next_chunk(source, file.as_ref(), pos, n as usize).await?;
         pos += chunk.len() as u64;
         if tx.send(Ok(chunk)).await.is_err() {
             return Ok(()); // client went away
