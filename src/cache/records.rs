@@ -120,6 +120,14 @@ impl Records {
         }
     }
 
+    /// Removes the shared store's copies of every record under `prefix` (a path prefix such as
+    /// `docker.io/library/app/@tags/`), in the background.
+    pub(super) fn remove_shared_under(&self, prefix: &str) {
+        if let Some(level) = &self.shared {
+            level.delete_under(record_key(prefix));
+        }
+    }
+
     /// Removes every record whose path `matches`, now; returns how many there were.
     pub(super) async fn remove_where(
         &self,

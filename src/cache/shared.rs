@@ -210,6 +210,19 @@ impl Level {
         self.spawn("delete", key, work);
     }
 
+    /// Deletes every object under `prefix` (in the background).
+    pub(super) fn delete_under(self: &Arc<Self>, prefix: String) {
+        let store = self.store.clone();
+        let under = prefix.clone();
+        let work: Pending<()> = Box::pin(async move {
+            for listed in store.list(&under).await? {
+                store.delete(&listed.key).await?;
+            }
+            Ok(())
+        });
+        self.spawn("delete", prefix, work);
+    }
+
     /// Returns when no shared-store write is running.
     pub(super) async fn wait_idle(&self) {
         let mut rx = self.running.subscribe();

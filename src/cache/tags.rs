@@ -138,6 +138,7 @@ impl TagStore {
                 self.hot.invalidate(path.as_ref());
             }
         }
+        self.records.remove_shared_under(&prefix);
         self.records
             .remove_where(move |p| p.as_str().starts_with(&prefix))
             .await

@@ -161,3 +161,34 @@ async fn a_failed_download_uploads_nothing() {
         "nothing of a broken download in the shared store"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_reaches_the_shared_store() {
+    let fake = Fake::start().await;
+    let (_, _, blobs) = fake.add_image("library/app", "v1", &[bytes_of(10_000, 4)]);
+    fake.add_image("library/app", "v2", &[bytes_of(10_000, 5)]);
+    let store = Arc::new(InMemory::new());
+    let daemon = replica(&fake, &store).await;
+    daemon.pull("library/app", "v1", &blobs).await;
+    assert_eq!(daemon.get("/v2/library/app/manifests/v2").await.status, 200);
+    daemon.cache().wait_idle().await;
+    let tags = |all: Vec<String>| all.into_iter().filter(|k| k.contains("/@tags/")).count();
+    assert_eq!(tags(keys(&store).await), 2);
+    // One tag, then the whole repository: another replica would not find them either.
+    let r = daemon
+        .admin_post("/admin/purge?image=docker.io%2Flibrary%2Fapp%3Av1")
+        .await;
+    assert_eq!(r.status, 200);
+    daemon.cache().wait_idle().await;
+    assert_eq!(tags(keys(&store).await), 1);
+    let r = daemon
+        .admin_post("/admin/purge?image=docker.io%2Flibrary%2Fapp")
+        .await;
+    assert_eq!(r.status, 200);
+    daemon.cache().wait_idle().await;
+    assert_eq!(tags(keys(&store).await), 0, "{:?}", keys(&store).await);
+    assert!(
+        keys(&store).await.iter().any(|k| k.contains("/blobs/")),
+        "content stays"
+    );
+}
