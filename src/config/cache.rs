@@ -5,17 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::file::{FileCache, FileSize};
-use super::{duration, parse_size, CacheConfig, DEFAULT_CACHE_DIR};
+use super::file::{size, FileCache};
+use super::{duration, CacheConfig, DEFAULT_CACHE_DIR};
 
 pub(super) fn validate(errors: &mut Vec<String>, raw: FileCache) -> CacheConfig {
-    let max_size = match raw.max_size {
-        None => None,
-        Some(FileSize::Bytes(n)) => Some(n),
-        Some(FileSize::Text(t)) => parse_size(&t)
-            .map_err(|e| errors.push(format!("cache.max_size: {e}")))
-            .ok(),
-    };
+    let max_size = size(errors, "cache.max_size", raw.max_size);
     if max_size == Some(0) {
         errors.push("cache.max_size: 0 leaves no room; leave it out for an unlimited cache".into());
     }

@@ -80,6 +80,21 @@ pub(super) enum FileSize {
     Text(String),
 }
 
+impl FileSize {
+    /// The number of bytes, or why the text is no size.
+    pub(super) fn bytes(self) -> Result<u64, String> {
+        match self {
+            FileSize::Bytes(n) => Ok(n),
+            FileSize::Text(t) => crate::units::parse_size(&t),
+        }
+    }
+}
+
+/// A size key's bytes (None when absent); a bad one is reported as `key: why`.
+pub(super) fn size(errors: &mut Vec<String>, key: &str, raw: Option<FileSize>) -> Option<u64> {
+    raw?.bytes().map_err(|e| errors.push(format!("{key}: {e}"))).ok()
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileFetch {

@@ -4,7 +4,7 @@
 //! component (or a host), and must be neither a configured upstream's host nor another prefix.
 
 use super::file::{FileHosted, FileSize};
-use super::{parse_size, UpstreamConfig};
+use super::UpstreamConfig;
 use crate::oci::RepoName;
 
 /// One hosted namespace and its repository policies.
@@ -83,16 +83,12 @@ pub(super) fn validate(
             ));
             continue;
         }
-        let max_size = match h.max_size {
-            None => None,
-            Some(FileSize::Bytes(n)) => Some(n),
-            Some(FileSize::Text(t)) => match parse_size(&t) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    errors.push(format!("{at}.max_size: {e}"));
-                    continue;
-                }
-            },
+        let max_size = match h.max_size.map(FileSize::bytes).transpose() {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(format!("{at}.max_size: {e}"));
+                continue;
+            }
         };
         out.push(HostedConfig {
             prefix,

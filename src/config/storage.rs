@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::file::{FileSize, FileStorage};
-use super::{duration, parse_size};
+use super::duration;
+use super::file::{size, FileStorage};
 use crate::secret::Secret;
 
 /// A shared S3-compatible bucket.
@@ -85,13 +85,7 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: Option<FileStorage>) -> St
             None
         }
     };
-    let max_size = match raw.max_size {
-        None => None,
-        Some(FileSize::Bytes(n)) => Some(n),
-        Some(FileSize::Text(t)) => parse_size(&t)
-            .map_err(|e| errors.push(format!("storage.max_size: {e}")))
-            .ok(),
-    };
+    let max_size = size(errors, "storage.max_size", raw.max_size);
     let gc_grace = duration(
         errors,
         "storage.gc_grace",

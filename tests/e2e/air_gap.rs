@@ -20,7 +20,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use crate::registry::Upstream;
 use crate::support::e2e::images::{sha256_digest, TestImage};
@@ -150,15 +149,7 @@ pub(crate) fn upstream_requests(running: &regcache::app::Running) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_site_serves_an_imported_bundle() {
-    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    netns::run_test_inside(TEST, Duration::from_secs(300))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    netns::namespaced_test(TEST, namespaced_body(), requirements_present).await;
 }
 
 async fn namespaced_body() {

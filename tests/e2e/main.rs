@@ -22,6 +22,7 @@ mod support {
     pub mod netns;
     pub mod nginx;
     pub mod oci_push;
+    pub mod process_group;
     pub mod push_spec;
     pub mod reference_registry;
     pub mod replica;

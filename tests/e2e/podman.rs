@@ -241,15 +241,7 @@ async fn port_in_mirror_path(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_pulls_through_the_mirror() {
-    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    netns::run_test_inside(TEST, Duration::from_secs(300))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    netns::namespaced_test(TEST, namespaced_body(), requirements_present).await;
 }
 
 /// The test proper, inside the namespaces.

@@ -29,7 +29,6 @@ mod fresh;
 mod pull;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use object_store::aws::AmazonS3;
 
@@ -73,15 +72,7 @@ fn requirements_present() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_nginx_on_one_bucket() {
-    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    netns::run_test_inside(TEST, Duration::from_secs(300))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    netns::namespaced_test(TEST, namespaced_body(), requirements_present).await;
 }
 
 /// Everything the test started.

@@ -54,15 +54,7 @@ fn requirements_present() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_on_seaweedfs() {
-    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    netns::run_test_inside(TEST, Duration::from_secs(300))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    netns::namespaced_test(TEST, namespaced_body(), requirements_present).await;
 }
 
 /// Chunk `index` of the test data `seed`: xorshift64 output, so any range can be regenerated

@@ -132,15 +132,7 @@ fn check_png(png: &[u8]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_status_page() {
-    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    netns::run_test_inside(TEST, Duration::from_secs(300))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    netns::namespaced_test(TEST, namespaced_body(), requirements_present).await;
 }
 
 /// The test proper, inside the namespaces.

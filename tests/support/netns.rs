@@ -97,6 +97,22 @@ pub async fn inside_runs<F: std::future::Future<Output = ()>>(limit: Duration, b
     true
 }
 
+/// A namespaced test's whole entry: inside the namespaces runs `body` (within 4 minutes);
+/// outside, when `present` finds what the test needs, re-executes the test `name` inside them
+/// (within 5 minutes) and fails with its output if it failed there.
+pub async fn namespaced_test<F: std::future::Future<Output = ()>>(
+    name: &str,
+    body: F,
+    present: impl FnOnce() -> bool,
+) {
+    if inside_runs(Duration::from_secs(240), body).await || !present() {
+        return;
+    }
+    run_test_inside(name, Duration::from_secs(300))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// True in the re-executed test process, inside the namespaces.
 pub fn inside() -> bool {
     std::env::var_os(INSIDE_ENV).is_some()

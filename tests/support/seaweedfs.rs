@@ -209,20 +209,7 @@ impl SeaweedFs {
 
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let signal = |name: &str| {
-            let _ = Command::new("kill")
-                .args([name, "--", &group])
-                .stderr(Stdio::null())
-                .status();
-        };
-        signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        signal("-KILL");
-        let _ = self.child.wait();
+        crate::support::process_group::stop(&mut self.child);
         // Its gRPC servers also listen on Unix sockets named after their ports in /tmp, which a
         // killed process leaves behind (and /tmp is not private to the namespaces).
         for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
