@@ -17,12 +17,15 @@
 //! - The upstream and its token server stopped, a fresh fourth replica (empty cache directory,
 //!   same bucket) serves both images by tag and by digest, every blob, byte for byte, and
 //!   skopeo copies them through it (`fresh`).
+//! - The bucket's budget: `regcache bucket gc` lists the real bucket and keeps what was used
+//!   within the grace; the collector deletes the least recently used first (`budget`).
 //!
 //! Runs inside the loopback-only namespaces (`support/netns.rs`). Needs root, `weed`, `nginx`,
 //! `docker-registry` and `skopeo`; without them it prints a loud notice and passes, except
 //! when `CI` is set, where it fails.
 
 mod bucket;
+mod budget;
 mod cold;
 mod crash;
 mod fresh;
@@ -178,5 +181,6 @@ async fn namespaced_body() {
     cold::pulls(&cluster).await;
     crash::kill_mid_download(&mut cluster).await;
     fresh::bucket_only_replica(&mut cluster).await;
+    budget::bucket_budget(&cluster).await;
     cluster.clock.mark("done");
 }
