@@ -24,8 +24,8 @@ use http_body_util::{BodyExt as _, StreamBody};
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt as _,
-    PutMode, PutOptions, PutPayload, WriteMultipart,
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
+    ObjectStoreExt as _, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 
 use crate::cache::origin::{Fetched, OriginError};
@@ -70,6 +70,17 @@ pub fn open(config: &S3Config) -> Result<Arc<Bucket>, object_store::Error> {
         // its digest when it is read back, and a second SHA-256 pass over each upload would
         // cost about half a CPU-second per GB (TLS to the store protects the bytes in transit).
         .with_unsigned_payload(true)
+        // A store in trouble must not hold a pull for minutes (the default retries for up to
+        // three): two retries within ten seconds, then the miss goes to the upstream.
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+        })
         .with_client_options(options);
     if let Some(endpoint) = &config.endpoint {
         builder = builder

@@ -12,12 +12,16 @@
 //!   through after the local write (in the background: a client never waits for the bucket).
 //!
 //! Shared-level trouble is never a client's: a failed read is a miss, a failed write is logged
-//! and counted. Work still running at shutdown is waited for (`Uploads`).
+//! and counted. After a failed read the shared level is not read for `PAUSE` (every local miss
+//! goes straight to the upstream meanwhile), and a read that gets no answer within `ANSWER`
+//! fails, so a store in trouble costs a pull seconds once, not on every request. Work still
+//! running at shutdown is waited for.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -25,6 +29,11 @@ use tokio::sync::watch;
 use super::origin::{Fetched, Fetching, Origin, OriginError};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
+
+/// How long reads skip the shared level after one failed.
+const PAUSE: Duration = Duration::from_secs(30);
+/// A read the shared level has not answered (its head, for a blob) within this has failed.
+const ANSWER: Duration = Duration::from_secs(15);
 
 /// A shared-level operation's answer.
 pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, OriginError>> + Send>>;
@@ -85,6 +94,8 @@ pub struct Level {
     running: watch::Sender<usize>,
     /// Blobs and manifests used since the last `flush_uses` (`shared_gc.rs`).
     uses: super::uses::Uses,
+    /// Reads skip the shared level until then (after a failed one).
+    paused_until: Mutex<Option<Instant>>,
 }
 
 impl Level {
@@ -94,7 +105,32 @@ impl Level {
             metrics,
             running: watch::Sender::new(0),
             uses: super::uses::Uses::default(),
+            paused_until: Mutex::new(None),
         })
+    }
+
+    /// Whether reads skip the shared level now (counted as `skipped`).
+    fn paused(&self, op: &str) -> bool {
+        let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        let paused = until.is_some_and(|t| Instant::now() < t);
+        if paused {
+            self.count(op, "skipped");
+        }
+        paused
+    }
+
+    /// Counts a failed read and pauses reads for `PAUSE`.
+    fn read_failed(&self, op: &str, key: &str, e: &OriginError) {
+        self.count(op, "error");
+        *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + PAUSE);
+        tracing::warn!(key, error = %e, "cannot read from the shared store; not asked again for {PAUSE:?}");
+    }
+
+    /// `read`, failed when it takes longer than `ANSWER`.
+    async fn answer<T>(read: Pending<T>) -> Result<T, OriginError> {
+        tokio::time::timeout(ANSWER, read)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {ANSWER:?}").into()))
     }
 
     /// Notes a use of the blob `digest` (served, filled or read), for the bucket's budget.
@@ -126,7 +162,10 @@ impl Level {
 
     /// A small object, or None when it is missing or cannot be read (logged).
     pub(super) async fn get_small(&self, key: &str) -> Option<SmallObject> {
-        match self.store.get_small(key).await {
+        if self.paused("get") {
+            return None;
+        }
+        match Level::answer(self.store.get_small(key)).await {
             Ok(Some(found)) => {
                 self.count("get", "hit");
                 Some(found)
@@ -136,8 +175,7 @@ impl Level {
                 None
             }
             Err(e) => {
-                self.count("get", "error");
-                tracing::warn!(key, error = %e, "cannot read from the shared store; treated as a miss");
+                self.read_failed("get", key, &e);
                 None
             }
         }
@@ -146,14 +184,16 @@ impl Level {
     /// The size of a shared blob; None when missing or unreadable.
     pub(super) async fn blob_size(&self, digest: &Digest) -> Option<u64> {
         let key = blob_key(digest);
-        match self.store.head(&key).await {
+        if self.paused("head") {
+            return None;
+        }
+        match Level::answer(self.store.head(&key)).await {
             Ok(size) => {
                 self.count("head", if size.is_some() { "hit" } else { "miss" });
                 size
             }
             Err(e) => {
-                self.count("head", "error");
-                tracing::warn!(key, error = %e, "cannot ask the shared store for a blob's size");
+                self.read_failed("head", &key, &e);
                 None
             }
         }
@@ -268,19 +308,21 @@ impl SharedFirst {
         let (level, key, flag) = (self.level.clone(), self.key.clone(), self.from_shared.clone());
         let op = if range.is_some() { "get_range" } else { "get_blob" };
         Box::pin(async move {
-            match level.store.get(&key, range).await {
-                Ok(Some(found)) => {
+            let asked = match level.paused(op) {
+                true => None,
+                false => Some(Level::answer(level.store.get(&key, range)).await),
+            };
+            match asked {
+                None => {}
+                Some(Ok(Some(found))) => {
                     level.count(op, "hit");
                     if range.is_none() {
                         flag.store(true, Ordering::Relaxed);
                     }
                     return Ok(found);
                 }
-                Ok(None) => level.count(op, "miss"),
-                Err(e) => {
-                    level.count(op, "error");
-                    tracing::warn!(key, error = %e, "cannot read a blob from the shared store; asking the upstream");
-                }
+                Some(Ok(None)) => level.count(op, "miss"),
+                Some(Err(e)) => level.read_failed(op, &key, &e),
             }
             if range.is_none() {
                 flag.store(false, Ordering::Relaxed);

@@ -105,7 +105,7 @@ impl CacheMetrics {
     }
 
     /// One shared-store operation (`op`: get_blob, get_range, head, get, put_blob, put,
-    /// delete) and how it went (hit, miss, ok, error).
+    /// delete) and how it went (hit, miss, ok, error; skipped: not asked, after a failed read).
     pub fn shared(&self, op: &str, result: &str) {
         self.shared.with_label_values(&[op, result]).inc();
     }

@@ -192,3 +192,51 @@ async fn a_purge_reaches_the_shared_store() {
         "content stays"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_costs_one_failed_read_then_is_skipped() {
+    let fake = Fake::start().await;
+    let layers = [bytes_of(30_000, 1), bytes_of(30_000, 2), bytes_of(30_000, 3)];
+    let (_, manifest, blobs) = fake.add_image("library/app", "v1", &layers);
+    // The S3 client itself, toward a loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s3 = regcache::config::S3Config {
+        bucket: "down".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: "us-east-1".into(),
+        prefix: String::new(),
+        path_style: true,
+        credentials: Some(("k".into(), regcache::secret::Secret::new("s"))),
+        max_size: None,
+        gc_grace: std::time::Duration::from_secs(3600),
+    };
+    let daemon = DaemonBuilder::new()
+        .upstream(&fake)
+        .start_sharing(regcache::bucket::open(&s3).unwrap())
+        .await;
+    assert_eq!(
+        daemon.pull("library/app", "v1", &blobs).await,
+        manifest,
+        "served from the upstream"
+    );
+    let count = |op: &'static str, result: &'static str| {
+        daemon.metric_now(
+            "regcache_shared_store_requests_total",
+            &[("op", op), ("result", result)],
+        )
+    };
+    let errors: f64 = ["get", "get_blob", "head"]
+        .iter()
+        .map(|op| count(op, "error"))
+        .sum();
+    let skipped: f64 = ["get", "get_blob", "head"]
+        .iter()
+        .map(|op| count(op, "skipped"))
+        .sum();
+    assert_eq!(errors, 1.0, "one failed read");
+    assert!(skipped >= 3.0, "then the blobs' reads skip the store: {skipped}");
+}
