@@ -370,7 +370,14 @@ impl Cache {
                     Err(e) => tracing::warn!(error = %e, "recency snapshot task failed"),
                 }
                 if let Some(level) = &shared {
-                    level.flush_uses().await;
+                    // At shutdown a store in trouble gets a moment, not its whole timeout: a
+                    // replica that stops reads nothing more, so its last uses matter little.
+                    let limit = if last {
+                        Duration::from_secs(3)
+                    } else {
+                        SNAPSHOT_EVERY
+                    };
+                    let _ = tokio::time::timeout(limit, level.flush_uses()).await;
                 }
                 if last {
                     return;
