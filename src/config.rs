@@ -187,6 +187,7 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut all = admin::warnings(self.admin_listen, self.admin_token.as_ref());
         all.extend(exposure::warnings(self));
+        all.extend(storage::warnings(&self.storage));
         all
     }
 

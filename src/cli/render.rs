@@ -2,7 +2,7 @@
 //! `check-config` found.
 
 use crate::admin_api::{GcReport, PurgeReport, Stats};
-use crate::config::{Anonymous, Config};
+use crate::config::{Anonymous, Config, StorageConfig};
 
 use super::cache_cmd::Via;
 
@@ -160,6 +160,26 @@ pub fn render_config(c: &Config) -> String {
         a.groups.len(),
         a.rules.len(),
     ));
+    if let StorageConfig::S3(s3) = &c.storage {
+        out.push_str(&format!(
+            "shared store: s3 bucket {} at {}{}{}, credentials {}, budget {} (gc_grace {}s)\n",
+            s3.bucket,
+            s3.endpoint.as_deref().unwrap_or("AWS S3"),
+            if s3.prefix.is_empty() {
+                String::new()
+            } else {
+                format!(", prefix {}", s3.prefix)
+            },
+            if s3.path_style { ", path-style" } else { "" },
+            if s3.credentials.is_some() {
+                "static"
+            } else {
+                "from the environment"
+            },
+            s3.max_size.map_or("none".to_string(), crate::units::short_size),
+            s3.gc_grace.as_secs(),
+        ));
+    }
     out
 }
 

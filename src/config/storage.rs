@@ -114,6 +114,29 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: Option<FileStorage>) -> St
     })
 }
 
+/// A risky `[storage]`: a bucket reached over plain HTTP beyond this machine.
+pub(super) fn warnings(storage: &StorageConfig) -> Vec<String> {
+    let StorageConfig::S3(s3) = storage else {
+        return Vec::new();
+    };
+    let Some(endpoint) = s3.endpoint.as_deref().filter(|e| e.starts_with("http://")) else {
+        return Vec::new();
+    };
+    let host = endpoint["http://".len()..]
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match loopback {
+        true => Vec::new(),
+        false => vec![format!(
+            "the shared store {endpoint} is reached over plain HTTP: blobs, manifests and tag \
+             records cross the network unencrypted (bodies are not signed; blobs and manifests are \
+             verified by digest, tag records are not); use https"
+        )],
+    }
+}
+
 fn read_secret(file: &str) -> Result<Secret, String> {
     let path = PathBuf::from(file);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -145,6 +168,20 @@ mod tests {
             ("cache/", true, "us-east-1")
         );
         assert!(s3.credentials.is_none());
+    }
+
+    #[test]
+    fn plain_http_beyond_this_machine_is_warned_about() {
+        let with = |endpoint: &str| {
+            Config::from_toml_str(&format!(
+                "listen = \"127.0.0.1:5000\"\n[storage]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"{endpoint}\"\n"
+            ))
+            .unwrap()
+            .warnings()
+        };
+        assert!(with("http://10.0.0.5:8333")[0].contains("plain HTTP"));
+        assert!(with("http://127.0.0.1:8333").is_empty());
+        assert!(with("https://s3.example").is_empty());
     }
 
     #[test]
