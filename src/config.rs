@@ -12,6 +12,7 @@ mod fetch;
 mod file;
 mod hosted;
 mod keys;
+pub use keys::table_keys;
 mod storage;
 mod tls;
 mod upstream;

@@ -6,6 +6,11 @@
 
 use toml::{Table, Value};
 
+/// The keys a table of the file accepts (`cache`, `storage`, ...); empty for an unknown table.
+pub fn table_keys(table: &str) -> &'static [&'static str] {
+    TABLES.iter().find(|(n, _)| *n == table).map_or(&[], |(_, k)| *k)
+}
+
 /// The top-level keys.
 const ROOT: &[&str] = &[
     "listen",
@@ -169,7 +174,9 @@ mod tests {
     }
 
     fn known(table: &str) -> &'static [&'static str] {
-        TABLES.iter().find(|(n, _)| *n == table).map(|(_, k)| *k).unwrap()
+        let keys = table_keys(table);
+        assert!(!keys.is_empty(), "no table {table}");
+        keys
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde_yaml::Value as Yaml;
 use super::balancer::{listen_port, upstream_servers};
 use super::containerfile::containerfile_config_path;
 use super::kubernetes::{
-    check_ports_and_probes, check_security, has_str, labels_contain, name, objects_of_kind, resolve_port,
+    check_ports_and_probes, check_security, container_image, has_str, labels_contain, name, objects_of_kind,
+    resolve_port,
 };
 use super::{read, regcache_config, seq, yaml_documents};
 
@@ -134,13 +135,7 @@ fn cluster_manifests_fit_together() {
     ));
     let pod = &template["spec"];
     let c = &seq(&pod["containers"])[0];
-    let image = c["image"].as_str().unwrap();
-    assert!(
-        seq(&kustomization["images"])
-            .iter()
-            .any(|i| i["name"].as_str() == Some(image)),
-        "kustomization.yaml images: sets {image}"
-    );
+    let image = container_image(&kustomization, c);
     check_security(pod, c);
     check_ports_and_probes(c, &config);
     let grace = pod["terminationGracePeriodSeconds"]

@@ -97,13 +97,7 @@ fn kubernetes_manifests_fit_together() {
     let containers = seq(&pod["containers"]);
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
-    let image = c["image"].as_str().unwrap();
-    assert!(
-        seq(&kustomization["images"])
-            .iter()
-            .any(|i| i["name"].as_str() == Some(image)),
-        "kustomization.yaml images: sets the container image {image}"
-    );
+    container_image(&kustomization, c);
     check_security(pod, c);
     check_ports_and_probes(c, &config);
     check_volumes(pod, c, &config, pvc, config_map);
@@ -256,4 +250,16 @@ fn kustomize_renders_when_kubectl_is_present() {
         image.contains('/') && image.contains(':'),
         "images: applied: {image}"
     );
+}
+
+/// The image of container `c`, which the kustomization's `images` sets.
+pub(super) fn container_image<'a>(kustomization: &Yaml, c: &'a Yaml) -> &'a str {
+    let image = c["image"].as_str().unwrap();
+    assert!(
+        seq(&kustomization["images"])
+            .iter()
+            .any(|i| i["name"].as_str() == Some(image)),
+        "kustomization.yaml images: sets the container image {image}"
+    );
+    image
 }
