@@ -56,15 +56,8 @@ fn requirements_present() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_and_containerd_pull_an_imported_bundle_offline() {
-    if netns::inside_runs(Duration::from_secs(150), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    dockerd::run_test_inside(TEST, DOCKERD_DIR, Duration::from_secs(200))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let limits = (Duration::from_secs(150), Duration::from_secs(200));
+    dockerd::namespaced_test(TEST, DOCKERD_DIR, limits, namespaced_body(), requirements_present).await;
 }
 
 /// The platform both clients pick on this host (dockerd: the daemon's; ctr: its default), the

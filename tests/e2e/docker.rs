@@ -261,15 +261,8 @@ pub(crate) fn mirror_requests(regcache: &regcache::app::Running, result: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_pulls_through_mirror() {
-    if netns::inside_runs(Duration::from_secs(240), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    dockerd::run_test_inside(TEST, DOCKERD_DIR, Duration::from_secs(300))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let limits = (Duration::from_secs(240), Duration::from_secs(300));
+    dockerd::namespaced_test(TEST, DOCKERD_DIR, limits, namespaced_body(), requirements_present).await;
 }
 
 /// regcache in-process on `cache`, with the local registry as `docker.io` (default).

@@ -294,6 +294,24 @@ impl Drop for Dockerd {
 /// cgroups as leftovers.
 ///
 /// [`netns::run_test_inside`]: crate::support::netns::run_test_inside
+/// A dockerd test's whole entry: inside the namespaces runs `body` within `inside`; outside,
+/// when `present` finds what it needs, re-executes the test `name` there (dockerd's directories
+/// under `dir_prefix`) within `outside`, failing with its output if it failed.
+pub async fn namespaced_test<F: std::future::Future<Output = ()>>(
+    name: &str,
+    dir_prefix: &str,
+    (inside, outside): (Duration, Duration),
+    body: F,
+    present: impl FnOnce() -> bool,
+) {
+    if crate::support::netns::inside_runs(inside, body).await || !present() {
+        return;
+    }
+    run_test_inside(name, dir_prefix, outside)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 pub async fn run_test_inside(test: &str, dir_prefix: &str, timeout: Duration) -> Result<(), String> {
     assert!(
         dir_prefix.starts_with(PREFIX),

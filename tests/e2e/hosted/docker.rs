@@ -45,15 +45,8 @@ fn requirements_present() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_pushes_to_a_hosted_repository() {
-    if netns::inside_runs(Duration::from_secs(150), namespaced_body()).await {
-        return;
-    }
-    if !requirements_present() {
-        return;
-    }
-    dockerd::run_test_inside(TEST, DOCKERD_DIR, Duration::from_secs(200))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let limits = (Duration::from_secs(150), Duration::from_secs(200));
+    dockerd::namespaced_test(TEST, DOCKERD_DIR, limits, namespaced_body(), requirements_present).await;
 }
 
 async fn namespaced_body() {

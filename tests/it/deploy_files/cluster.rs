@@ -11,8 +11,8 @@ use serde_yaml::Value as Yaml;
 use super::balancer::{listen_port, upstream_servers};
 use super::containerfile::containerfile_config_path;
 use super::kubernetes::{
-    check_ports_and_probes, check_security, container_image, has_str, labels_contain, name, objects_of_kind,
-    resolve_port,
+    check_ports_and_probes, check_scrape_annotations, check_security, container_image, has_str,
+    labels_contain, name, objects_of_kind, resolve_port,
 };
 use super::{read, regcache_config, seq, yaml_documents};
 
@@ -145,13 +145,7 @@ fn cluster_manifests_fit_together() {
         grace >= config.shutdown_grace.as_secs() + 5,
         "grace {grace} vs shutdown_grace"
     );
-    let annotations = &template["metadata"]["annotations"];
-    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
-    assert_eq!(
-        annotations["prometheus.io/port"].as_str(),
-        Some(&*config.admin_listen.port().to_string())
-    );
-    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
+    check_scrape_annotations(template, &config);
 
     // Its volumes: the configuration where the image reads it, the local tier on a per-pod claim,
     // the secret key where [storage] names it.

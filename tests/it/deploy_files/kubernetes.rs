@@ -213,6 +213,11 @@ fn check_service(docs: &[Yaml], template: &Yaml, c: &Yaml, config: &Config) {
         !targets.values().any(|t| *t == config.admin_listen.port()),
         "the Service publishes the admin port cluster-wide: {targets:?}"
     );
+    check_scrape_annotations(template, config);
+}
+
+/// Prometheus scrapes the pod's admin port at `/metrics`.
+pub(super) fn check_scrape_annotations(template: &Yaml, config: &Config) {
     let annotations = &template["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
     assert_eq!(
