@@ -317,6 +317,7 @@ async fn start_on(config: Config, settings: CacheSettings) -> Result<Running, St
     let limits = ConnLimits {
         max_connections: config.max_connections,
         idle_timeout: config.idle_timeout,
+        sendfile: config.sendfile,
     };
     let server = tokio::spawn(server::serve(
         listener,

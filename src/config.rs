@@ -68,6 +68,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How long a client connection may stay without a request head (both listeners).
     pub idle_timeout: Duration,
+    /// Cached blobs go to plain-HTTP/1.1 clients with sendfile(2) (default true).
+    pub sendfile: bool,
     pub log: LogConfig,
     pub cache: CacheConfig,
     pub fetch: FetchConfig,
@@ -306,6 +308,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
         shutdown_grace,
         max_connections: connections.max_connections,
         idle_timeout: connections.idle_timeout,
+        sendfile: raw.sendfile.unwrap_or(true),
         log,
         cache,
         fetch,

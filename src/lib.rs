@@ -16,6 +16,7 @@ pub mod oci;
 pub mod registry;
 pub mod secret;
 pub mod server;
+pub mod splice;
 pub mod streams;
 pub mod telemetry;
 pub mod tls_files;

@@ -33,6 +33,7 @@ use crate::auth::Auth;
 use crate::cache::Cache;
 use crate::metrics::{Metrics, RequestKind};
 use crate::registry::{CacheResult, Client, Registry};
+use crate::splice::Splice;
 pub use accept::{ConnLimits, ADMIN_MAX_CONNECTIONS};
 use access_log::{AccessLog, LoggedBody};
 pub use listen::{serve, HANDSHAKE_TIMEOUT};
@@ -211,7 +212,10 @@ async fn repo_request(
         match &request.endpoint {
             Endpoint::Upload(_) => Err(ServeError::Unsupported("not an upload".into())),
             Endpoint::Manifest(r) => manifests::handle(state, client, &repo, r, method, req.headers()).await,
-            Endpoint::Blob(d) => blobs::handle(state, client, &repo, d, method, req.headers()).await,
+            Endpoint::Blob(d) => {
+                let splice = req.extensions().get::<Splice>();
+                blobs::handle(state, client, &repo, d, method, req.headers(), splice).await
+            }
             Endpoint::Tags => listing::tags(state, client, &repo, request, query).await,
             Endpoint::Referrers(d) => listing::referrers(state, client, &repo, d, query).await,
         }

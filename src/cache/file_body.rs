@@ -6,8 +6,14 @@
 //! disk goes to the blocking pool, and then the next chunk is read ahead the same way while the
 //! client takes the current one. Chunks grow (up to 1 MiB) while the client takes them as fast
 //! as they come, after a first 100 ms in small chunks, and shrink (down to 16 KiB) while it is
-//! slow, so fast clients pay few reads per gigabyte and slow ones hold little memory. The blob's lease is held by the body until the
-//! client has it all or leaves.
+//! slow, so fast clients pay few reads per gigabyte and slow ones hold little memory.
+//!
+//! On a plain HTTP/1.1 connection (a `Splice` handle) a chunk in the page cache is not read at
+//! all: it is queued for `sendfile` in segments of up to 2 MiB and the connection gets stand-ins
+//! (`splice.rs`), so the kernel sends the file's pages and the body holds no bytes, whatever the
+//! client's speed. A segment is queued when its first and last pages are cached (`RWF_NOWAIT`
+//! probes); otherwise the chunk is read in the blocking pool as above, which brings the file in.
+//! The blob's lease is held by the body until the client has it all or leaves.
 
 use std::fs::File;
 use std::future::Future;
@@ -25,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::blobs::CachedBlob;
+use crate::splice::{Splice, SEGMENT_MAX};
 
 const MIN_CHUNK: usize = 16 * 1024;
 const FIRST_CHUNK: usize = 32 * 1024;
@@ -62,11 +69,15 @@ pub(super) struct FileBody {
     fast_streak: u32,
     /// Whether reads try the page cache first (tests turn it off to read as from the disk).
     nowait: bool,
+    /// The connection's sendfile queue, when it has one.
+    splice: Option<Splice>,
 }
 
 impl FileBody {
-    pub(super) fn new(blob: CachedBlob, start: u64, end: u64) -> FileBody {
-        FileBody::over(blob.file.clone(), start, end, Some(blob))
+    pub(super) fn new(blob: CachedBlob, start: u64, end: u64, splice: Option<Splice>) -> FileBody {
+        let mut body = FileBody::over(blob.file.clone(), start, end, Some(blob));
+        body.splice = splice;
+        body
     }
 
     fn over(file: Arc<File>, start: u64, end: u64, blob: Option<CachedBlob>) -> FileBody {
@@ -82,6 +93,7 @@ impl FileBody {
             first: None,
             fast_streak: 0,
             nowait: true,
+            splice: None,
         }
     }
 
@@ -128,9 +140,26 @@ impl FileBody {
         self.reading = Some(tokio::task::spawn_blocking(move || from_disk(&file, at, n)));
     }
 
+    /// Queues the next segment for sendfile when it is in the page cache; None otherwise.
+    fn splice_cached(&mut self) -> io::Result<Option<Bytes>> {
+        let Some(splice) = &self.splice else {
+            return Ok(None);
+        };
+        let len = (self.end - self.next).min(SEGMENT_MAX as u64);
+        if len == 0 || !is_cached(&self.file, self.next)? || !is_cached(&self.file, self.next + len - 1)? {
+            return Ok(None);
+        }
+        let stand_in = splice.queue(self.file.clone(), self.next, len as usize);
+        self.next += len;
+        Ok(Some(stand_in))
+    }
+
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
         if self.reading.is_none() {
             if self.nowait {
+                if let Some(stand_in) = self.splice_cached()? {
+                    return Poll::Ready(Ok(stand_in));
+                }
                 if let Some(chunk) = self.read_cached()? {
                     return Poll::Ready(Ok(chunk));
                 }
@@ -172,6 +201,23 @@ fn from_page_cache(file: &File, at: u64, n: usize) -> io::Result<Option<Bytes>> 
         }
         Ok(_) => Err(truncated()),
         Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the page cache holds the byte at `at` (a one-byte `RWF_NOWAIT` read); false where
+/// the kernel or filesystem cannot tell.
+fn is_cached(file: &File, at: u64) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    match preadv2(
+        file,
+        &mut [IoSliceMut::new(&mut byte)],
+        at,
+        ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(1) => Ok(true),
+        Ok(_) => Err(truncated()),
+        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -282,6 +328,30 @@ mod tests {
             body.nowait = nowait;
             assert!(frames(body).await.is_err(), "never a clean end short of the size");
         }
+    }
+
+    #[tokio::test]
+    async fn with_a_splice_cached_chunks_become_stand_ins_and_uncached_ones_are_read() {
+        let bytes = pattern(2 * SEGMENT_MAX + 5);
+        let file = file_of(&bytes);
+        let splice = Splice::default();
+        let mut body = FileBody::over(file.clone(), 3, bytes.len() as u64, None);
+        body.splice = Some(splice.clone());
+        let got = frames(body).await.unwrap();
+        let lens: Vec<usize> = got.iter().map(|f| f.len()).collect();
+        assert_eq!(lens, [SEGMENT_MAX, SEGMENT_MAX, 2]);
+        assert!(
+            got.iter().all(|f| f.iter().all(|b| *b == 0)),
+            "stand-ins, not the file's bytes"
+        );
+        assert_eq!(splice.queued(), 3, "one queued segment per stand-in");
+
+        // As from the disk (no page-cache probe): the bytes themselves, nothing queued.
+        let splice = Splice::default();
+        let mut body = FileBody::over(file, 3, bytes.len() as u64, None);
+        (body.splice, body.nowait) = (Some(splice.clone()), false);
+        assert_eq!(frames(body).await.unwrap().concat(), bytes[3..]);
+        assert_eq!(splice.queued(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,7 @@ use super::blobs::CachedBlob;
 use super::file_body::{read_at, FileBody};
 use super::passthrough;
 use super::progress::{Fill, FillState, Progress};
+use crate::splice::Splice;
 
 /// The most a reader of a fill reads at once (it reads what has arrived, up to this).
 const READ_CHUNK: usize = 512 * 1024;
@@ -45,10 +46,11 @@ struct Pumped {
 
 impl BlobBody {
     /// Streams bytes `start..end` (`end` = None: until the fill ends, size unknown).
-    pub fn spawn(source: Source, start: u64, end: Option<u64>) -> BlobBody {
+    /// A complete file's bytes go out with sendfile when the connection offers `splice`.
+    pub fn spawn(source: Source, start: u64, end: Option<u64>, splice: Option<Splice>) -> BlobBody {
         let source = match (source, end) {
             (Source::Complete(blob), Some(end)) if end <= blob.size => {
-                return BlobBody(Inner::File(FileBody::new(blob, start, end)));
+                return BlobBody(Inner::File(FileBody::new(blob, start, end, splice)));
             }
             (source, _) => source,
         };

@@ -14,6 +14,7 @@ pub(super) struct FileConfig {
     pub shutdown_grace: Option<String>,
     pub max_connections: Option<i64>,
     pub idle_timeout: Option<String>,
+    pub sendfile: Option<bool>,
     #[serde(default)]
     pub admin: FileAdmin,
     #[serde(default)]

@@ -19,6 +19,7 @@ const ROOT: &[&str] = &[
     "shutdown_grace",
     "max_connections",
     "idle_timeout",
+    "sendfile",
     "admin",
     "log",
     "cache",

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::cache::{BlobBody, Source, StoredManifest};
 use crate::metrics::Served;
 use crate::oci::Digest;
+use crate::splice::Splice;
 
 /// How a request was answered, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +83,10 @@ pub struct Blob {
 }
 
 impl Blob {
-    /// A body streaming bytes `start..end` (`end` None: until the download ends).
-    pub fn body(self, start: u64, end: Option<u64>) -> BlobBody {
-        BlobBody::spawn(self.source, start, end)
+    /// A body streaming bytes `start..end` (`end` None: until the download ends); a cached
+    /// file's bytes go out with sendfile when the connection offers `splice`.
+    pub fn body(self, start: u64, end: Option<u64>, splice: Option<Splice>) -> BlobBody {
+        BlobBody::spawn(self.source, start, end, splice)
     }
 }
 

@@ -306,7 +306,7 @@ impl Registry {
             Source::Complete(_) => None,
         };
         let size = blob.size;
-        let mut body = blob.body(0, size);
+        let mut body = blob.body(0, size, None);
         let mut n = 0u64;
         while let Some(frame) = body.frame().await {
             let frame =

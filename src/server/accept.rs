@@ -46,6 +46,8 @@ pub struct ConnLimits {
     /// Deadline of a request head (an idle keep-alive connection's too); HTTP/2 ping interval
     /// and the time a ping has to be answered.
     pub idle_timeout: Duration,
+    /// Plain-TCP connections send cached blobs with sendfile (`splice.rs`).
+    pub sendfile: bool,
 }
 
 /// The most a connection buffers, each way: a request head must fit, and a response body is not
@@ -61,7 +63,10 @@ pub(super) fn http_builder(idle_timeout: Duration) -> auto::Builder<TokioExecuto
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle_timeout)
-        .max_buf_size(CONNECTION_BUFFER);
+        .max_buf_size(CONNECTION_BUFFER)
+        // Body frames are written by reference, never copied into hyper's buffer: the sendfile
+        // stand-ins of `splice.rs` depend on it.
+        .writev(true);
     builder
         .http2()
         .timer(TokioTimer::new())

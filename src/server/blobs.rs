@@ -1,6 +1,6 @@
 //! `GET`/`HEAD /v2/<name>/blobs/<digest>`: asks the registry layer for the blob and streams it,
-//! whole or the requested `Range`, from the cache or from its single download. `HEAD` never
-//! downloads.
+//! whole or the requested `Range`, from the cache or from its single download (a cached file
+//! with sendfile where the connection offers it: `splice.rs`). `HEAD` never downloads.
 
 use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -11,6 +11,7 @@ use super::response::{empty, ServeBody, ServeError};
 use super::State;
 use crate::oci::Digest;
 use crate::registry::{Blob, Client, Repo};
+use crate::splice::Splice;
 
 pub(super) async fn handle(
     state: &State,
@@ -19,6 +20,7 @@ pub(super) async fn handle(
     digest: &Digest,
     method: &Method,
     headers: &HeaderMap,
+    splice: Option<&Splice>,
 ) -> Result<Response<ServeBody>, ServeError> {
     if *method == Method::HEAD {
         let (size, result) = state.registry.blob_size(client, repo, digest).await?;
@@ -32,7 +34,7 @@ pub(super) async fn handle(
     let range_header = headers.get(RANGE).and_then(|v| v.to_str().ok());
     let blob = state.registry.blob(client, repo, digest).await?;
     let result = blob.result;
-    let mut resp = respond(digest, blob, range_header)?;
+    let mut resp = respond(digest, blob, range_header, splice.cloned())?;
     resp.extensions_mut().insert(result);
     Ok(resp)
 }
@@ -49,11 +51,12 @@ fn respond(
     digest: &Digest,
     blob: Blob,
     range_header: Option<&str>,
+    splice: Option<Splice>,
 ) -> Result<Response<ServeBody>, ServeError> {
     let Some(size) = blob.size else {
         // Upstream sent no length: stream everything, chunked; ranges need the size.
         return headers_for(digest)
-            .body(blob.body(0, None).boxed())
+            .body(blob.body(0, None, None).boxed())
             .map_err(internal);
     };
     let (status, start, end) = match range::parse(range_header, size) {
@@ -67,7 +70,8 @@ fn respond(
     if status == StatusCode::PARTIAL_CONTENT {
         resp = resp.header(CONTENT_RANGE, format!("bytes {}-{}/{}", start, end - 1, size));
     }
-    resp.body(blob.body(start, Some(end)).boxed()).map_err(internal)
+    resp.body(blob.body(start, Some(end), splice).boxed())
+        .map_err(internal)
 }
 
 fn internal(e: http::Error) -> ServeError {

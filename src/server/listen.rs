@@ -4,6 +4,8 @@
 //! timeout, so a client that connects and sends nothing holds nothing for long, and a failed
 //! handshake (logged at debug) never touches the loop. The client a connection authenticated as
 //! (its verified certificate) goes into every request's extensions as a `registry::Client`.
+//! A plain-TCP connection is a `SpliceStream`, and its HTTP/1.x requests carry its `Splice`
+//! handle, so cached blobs go out with sendfile (`splice.rs`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use super::authn::Peer;
 use super::tls::{peer_identity, Tls};
 use super::{handle, State};
 use crate::registry::Client;
+use crate::splice::{Splice, SpliceStream};
 
 /// How long a TLS client may take to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +60,12 @@ pub async fn serve(
         let tls = tls.clone();
         async move {
             match tls {
-                None => conn.serve(TokioIo::new(stream), Client::anonymous(), false).await,
+                None => {
+                    let stream = SpliceStream::new(stream);
+                    let splice = limits.sendfile.then(|| stream.handle());
+                    conn.serve(TokioIo::new(stream), Client::anonymous(), false, splice)
+                        .await
+                }
                 Some(tls) => conn.serve_tls(&tls, stream).await,
             }
         }
@@ -86,10 +94,11 @@ impl Conn {
         let client = Client {
             identity: peer_identity(stream.get_ref().1),
         };
-        self.serve(TokioIo::new(stream), client, true).await
+        self.serve(TokioIo::new(stream), client, true, None).await
     }
 
-    async fn serve<I>(self, io: I, client: Client, tls: bool)
+    /// Serves the connection; `splice` is a plain one's sendfile handle (unless sendfile is off).
+    async fn serve<I>(self, io: I, client: Client, tls: bool, splice: Option<Splice>)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -107,6 +116,9 @@ impl Conn {
             let state = state.clone();
             req.extensions_mut().insert(client.clone());
             req.extensions_mut().insert(peer);
+            if let Some(splice) = splice.as_ref().filter(|_| req.version() < http::Version::HTTP_2) {
+                req.extensions_mut().insert(splice.clone());
+            }
             let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
             async move { Ok::<_, Infallible>(handle(state, req).await) }.instrument(span)
         });

@@ -40,6 +40,7 @@ mod purge;
 mod refused_writes;
 mod repository_links;
 mod resilience;
+mod sendfile;
 mod shared_store;
 mod shutdown;
 mod single_flight;
