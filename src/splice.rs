@@ -12,8 +12,9 @@
 //!
 //! Where the stand-in goes is checked, never assumed: hyper must hand over body bytes by
 //! reference (its vectored write queue; `accept::http_builder` forces it with `writev(true)`),
-//! the bytes of a stand-in must arrive in order and from where the head segment left off, and
-//! a connection that gets a stand-in it cannot place ends with an error. A client gets the
+//! the bytes of a stand-in must arrive in order and from where the head segment left off (each
+//! segment's stand-in starts at its own one of `SLOTS` addresses, so a stand-in never passes for
+//! another segment's), and a connection that gets a stand-in it cannot place ends with an error. A client gets the
 //! file's bytes or a broken connection, never the stand-in's zeros. TLS and HTTP/2 connections
 //! carry no `Splice` handle, so their bodies read the file as before.
 
@@ -31,19 +32,31 @@ use tokio::net::TcpStream;
 /// The longest stand-in frame, and so the most one queued segment covers.
 pub const SEGMENT_MAX: usize = 2 * 1024 * 1024;
 
+/// Start addresses stand-ins take in turn.
+const SLOTS: usize = 4096;
+
 /// The region stand-in frames point into. Zeroed and never written, it occupies no memory until
 /// read, and nothing reads it: a stand-in's bytes are replaced on the way out.
-static STAND_IN: [u8; SEGMENT_MAX] = [0; SEGMENT_MAX];
+static STAND_IN: [u8; SEGMENT_MAX + SLOTS] = [0; SEGMENT_MAX + SLOTS];
 
 /// A connection's queue of file segments waiting to be sent in place of their stand-ins; the
 /// handle a response body gets through the request's extensions.
 #[derive(Clone, Default)]
-pub struct Splice(Arc<Mutex<VecDeque<Segment>>>);
+pub struct Splice(Arc<Mutex<Queue>>);
+
+#[derive(Default)]
+struct Queue {
+    segments: VecDeque<Segment>,
+    /// The slot of the next segment's stand-in.
+    next_slot: usize,
+}
 
 struct Segment {
     file: Arc<File>,
     at: u64,
     len: usize,
+    /// Where its stand-in starts in `STAND_IN`.
+    slot: usize,
     sent: usize,
 }
 
@@ -55,22 +68,26 @@ impl Splice {
             len > 0 && len <= SEGMENT_MAX,
             "a stand-in is 1..=SEGMENT_MAX bytes"
         );
-        self.segments().push_back(Segment {
+        let mut queue = self.lock();
+        let slot = queue.next_slot;
+        queue.next_slot = (slot + 1) % SLOTS;
+        queue.segments.push_back(Segment {
             file,
             at,
             len,
+            slot,
             sent: 0,
         });
-        Bytes::from_static(&STAND_IN[..len])
+        Bytes::from_static(&STAND_IN[slot..slot + len])
     }
 
     /// Segments queued and not yet wholly sent.
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
-        self.segments().len()
+        self.lock().segments.len()
     }
 
-    fn segments(&self) -> std::sync::MutexGuard<'_, VecDeque<Segment>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -79,7 +96,7 @@ impl Splice {
 fn is_stand_in(slice: &[u8]) -> bool {
     let base = STAND_IN.as_ptr() as usize;
     let at = slice.as_ptr() as usize;
-    !slice.is_empty() && at >= base && at < base + SEGMENT_MAX
+    !slice.is_empty() && at >= base && at < base + STAND_IN.len()
 }
 
 fn out_of_step(what: &str) -> io::Error {
@@ -108,12 +125,12 @@ impl SpliceStream {
     /// Sends bytes of the head segment in place of `stand_in`, which must be exactly what is
     /// left of it.
     fn poll_send_file(&self, cx: &mut Context<'_>, stand_in: &[u8]) -> Poll<io::Result<usize>> {
-        let mut segments = self.splice.segments();
-        let Some(seg) = segments.front_mut() else {
+        let mut queue = self.splice.lock();
+        let Some(seg) = queue.segments.front_mut() else {
             return Poll::Ready(Err(out_of_step("nothing queued")));
         };
         let offset = stand_in.as_ptr() as usize - STAND_IN.as_ptr() as usize;
-        if offset != seg.sent || stand_in.len() != seg.len - seg.sent {
+        if offset != seg.slot + seg.sent || stand_in.len() != seg.len - seg.sent {
             return Poll::Ready(Err(out_of_step("not where the queued segment left off")));
         }
         loop {
@@ -132,7 +149,7 @@ impl SpliceStream {
                 Ok(n) => {
                     seg.sent += n;
                     if seg.sent == seg.len {
-                        segments.pop_front();
+                        queue.segments.pop_front();
                     }
                     return Poll::Ready(Ok(n));
                 }

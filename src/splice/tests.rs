@@ -90,7 +90,7 @@ async fn stand_ins_go_out_as_the_files_bytes_between_plain_bytes() {
     want.extend_from_slice(&bytes[1..11]);
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the bytes differ");
-    assert!(splice.segments().is_empty(), "every segment sent and dropped");
+    assert_eq!(splice.queued(), 0, "every segment sent and dropped");
 }
 
 #[tokio::test]
@@ -108,6 +108,17 @@ async fn a_stand_in_that_cannot_be_placed_breaks_the_connection() {
     let (mut server, _client) = pair().await;
     let queued = server.handle().queue(file.clone(), 0, 100);
     let err = write_like_hyper(&mut server, VecDeque::from([queued.slice(..50)]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("out of step"), "{err}");
+
+    // Another segment's stand-in of the same length, where the head segment is left over (a
+    // response that ended without sending it).
+    let (mut server, _client) = pair().await;
+    let splice = server.handle();
+    let _left_over = splice.queue(file.clone(), 0, 100);
+    let next = splice.queue(file.clone(), 100, 100);
+    let err = write_like_hyper(&mut server, VecDeque::from([next]))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("out of step"), "{err}");
