@@ -13,6 +13,12 @@ use regcache::cli::args::{BucketCommand, BundleCommand, CacheCommand, Cli, Comma
 use regcache::config::Config;
 use regcache::telemetry::LogControl;
 
+/// The allocator: it keeps freed memory for reuse where glibc's returns it to the kernel and
+/// takes it back page fault by page fault (a cold download's receive buffers churned through
+/// about a seventh of its CPU that way).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long the process waits, after its shutdown deadline, for blocking calls to return.
 const RUNTIME_STOP: Duration = Duration::from_secs(1);
 
