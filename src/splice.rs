@@ -221,4 +221,4 @@ impl AsyncWrite for SpliceStream {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -280,21 +280,10 @@ impl Drop for FileBody {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use http_body_util::BodyExt;
 
     use super::*;
-
-    fn file_of(bytes: &[u8]) -> Arc<File> {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(bytes).unwrap();
-        Arc::new(f)
-    }
-
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 7 % 251) as u8).collect()
-    }
+    use crate::splice::tests::{file_of, pattern};
 
     /// Every frame of `body`, or the error that ended it.
     async fn frames(mut body: FileBody) -> Result<Vec<Bytes>, io::Error> {

@@ -6,13 +6,15 @@ use tokio::net::TcpListener;
 
 use super::*;
 
-fn file_of(bytes: &[u8]) -> Arc<File> {
+/// A file holding `bytes` (also for the cache's file-body tests).
+pub(crate) fn file_of(bytes: &[u8]) -> Arc<File> {
     let mut f = tempfile::tempfile().unwrap();
     f.write_all(bytes).unwrap();
     Arc::new(f)
 }
 
-fn pattern(len: usize) -> Vec<u8> {
+/// `len` bytes in a pattern that repeats every 251.
+pub(crate) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
