@@ -1,7 +1,8 @@
 //! One blob download, the leader's half of a fill: reserve the announced size within the disk
 //! budget, stream the upstream body into the temp file in batches (written and hashed off the
-//! async threads, one batch written while the next is read), publish progress to the fill's
-//! readers, and check size and digest at the end (the fsync comes after, when the fill
+//! async threads, side by side, one batch written and hashed while the next is read), publish
+//! progress to the fill's readers as soon as a batch is written, and check size and digest at
+//! the end (the fsync comes after, when the fill
 //! publishes). `fill.rs` runs a `Downloader`; this file knows the fill only as `progress.rs`
 //! describes it.
 //! Upstream trouble is an error; the cache's own trouble (no room, a failed write or sync) is not:
@@ -186,19 +187,24 @@ impl Downloader {
     }
 }
 
-/// What a write batch hands back: the file and hasher, how the write went, and the batch.
-type Written = (File, Hasher, io::Result<()>, Vec<Bytes>);
+/// What a write batch hands back: the file, how the write went, and the batch.
+type Written = (File, io::Result<()>, Vec<Bytes>);
 
-/// The write side of a download. The file and hasher travel to a blocking thread with each
-/// batch and come back with it; at most one batch is in flight.
+/// The write side of a download. The file and the hasher each travel to a blocking thread with
+/// a batch and come back with it, so a batch is written and hashed at once on two threads; at
+/// most one batch is in flight. Readers get a batch when it is written: its hash is only needed
+/// for the blob's last byte, which waits for the whole digest anyway.
 struct Batches<'a> {
     dl: &'a Downloader,
     fill: &'a Arc<Fill>,
     tx: &'a watch::Sender<Progress>,
-    /// Home unless a batch is in flight.
-    writer: Option<(File, Hasher)>,
+    /// Home unless a batch is being written.
+    writer: Option<File>,
     /// The batch being written, and the length the file has once it is.
     in_flight: Option<(JoinHandle<Written>, u64)>,
+    /// Home unless a batch is being hashed.
+    hasher: Option<Hasher>,
+    hashing: Option<JoinHandle<Hasher>>,
     pending: Vec<Bytes>,
     pending_len: usize,
     /// The size at which the next batch is due.
@@ -214,8 +220,10 @@ impl<'a> Batches<'a> {
             dl,
             fill,
             tx,
-            writer: Some((file, Hasher::new(fill.digest.algorithm()))),
+            writer: Some(file),
             in_flight: None,
+            hasher: Some(Hasher::new(fill.digest.algorithm())),
+            hashing: None,
             pending: Vec::new(),
             pending_len: 0,
             batch: FIRST_BATCH,
@@ -239,16 +247,16 @@ impl<'a> Batches<'a> {
         self.pending_len >= self.batch || (done && self.pending_len > 0)
     }
 
-    /// Takes the batch in flight back: the file and hasher come home and readers learn the new
-    /// length at once. False when the write failed (counted and logged).
+    /// Takes the batch in flight back: the file comes home and readers learn the new length at
+    /// once. False when the write failed (counted and logged).
     fn landed(&mut self, out: Result<Written, JoinError>) -> Result<bool, FillError> {
         let upto = self.in_flight.take().map_or(self.written, |(_, upto)| upto);
-        let (file, hasher, result, batch) = out.map_err(io::Error::other)?;
+        let (file, result, batch) = out.map_err(io::Error::other)?;
         if let Err(e) = result {
             self.dl.write_failed(&self.fill.digest, &e);
             return Ok(false);
         }
-        self.writer = Some((file, hasher));
+        self.writer = Some(file);
         self.fill.count_fetched(upto - self.written);
         // Readers wake at the old length: they take these bytes from memory, not the file.
         self.fill.landed(self.written, batch);
@@ -277,18 +285,25 @@ impl<'a> Batches<'a> {
         let total = self.buffered();
         let batch = std::mem::take(&mut self.pending);
         let store = self.dl.store.clone();
-        let Some((mut file, mut hasher)) = self.writer.take() else {
+        let Some(mut file) = self.writer.take() else {
             return Err(FillError::Io(io::Error::other("writer lost")));
         };
+        let mut hasher = self.take_hasher().await?;
+        let to_hash = batch.clone();
+        self.hashing = Some(tokio::task::spawn_blocking(move || {
+            for b in &to_hash {
+                hasher.update(b);
+            }
+            hasher
+        }));
         let write = tokio::task::spawn_blocking(move || {
             let result = store.injected_failure().and_then(|()| {
                 for b in &batch {
                     file.write_all(b)?;
-                    hasher.update(b);
                 }
                 Ok(())
             });
-            (file, hasher, result, batch)
+            (file, result, batch)
         });
         self.in_flight = Some((write, total));
         self.submitted = total;
@@ -303,9 +318,21 @@ impl<'a> Batches<'a> {
         if !self.settle().await? {
             return Ok(None);
         }
+        let hasher = self.take_hasher().await?;
         match self.writer.take() {
-            Some((file, hasher)) => Ok(Some((file, hasher, self.written))),
+            Some(file) => Ok(Some((file, hasher, self.written))),
             None => Err(FillError::Io(io::Error::other("writer lost"))),
+        }
+    }
+
+    /// The hasher, once the batch it is hashing is done.
+    async fn take_hasher(&mut self) -> Result<Hasher, FillError> {
+        match self.hashing.take() {
+            Some(h) => Ok(h.await.map_err(io::Error::other)?),
+            None => self
+                .hasher
+                .take()
+                .ok_or_else(|| FillError::Io(io::Error::other("hasher lost"))),
         }
     }
 }
