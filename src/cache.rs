@@ -24,6 +24,7 @@ mod listing;
 mod manifests;
 pub mod origin;
 mod passthrough;
+mod priority;
 mod progress;
 mod reader;
 mod records;

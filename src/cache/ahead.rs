@@ -5,7 +5,8 @@
 //! request at once, while the one full download goes on and is still verified before it is
 //! kept. A range cannot be checked against the blob's digest by anyone, here or at the client,
 //! so serving it from the origin costs no guarantee; its length is checked, and a body that
-//! ends short or runs long ends in an error.
+//! ends short or runs long ends in an error. The download lets the ranged fetch go first
+//! (`priority.rs`).
 
 use std::io;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
+use super::priority;
 use super::progress::{Fill, FillState};
 
 /// How far ahead of the fill a range must start to be asked of the origin: nearer ranges are
@@ -41,6 +43,7 @@ pub(super) async fn stream(
     end: u64,
     tx: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<bool> {
+    let _first = priority::take(&fill.ranges);
     let mut body = match fill.upstream_range(start, end).await {
         Ok(fetched) => fetched.body,
         Err(e) => {

@@ -2,9 +2,9 @@
 //! budget, stream the upstream body into the temp file in batches (written and hashed off the
 //! async threads, side by side, one batch written and hashed while the next is read), publish
 //! progress to the fill's readers as soon as a batch is written, and check size and digest at
-//! the end (the fsync comes after, when the fill
-//! publishes). `fill.rs` runs a `Downloader`; this file knows the fill only as `progress.rs`
-//! describes it.
+//! the end (the fsync comes after, when the fill publishes). A ranged fetch of the blob goes
+//! first (`priority.rs`). `fill.rs` runs a `Downloader`; this file knows the fill only as
+//! `progress.rs` describes it.
 //! Upstream trouble is an error; the cache's own trouble (no room, a failed write or sync) is not:
 //! it ends the download as `Uncached`, and the fill's readers stream from upstream instead.
 
@@ -23,6 +23,7 @@ use super::blobs::BlobStore;
 use super::index::Index;
 use super::lease::Reservation;
 use super::origin::{Fetching, OriginBody};
+use super::priority;
 use super::progress::{Fill, FillError, Progress, Uncached};
 use crate::metrics::Metrics;
 use crate::oci::Hasher;
@@ -133,6 +134,7 @@ impl Downloader {
         mut body: OriginBody,
         size: Option<u64>,
     ) -> Result<Result<Reservation, Uncached>, FillError> {
+        let mut ranges = priority::Yielding::new(&batches.fill.ranges);
         loop {
             let next = tokio::select! {
                 biased;
@@ -148,7 +150,10 @@ impl Downloader {
                     }
                     continue;
                 }
-                next = tokio::time::timeout(self.read_timeout, body.frame()) => next,
+                next = async {
+                    ranges.wait().await;
+                    tokio::time::timeout(self.read_timeout, body.frame()).await
+                } => next,
             };
             let frame = match next {
                 Err(_) => return Err(FillError::Stalled(self.read_timeout)),

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::lease::Lease;
 use super::origin::{Fetched, Origin, OriginError};
+use super::priority;
 use crate::oci::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,8 @@ pub struct Fill {
     /// The batch written last and where it starts: readers following the download take their
     /// bytes from it instead of reading them back from the file (`Fill::landed_bytes`).
     last_batch: Mutex<(u64, Vec<Bytes>)>,
+    /// Ranged fetches of the blob under way, which the download lets go first.
+    pub(super) ranges: watch::Sender<priority::Ranges>,
 }
 
 impl Fill {
@@ -116,6 +119,7 @@ impl Fill {
             fetched,
             from_shared,
             last_batch: Mutex::new((0, Vec::new())),
+            ranges: priority::channel(),
         };
         (Arc::new(fill), tx)
     }

@@ -83,3 +83,48 @@ async fn an_upstream_that_ignores_ranges_leaves_the_range_to_the_download() {
     let ranged = up.requests().into_iter().filter(|r| r.range.is_some()).count();
     assert_eq!(ranged, 1, "the range was asked of the upstream first");
 }
+
+/// While a ranged fetch is under way the download reads nothing more (the range goes first, as
+/// a lazy puller waits on it), for half a second at most; then it goes on and the blob is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_lets_a_ranged_fetch_go_first_for_a_while() {
+    let up = Fake::start().await;
+    let size = 64 * 1024 * 1024;
+    let blob = bytes_of(size, 13);
+    let digest = up.add_blob("library/lazy", blob.clone());
+    let (open, gate) = watch::channel(false);
+    up.set_fault(Some(Fault::HoldRanges { gate }));
+    let d = std::sync::Arc::new(DaemonBuilder::new().upstream(&up).start().await);
+    let path = format!("/v2/library/lazy/blobs/{digest}");
+    let tail = {
+        let (d, p) = (d.clone(), path.clone());
+        let spec = format!("bytes={}-", size - TAIL);
+        tokio::spawn(async move { d.request("GET", &p, &[("range", &spec)]).await })
+    };
+    let key: Digest = digest.parse().unwrap();
+    let written = || d.cache().filling(&key).map(|f| f.progress().borrow().written);
+    eventually("the ranged request to reach the upstream", || {
+        up.requests().iter().any(|r| r.range.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = written().expect("the download is under way");
+    assert!(before < size as u64);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        written(),
+        Some(before),
+        "the download read nothing while the range ran"
+    );
+
+    // The range is held longer than the download waits for it.
+    eventually("the download to go on", || written().is_none_or(|w| w > before)).await;
+    open.send(true).unwrap();
+    let tail = tail.await.unwrap();
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.bytes(), blob[size - TAIL..]);
+    d.download_settled(&digest).await;
+    assert_eq!(up.count("GET", "/blobs/"), 2, "one full download and one range");
+    assert_eq!(d.get(&path).await.bytes(), blob, "kept");
+    assert_eq!(up.count("GET", "/blobs/"), 2);
+}

@@ -74,6 +74,8 @@ pub enum Fault {
     RateLimit { retry_after: String },
     /// Hold every manifest request (after logging it) until the gate opens.
     HoldManifests { gate: watch::Receiver<bool> },
+    /// Hold every ranged blob request (after logging it) until the gate opens.
+    HoldRanges { gate: watch::Receiver<bool> },
 }
 
 /// How the fake answers `tags/list`.

@@ -47,8 +47,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, host: &'static str) -
         let (parts, body) = state.auth.token(req).await.into_parts();
         return Response::from_parts(parts, ChanBody::full(body));
     }
+    let range = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let hold = match state.fault.lock().unwrap().clone() {
         Some(Fault::HoldManifests { gate }) if req.uri().path().contains("/manifests/") => Some(gate),
+        Some(Fault::HoldRanges { gate }) if range.is_some() => Some(gate),
         _ => None,
     };
     if let Some(mut gate) = hold {
@@ -57,7 +63,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, host: &'static str) -
             path: req.uri().path().to_string(),
             query: req.uri().query().map(str::to_string),
             authorization: None,
-            range: None,
+            range,
             host,
         });
         let _ = gate.wait_for(|open| *open).await;
