@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -107,13 +108,16 @@ fn out_of_step(what: &str) -> io::Error {
 pub struct SpliceStream {
     tcp: TcpStream,
     splice: Splice,
+    /// Counts the bytes sendfile sent.
+    sent: IntCounter,
 }
 
 impl SpliceStream {
-    pub fn new(tcp: TcpStream) -> SpliceStream {
+    pub fn new(tcp: TcpStream, sent: IntCounter) -> SpliceStream {
         SpliceStream {
             tcp,
             splice: Splice::default(),
+            sent,
         }
     }
 
@@ -147,6 +151,7 @@ impl SpliceStream {
                     )))
                 }
                 Ok(n) => {
+                    self.sent.inc_by(n as u64);
                     seg.sent += n;
                     if seg.sent == seg.len {
                         queue.segments.pop_front();

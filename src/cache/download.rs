@@ -207,9 +207,7 @@ struct Batches<'a> {
     writer: Option<File>,
     /// The batch being written, and the length the file has once it is.
     in_flight: Option<(JoinHandle<Written>, u64)>,
-    /// Home unless a batch is being hashed.
-    hasher: Option<Hasher>,
-    hashing: Option<JoinHandle<Hasher>>,
+    hashing: Hashing,
     pending: Vec<Bytes>,
     pending_len: usize,
     /// The size at which the next batch is due.
@@ -227,8 +225,7 @@ impl<'a> Batches<'a> {
             tx,
             writer: Some(file),
             in_flight: None,
-            hasher: Some(Hasher::new(fill.digest.algorithm())),
-            hashing: None,
+            hashing: Hashing::Home(Box::new(Hasher::new(fill.digest.algorithm()))),
             pending: Vec::new(),
             pending_len: 0,
             batch: FIRST_BATCH,
@@ -295,7 +292,7 @@ impl<'a> Batches<'a> {
         };
         let mut hasher = self.take_hasher().await?;
         let to_hash = batch.clone();
-        self.hashing = Some(tokio::task::spawn_blocking(move || {
+        self.hashing = Hashing::Busy(tokio::task::spawn_blocking(move || {
             for b in &to_hash {
                 hasher.update(b);
             }
@@ -332,12 +329,19 @@ impl<'a> Batches<'a> {
 
     /// The hasher, once the batch it is hashing is done.
     async fn take_hasher(&mut self) -> Result<Hasher, FillError> {
-        match self.hashing.take() {
-            Some(h) => Ok(h.await.map_err(io::Error::other)?),
-            None => self
-                .hasher
-                .take()
-                .ok_or_else(|| FillError::Io(io::Error::other("hasher lost"))),
+        match std::mem::replace(&mut self.hashing, Hashing::Taken) {
+            Hashing::Home(h) => Ok(*h),
+            Hashing::Busy(task) => Ok(task.await.map_err(io::Error::other)?),
+            Hashing::Taken => Err(FillError::Io(io::Error::other("hasher lost"))),
         }
     }
+}
+
+/// Where the download's hasher is.
+enum Hashing {
+    Home(Box<Hasher>),
+    /// Hashing a batch in the blocking pool; the task gives it back.
+    Busy(JoinHandle<Hasher>),
+    /// Taken for the next batch or the end.
+    Taken,
 }

@@ -208,18 +208,7 @@ fn from_page_cache(file: &File, at: u64, n: usize) -> io::Result<Option<Bytes>> 
 /// Whether the page cache holds the byte at `at` (a one-byte `RWF_NOWAIT` read); false where
 /// the kernel or filesystem cannot tell.
 fn is_cached(file: &File, at: u64) -> io::Result<bool> {
-    let mut byte = [0u8; 1];
-    match preadv2(
-        file,
-        &mut [IoSliceMut::new(&mut byte)],
-        at,
-        ReadWriteFlags::NOWAIT,
-    ) {
-        Ok(1) => Ok(true),
-        Ok(_) => Err(truncated()),
-        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    Ok(from_page_cache(file, at, 1)?.is_some())
 }
 
 /// Exactly `n` bytes at `at`, waiting for the disk (for the blocking pool).

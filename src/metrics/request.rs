@@ -1,9 +1,9 @@
 //! Client requests: count, duration and bytes served by request kind and cache result, and the
 //! requests that joined work already under way.
 
-use prometheus::{HistogramVec, IntCounterVec, Registry};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, Registry};
 
-use super::{counter_vec, histogram_vec};
+use super::{counter, counter_vec, histogram_vec};
 
 /// What a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,9 @@ pub struct RequestMetrics {
     seconds: HistogramVec,
     served_bytes: IntCounterVec,
     coalesced: IntCounterVec,
+    /// Bytes of cached blobs the kernel sent with sendfile (`splice.rs`), counted by the
+    /// connections as they go out.
+    pub sendfile_bytes: IntCounter,
 }
 
 impl RequestMetrics {
@@ -82,6 +85,11 @@ impl RequestMetrics {
                 "regcache_coalesced_total",
                 "Requests that joined a download or upstream request already under way",
                 &["kind"],
+            ),
+            sendfile_bytes: counter(
+                r,
+                "regcache_sendfile_bytes_total",
+                "Bytes of cached blobs sent with sendfile(2) on plain HTTP/1.1 connections (also in regcache_served_bytes_total)",
             ),
         }
     }

@@ -58,10 +58,11 @@ pub async fn serve(
             idle_timeout: limits.idle_timeout,
         };
         let tls = tls.clone();
+        let sendfile_bytes = state.metrics.request.sendfile_bytes.clone();
         async move {
             match tls {
                 None => {
-                    let stream = SpliceStream::new(stream);
+                    let stream = SpliceStream::new(stream, sendfile_bytes);
                     let splice = limits.sendfile.then(|| stream.handle());
                     conn.serve(TokioIo::new(stream), Client::anonymous(), false, splice)
                         .await

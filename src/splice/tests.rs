@@ -23,7 +23,8 @@ async fn pair() -> (SpliceStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
     let (server, _) = listener.accept().await.unwrap();
-    (SpliceStream::new(server), client)
+    let sent = IntCounter::new("sent", "bytes sent with sendfile").unwrap();
+    (SpliceStream::new(server, sent), client)
 }
 
 /// Writes `frames` the way hyper's vectored write queue does: all pending frames offered at
@@ -82,9 +83,15 @@ async fn stand_ins_go_out_as_the_files_bytes_between_plain_bytes() {
         }
     });
     write_like_hyper(&mut server, frames).await.unwrap();
+    let splice_sent = server.sent.get();
     server.shutdown().await.unwrap();
     drop(server);
     let got = reader.await.unwrap();
+    let by_sendfile = (bytes.len() + 10) as u64;
+    assert_eq!(
+        splice_sent, by_sendfile,
+        "counted: the segments' bytes, not the plain ones"
+    );
     let mut want = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
     want.extend_from_slice(&bytes[..2 * SEGMENT_MAX]);
     want.extend_from_slice(b"\r\n");

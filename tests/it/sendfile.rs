@@ -1,6 +1,7 @@
 //! Cached blobs on plain HTTP/1.1 go out with sendfile (`splice.rs`): the bytes must be the
 //! file's, whole and by range, back to back with other responses on one keep-alive connection,
 //! and with requests pipelined; `sendfile = false` serves the same bytes by reading the file.
+//! `regcache_sendfile_bytes_total` tells which way they went.
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -39,8 +40,8 @@ fn get(path: &str, extra: &str) -> String {
 }
 
 /// Warms the blob, then asks for it in several forms on one connection, pipelined: each
-/// response must carry exactly its bytes.
-async fn serves_exact_bytes(d: &Daemon, blob: &[u8], digest: &str, manifest: &[u8]) {
+/// response must carry exactly its bytes. Returns the bytes of the cached blob it was sent.
+async fn serves_exact_bytes(d: &Daemon, blob: &[u8], digest: &str, manifest: &[u8]) -> u64 {
     let path = format!("/v2/library/sent/blobs/{digest}");
     assert_eq!(d.get(&path).await.bytes(), blob, "the cold pull");
     d.download_settled(digest).await;
@@ -86,6 +87,12 @@ async fn serves_exact_bytes(d: &Daemon, blob: &[u8], digest: &str, manifest: &[u
         assert_eq!(status, 206, "{range}");
         assert!(body == blob[start..=end], "{range} differs");
     }
+    let ranges = (3_000_000 - 4095 + 1) + 10 + 1 + 2 + SIZE;
+    (2 * SIZE + ranges) as u64
+}
+
+async fn sent_by_sendfile(d: &Daemon) -> u64 {
+    d.metric("regcache_sendfile_bytes_total", &[]).await as u64
 }
 
 async fn upstream() -> (Fake, Vec<u8>, String, Vec<u8>) {
@@ -99,7 +106,12 @@ async fn upstream() -> (Fake, Vec<u8>, String, Vec<u8>) {
 async fn cached_blobs_sent_with_sendfile_are_exact_among_other_responses() {
     let (up, blob, digest, manifest) = upstream().await;
     let d = DaemonBuilder::new().upstream(&up).start().await;
-    serves_exact_bytes(&d, &blob, &digest, &manifest).await;
+    let cached = serves_exact_bytes(&d, &blob, &digest, &manifest).await;
+    assert_eq!(
+        sent_by_sendfile(&d).await,
+        cached,
+        "every cached byte went by sendfile"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,4 +123,5 @@ async fn with_sendfile_off_the_same_bytes_are_read_and_written() {
         .start()
         .await;
     serves_exact_bytes(&d, &blob, &digest, &manifest).await;
+    assert_eq!(sent_by_sendfile(&d).await, 0);
 }
