@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::support::e2e::images::{sha256_digest, TestImage, OCI_CONFIG, OCI_MANIFEST};
+use crate::support::e2e::images::{sha256_digest, DirLayout, TestImage, OCI_CONFIG, OCI_MANIFEST};
 
 /// Uncompressed OCI layer media type.
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -42,14 +42,7 @@ fn tar_layer(seed: u64, name: &str, size: usize) -> std::io::Result<Vec<u8>> {
 /// Builds `repo:tag` under `root` with a small layer and a `big` byte one, both from `seed`.
 pub fn build(root: &Path, repo: &str, tag: &str, seed: u64, big: usize) -> std::io::Result<TestImage> {
     let short = repo.rsplit('/').next().unwrap_or(repo);
-    let layout = root.join(short);
-    std::fs::create_dir_all(&layout)?;
-    std::fs::write(layout.join("version"), "Directory Transport Version: 1.1\n")?;
-    let write_blob = |media_type: &str, bytes: &[u8]| -> std::io::Result<serde_json::Value> {
-        let digest = sha256_digest(bytes);
-        std::fs::write(layout.join(digest.trim_start_matches("sha256:")), bytes)?;
-        Ok(json!({"mediaType": media_type, "digest": digest, "size": bytes.len()}))
-    };
+    let layout = DirLayout::create(root.join(short))?;
     let layers = [
         tar_layer(seed, &format!("{short}/small.bin"), 200_000)?,
         tar_layer(seed + 1, &format!("{short}/big.bin"), big)?,
@@ -62,10 +55,10 @@ pub fn build(root: &Path, repo: &str, tag: &str, seed: u64, big: usize) -> std::
         "config": {"Labels": {"org.regcache.e2e": short}},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
-    let config = write_blob(OCI_CONFIG, &serde_json::to_vec(&config).expect("config json"))?;
+    let config = layout.blob(OCI_CONFIG, &serde_json::to_vec(&config).expect("config json"))?;
     let mut descriptors = Vec::new();
     for layer in &layers {
-        descriptors.push(write_blob(OCI_LAYER_TAR, layer)?);
+        descriptors.push(layout.blob(OCI_LAYER_TAR, layer)?);
     }
     let manifest = json!({
         "schemaVersion": 2,
@@ -74,17 +67,17 @@ pub fn build(root: &Path, repo: &str, tag: &str, seed: u64, big: usize) -> std::
         "layers": descriptors,
     });
     let manifest = serde_json::to_vec_pretty(&manifest).expect("manifest json");
-    std::fs::write(layout.join("manifest.json"), &manifest)?;
+    let digest = layout.top_manifest(&manifest)?;
     let digest_of = |d: &serde_json::Value| d["digest"].as_str().expect("digest").to_string();
     let mut blobs = vec![digest_of(&config)];
     blobs.extend(descriptors.iter().map(digest_of));
     Ok(TestImage {
         repo: repo.into(),
         tag: tag.into(),
-        digest: sha256_digest(&manifest),
+        digest,
         media_type: OCI_MANIFEST.into(),
         public: true,
-        layout,
+        layout: layout.path,
         blobs,
     })
 }

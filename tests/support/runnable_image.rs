@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::support::e2e::images::{
-    sha256_digest, TestImage, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST,
+    sha256_digest, DirLayout, TestImage, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST,
 };
 
 /// Where `busybox-static` installs the binary.
@@ -96,17 +96,9 @@ fn layer(entries: &[(&str, u32, &[u8])]) -> std::io::Result<(Vec<u8>, String)> {
     Ok((encoder.finish()?, sha256_digest(&tar_bytes)))
 }
 
-/// Writes `bytes` into the `dir:` layout under its digest; returns the descriptor.
-fn blob(layout: &Path, media_type: &str, bytes: &[u8]) -> std::io::Result<serde_json::Value> {
-    let digest = sha256_digest(bytes);
-    std::fs::write(layout.join(digest.trim_start_matches("sha256:")), bytes)?;
-    Ok(json!({"mediaType": media_type, "digest": digest, "size": bytes.len()}))
-}
-
 /// Builds the image from `busybox` as a `dir:` layout at `layout`.
 pub fn build(layout: &Path, busybox: &Path) -> std::io::Result<TestImage> {
-    std::fs::create_dir_all(layout)?;
-    std::fs::write(layout.join("version"), "Directory Transport Version: 1.1\n")?;
+    let layout = DirLayout::create(layout.to_path_buf())?;
     let binary = std::fs::read(busybox)?;
     let tools = layer(&[
         ("bin/", 0o755, b""),
@@ -129,11 +121,11 @@ pub fn build(layout: &Path, busybox: &Path) -> std::io::Result<TestImage> {
             {"created": "1970-01-01T00:00:00Z", "created_by": "regcache e2e: greeting"},
         ],
     });
-    let config = blob(layout, DOCKER_CONFIG, config.to_string().as_bytes())?;
+    let config = layout.blob(DOCKER_CONFIG, config.to_string().as_bytes())?;
     let mut blobs = vec![config["digest"].as_str().expect("digest").to_string()];
     let mut layers = Vec::new();
     for (gz, _) in [&tools, &greeting] {
-        let desc = blob(layout, DOCKER_LAYER_GZIP, gz)?;
+        let desc = layout.blob(DOCKER_LAYER_GZIP, gz)?;
         blobs.push(desc["digest"].as_str().expect("digest").to_string());
         layers.push(desc);
     }
@@ -144,14 +136,14 @@ pub fn build(layout: &Path, busybox: &Path) -> std::io::Result<TestImage> {
         "layers": layers,
     });
     let manifest = serde_json::to_vec_pretty(&manifest).expect("manifest json");
-    std::fs::write(layout.join("manifest.json"), &manifest)?;
+    let digest = layout.top_manifest(&manifest)?;
     Ok(TestImage {
         repo: REPO.into(),
         tag: "latest".into(),
-        digest: sha256_digest(&manifest),
+        digest,
         media_type: DOCKER_MANIFEST.into(),
         public: true,
-        layout: layout.to_path_buf(),
+        layout: layout.path,
         blobs,
     })
 }

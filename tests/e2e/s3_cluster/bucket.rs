@@ -58,6 +58,16 @@ pub async fn wait_for_blobs(
     }
 }
 
+/// Waits (a minute at most) until the bucket holds every one of `digests`, then verifies every
+/// blob in it (`verify_blobs`); how long the wait took and the digests found. Panics otherwise.
+pub async fn settled(store: &AmazonS3, digests: &[String]) -> (Duration, Vec<String>) {
+    let waited = wait_for_blobs(store, digests, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stored = verify_blobs(store).await.unwrap_or_else(|e| panic!("{e}"));
+    (waited, stored)
+}
+
 /// Lists `blobs/` and reads every object back: each must be `sha256/<hex>` with the bytes whose
 /// SHA-256 is `<hex>`, and the size the listing gave. Returns the digests found.
 pub async fn verify_blobs(store: &AmazonS3) -> Result<Vec<String>, String> {

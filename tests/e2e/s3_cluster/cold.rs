@@ -72,12 +72,7 @@ pub async fn pulls(cluster: &Cluster) {
     ));
 
     // Every blob reaches the bucket whole.
-    let waited = bucket::wait_for_blobs(&cluster.store, &image.blobs, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stored = bucket::verify_blobs(&cluster.store)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (waited, stored) = bucket::settled(&cluster.store, &image.blobs).await;
     for digest in &image.blobs {
         assert!(stored.contains(digest), "{digest} not listed in the bucket");
     }

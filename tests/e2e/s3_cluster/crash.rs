@@ -97,12 +97,7 @@ pub async fn kill_mid_download(cluster: &mut Cluster) {
             .await
             .unwrap_or_else(|e| panic!("pull {} after the kill: {e}", image.reference()));
     }
-    let waited = bucket::wait_for_blobs(&cluster.store, &image.blobs, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stored = bucket::verify_blobs(&cluster.store)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (waited, stored) = bucket::settled(&cluster.store, &image.blobs).await;
     let expected = cluster.cold.blobs.len() + image.blobs.len();
     assert_eq!(stored.len(), expected, "blobs in the bucket: {stored:?}");
     cluster.clock.mark(&format!(

@@ -12,7 +12,7 @@ use super::balancer::{listen_port, upstream_servers};
 use super::containerfile::containerfile_config_path;
 use super::kubernetes::{
     check_ports_and_probes, check_scrape_annotations, check_security, container_image, has_str,
-    labels_contain, name, objects_of_kind, resolve_port,
+    labels_contain, name, objects_of_kind, resolve_port, target_ports,
 };
 use super::{read, regcache_config, seq, yaml_documents};
 
@@ -227,10 +227,7 @@ fn cluster_manifests_fit_together() {
         &template["metadata"]["labels"],
         &front["spec"]["selector"]
     ));
-    let targets: BTreeMap<u64, u16> = seq(&front["spec"]["ports"])
-        .iter()
-        .map(|p| (p["port"].as_u64().unwrap(), resolve_port(nginx, &p["targetPort"])))
-        .collect();
+    let targets = target_ports(front, nginx);
     assert_eq!(targets.get(&5000), Some(&listen_port(&nginx_conf)), "{targets:?}");
     for p in seq(&headless["spec"]["ports"]) {
         assert_ne!(

@@ -42,6 +42,19 @@ pub(super) fn resolve_port(container: &Yaml, port: &Yaml) -> u16 {
         .unwrap_or_else(|| panic!("no container port named {wanted}")) as u16
 }
 
+/// A Service's ports: published port -> the container port it reaches in `container`.
+pub(super) fn target_ports(service: &Yaml, container: &Yaml) -> BTreeMap<u64, u16> {
+    seq(&service["spec"]["ports"])
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap(),
+                resolve_port(container, &p["targetPort"]),
+            )
+        })
+        .collect()
+}
+
 pub(super) fn labels_contain(labels: &Yaml, selector: &Yaml) -> bool {
     let selector = selector.as_mapping().expect("a label selector");
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -204,10 +217,7 @@ fn check_service(docs: &[Yaml], template: &Yaml, c: &Yaml, config: &Config) {
         &template["metadata"]["labels"],
         &service["spec"]["selector"]
     ));
-    let targets: BTreeMap<u64, u16> = seq(&service["spec"]["ports"])
-        .iter()
-        .map(|p| (p["port"].as_u64().unwrap(), resolve_port(c, &p["targetPort"])))
-        .collect();
+    let targets = target_ports(service, c);
     assert_eq!(targets.get(&5000), Some(&config.listen.port()), "{targets:?}");
     assert!(
         !targets.values().any(|t| *t == config.admin_listen.port()),

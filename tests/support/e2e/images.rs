@@ -16,7 +16,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::Skopeo;
 use layer::{build_layer, Layer};
-use layout::{image_manifest, DirLayout};
+use layout::image_manifest;
+pub use layout::DirLayout;
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

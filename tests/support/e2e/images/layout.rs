@@ -13,26 +13,26 @@ use super::{
 };
 
 /// A skopeo `dir:` layout being written.
-pub(super) struct DirLayout {
-    pub(super) path: PathBuf,
+pub struct DirLayout {
+    pub path: PathBuf,
 }
 
 impl DirLayout {
-    pub(super) fn create(path: PathBuf) -> std::io::Result<Self> {
+    pub fn create(path: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&path)?;
         std::fs::write(path.join("version"), "Directory Transport Version: 1.1\n")?;
         Ok(Self { path })
     }
 
     /// Stores a blob and returns its descriptor.
-    fn blob(&self, media_type: &str, bytes: &[u8]) -> std::io::Result<serde_json::Value> {
+    pub fn blob(&self, media_type: &str, bytes: &[u8]) -> std::io::Result<serde_json::Value> {
         let digest = sha256_digest(bytes);
         std::fs::write(self.path.join(digest.trim_start_matches("sha256:")), bytes)?;
         Ok(json!({"mediaType": media_type, "digest": digest, "size": bytes.len()}))
     }
 
     /// Stores the top-level manifest; returns its digest.
-    pub(super) fn top_manifest(&self, bytes: &[u8]) -> std::io::Result<String> {
+    pub fn top_manifest(&self, bytes: &[u8]) -> std::io::Result<String> {
         std::fs::write(self.path.join("manifest.json"), bytes)?;
         Ok(sha256_digest(bytes))
     }
