@@ -60,14 +60,7 @@ pub fn build(root: &Path, repo: &str, tag: &str, seed: u64, big: usize) -> std::
     for layer in &layers {
         descriptors.push(layout.blob(OCI_LAYER_TAR, layer)?);
     }
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config,
-        "layers": descriptors,
-    });
-    let manifest = serde_json::to_vec_pretty(&manifest).expect("manifest json");
-    let digest = layout.top_manifest(&manifest)?;
+    let digest = layout.top_image_manifest(OCI_MANIFEST, &config, &descriptors)?;
     let digest_of = |d: &serde_json::Value| d["digest"].as_str().expect("digest").to_string();
     let mut blobs = vec![digest_of(&config)];
     blobs.extend(descriptors.iter().map(digest_of));

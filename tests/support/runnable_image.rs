@@ -129,14 +129,7 @@ pub fn build(layout: &Path, busybox: &Path) -> std::io::Result<TestImage> {
         blobs.push(desc["digest"].as_str().expect("digest").to_string());
         layers.push(desc);
     }
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": config,
-        "layers": layers,
-    });
-    let manifest = serde_json::to_vec_pretty(&manifest).expect("manifest json");
-    let digest = layout.top_manifest(&manifest)?;
+    let digest = layout.top_image_manifest(DOCKER_MANIFEST, &config, &layers)?;
     Ok(TestImage {
         repo: REPO.into(),
         tag: "latest".into(),

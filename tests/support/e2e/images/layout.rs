@@ -37,6 +37,23 @@ impl DirLayout {
         Ok(sha256_digest(bytes))
     }
 
+    /// Stores an image manifest of `config` and `layers` (descriptors) as the top-level
+    /// manifest; returns its digest.
+    pub fn top_image_manifest(
+        &self,
+        media_type: &str,
+        config: &serde_json::Value,
+        layers: &[serde_json::Value],
+    ) -> std::io::Result<String> {
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": config,
+            "layers": layers,
+        });
+        self.top_manifest(&serde_json::to_vec_pretty(&manifest).expect("manifest json"))
+    }
+
     /// Stores a child manifest of an index; returns its digest.
     pub(super) fn instance_manifest(&self, bytes: &[u8]) -> std::io::Result<String> {
         let digest = sha256_digest(bytes);
