@@ -242,6 +242,7 @@ fn log_start(config: &Config, upstreams: &Upstreams, addr: SocketAddr, admin_add
         admin = %admin_addr,
         cache = %config.cache.dir.display(),
         upstreams = upstreams.all().len(),
+        egress = %config.fetch.egress.describe(),
         "regcache listening"
     );
     for warning in config.warnings() {

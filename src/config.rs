@@ -7,6 +7,7 @@ mod auth;
 mod cache;
 mod connections;
 pub mod docker_config;
+mod egress;
 mod exposure;
 mod fetch;
 mod file;
@@ -29,6 +30,7 @@ use crate::secret::Secret;
 pub use crate::units::{parse_duration, parse_size};
 pub use auth::{AccessRule, Anonymous, AuthConfig, PatternPart, Reader, RepoPattern};
 pub use connections::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+pub use egress::{EgressConfig, NoProxy, ProxyUrl};
 use file::FileConfig;
 pub use hosted::HostedConfig;
 pub use storage::{S3Config, StorageConfig};
@@ -134,6 +136,8 @@ pub struct FetchConfig {
     pub breaker_threshold: u32,
     /// How often a downed upstream is probed in the background.
     pub breaker_probe_interval: Duration,
+    /// `proxy`/`no_proxy` or the environment: which upstream connections go through a proxy.
+    pub egress: EgressConfig,
 }
 
 /// Every problem found in a configuration, one line each.

@@ -15,6 +15,7 @@ mod client;
 mod credential_helper;
 mod credentials;
 mod deadline;
+mod egress;
 mod exchange;
 mod health;
 mod permits;
@@ -24,6 +25,7 @@ mod resolve;
 mod table;
 mod token;
 mod token_cache;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,7 +123,7 @@ impl Upstream {
         fetch: &FetchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
-        let clients = client::build(&config, fetch.connect_timeout)?;
+        let clients = client::build(&config, fetch.connect_timeout, &fetch.egress)?;
         let answer_deadline = deadline::AnswerDeadline {
             connect: fetch.connect_timeout,
             header: fetch.header_timeout,

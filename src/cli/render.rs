@@ -148,6 +148,7 @@ pub fn render_config(c: &Config) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&format!("upstream connections: {}\n", c.fetch.egress.describe()));
     let a = &c.auth;
     let anonymous = match a.anonymous {
         Anonymous::Read => "read",

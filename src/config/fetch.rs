@@ -1,5 +1,5 @@
 //! `[fetch]`: how regcache talks to upstreams (timeouts, manifest size limit, abandoned
-//! downloads, the circuit breaker).
+//! downloads, the circuit breaker, the egress proxy).
 
 use std::time::Duration;
 
@@ -41,5 +41,8 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: FileFetch) -> FetchConfig 
             raw.breaker_probe_interval.as_deref(),
             Duration::from_secs(5),
         ),
+        egress: super::egress::validate(errors, raw.proxy.as_deref(), &raw.no_proxy, |name| {
+            std::env::var(name).ok()
+        }),
     }
 }

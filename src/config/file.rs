@@ -106,6 +106,9 @@ pub(super) struct FileFetch {
     pub finish_abandoned: Option<bool>,
     pub breaker_threshold: Option<u32>,
     pub breaker_probe_interval: Option<String>,
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

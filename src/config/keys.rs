@@ -81,6 +81,8 @@ const TABLES: &[(&str, &[&str])] = &[
             "finish_abandoned",
             "breaker_threshold",
             "breaker_probe_interval",
+            "proxy",
+            "no_proxy",
         ],
     ),
     (

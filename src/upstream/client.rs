@@ -20,11 +20,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
 use super::deadline::Marked;
+use super::egress::Egress;
 use super::resolve::Resolver;
-use crate::config::UpstreamConfig;
+use crate::config::{EgressConfig, UpstreamConfig};
 
 /// Request bodies are empty except for OAuth2 token POSTs.
-pub(super) type HttpClient = Client<Marked<HttpsConnector<HttpConnector<Resolver>>>, Full<Bytes>>;
+pub(super) type HttpClient = Client<Marked<HttpsConnector<Egress>>, Full<Bytes>>;
 
 /// An upstream's two clients.
 pub(super) struct Clients {
@@ -65,10 +66,23 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientBuildError> {
 }
 
 /// Builds clients that trust the public web PKI and the system store, plus `ca_file` if given,
-/// and present the upstream's client certificate if one is configured.
-pub(super) fn build(config: &UpstreamConfig, connect_timeout: Duration) -> Result<Clients, ClientBuildError> {
+/// and present the upstream's client certificate if one is configured; they connect through the
+/// egress proxy where `egress` says so.
+pub(super) fn build(
+    config: &UpstreamConfig,
+    connect_timeout: Duration,
+    egress: &EgressConfig,
+) -> Result<Clients, ClientBuildError> {
     let tls = tls_config(config)?;
-    let over = |resolver| client_over(tls.clone(), resolver, connect_timeout, config.max_connections);
+    let over = |resolver| {
+        client_over(
+            tls.clone(),
+            resolver,
+            egress,
+            connect_timeout,
+            config.max_connections,
+        )
+    };
     Ok(Clients {
         upstream: over(Resolver::Any),
         redirects: over(Resolver::Redirects(config.redirect_hosts.clone().into())),
@@ -124,13 +138,15 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ClientBui
 fn client_over(
     tls: rustls::ClientConfig,
     resolver: Resolver,
+    egress: &EgressConfig,
     connect_timeout: Duration,
     max_connections: Option<usize>,
 ) -> HttpClient {
-    let mut http = HttpConnector::new_with_resolver(resolver);
+    let mut http = HttpConnector::new_with_resolver(resolver.clone());
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
+    let http = Egress::new(http, resolver, egress, connect_timeout);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -174,7 +190,7 @@ mod tests {
     }
 
     fn error(config: &UpstreamConfig) -> String {
-        match build(config, Duration::from_secs(1)) {
+        match build(config, Duration::from_secs(1), &EgressConfig::default()) {
             Ok(_) => panic!("client built"),
             Err(e) => e.to_string(),
         }

@@ -7,7 +7,7 @@
 //! `address.rs`). A refusal is a `RefusedAddress` in the connect error's source chain.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,6 +57,20 @@ impl Resolver {
                 }
             }
         }
+    }
+
+    /// Checks a destination that the egress proxy resolves, not regcache: an IP literal by its
+    /// address, `localhost` (and `*.localhost`) as loopback; any other name is the proxy's.
+    pub(super) fn check_unresolved(&self, host: &str) -> Result<(), RefusedAddress> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return self.check(bare, ip);
+        }
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return self.check(bare, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        Ok(())
     }
 }
 
@@ -123,6 +137,24 @@ mod tests {
         let e = r.check("blobs.lab.internal", ip("169.254.169.254")).unwrap_err();
         assert!(e.to_string().contains("link-local: never followed"), "{e}");
         assert!(Resolver::Any.check("x", ip("169.254.169.254")).is_ok());
+    }
+
+    #[test]
+    fn through_the_proxy_literals_and_localhost_are_checked() {
+        let r = listed(&["[fd00::9]", "localhost"]);
+        let e = r.check_unresolved("10.0.0.5").unwrap_err();
+        assert!(e.to_string().ends_with("not in redirect_hosts"), "{e}");
+        assert!(r.check_unresolved("[fd00::9]").is_ok());
+        assert!(r.check_unresolved("[::ffff:169.254.169.254]").is_err());
+        assert!(r.check_unresolved("LocalHost.").is_ok());
+        let e = listed(&[]).check_unresolved("api.localhost").unwrap_err();
+        assert!(
+            e.to_string().starts_with("api.localhost resolves to 127.0.0.1"),
+            "{e}"
+        );
+        // A name is the proxy's to resolve.
+        assert!(listed(&[]).check_unresolved("cdn.example").is_ok());
+        assert!(Resolver::Any.check_unresolved("127.0.0.1").is_ok());
     }
 
     #[tokio::test]

@@ -197,6 +197,71 @@ credential_helper = "ecr-login"
     assert!(!text.contains("hunter2"), "{text}");
 }
 
+/// `check-config` run with only the given proxy variables in its environment.
+fn check_with_env(config: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = regcache();
+    for name in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_says_where_upstream_connections_go() {
+    let file =
+        "[fetch]\nproxy = \"http://robot:hunter2@proxy.corp:3128\"\nno_proxy = [\".corp\", \"10.0.0.0/8\"]\n";
+    let out = check_with_env(file, &[("HTTPS_PROXY", "http://ignored:1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("upstream connections: https via http://robot@proxy.corp:3128 (password set), http via http://robot@proxy.corp:3128 (password set), no_proxy [.corp, 10.0.0.0/8] (fetch.proxy)"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    // Without `proxy`, the environment decides, as for dockerd and containerd.
+    let out = check_with_env(
+        "",
+        &[("https_proxy", "proxy.env:8080"), ("NO_PROXY", "registry.lab")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("upstream connections: https via http://proxy.env:8080, http via direct, no_proxy [registry.lab, localhost, 127.0.0.0/8, ::1] (environment)"),
+        "{text}"
+    );
+    let out = check_with_env("[fetch]\nproxy = \"none\"\n", &[("HTTPS_PROXY", "http://p:1")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("upstream connections: direct (fetch.proxy = \"none\")"),
+        "{text}"
+    );
+
+    // A proxy regcache cannot use is one readable line, whichever place it came from.
+    let out = check_with_env("", &[("HTTPS_PROXY", "socks5://s:1080")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTPS_PROXY: socks5:// proxies are not supported, only http://"),
+        "{err}"
+    );
+}
+
 #[test]
 fn help_names_the_commands() {
     let out = regcache().arg("--help").output().unwrap();

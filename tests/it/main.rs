@@ -9,6 +9,7 @@
 mod support {
     pub mod binary;
     pub mod commands;
+    pub mod connect_proxy;
     pub mod daemon;
     pub mod fake;
     pub mod listeners;
@@ -27,6 +28,7 @@ mod config_file;
 mod config_properties;
 mod deploy_files;
 mod disk_budget;
+mod egress_proxy;
 mod host_port_prefix;
 mod hosted;
 mod hostile;

@@ -224,6 +224,16 @@ impl DaemonBuilder {
             .fetch("breaker_probe_interval", probe_interval)
     }
 
+    /// `[fetch] proxy`: upstream connections go through this egress proxy.
+    pub fn egress_proxy(self, url: &str) -> DaemonBuilder {
+        self.fetch("proxy", url)
+    }
+
+    /// `[fetch] no_proxy`: hosts reached directly although a proxy is set.
+    pub fn no_proxy(self, hosts: &[&str]) -> DaemonBuilder {
+        self.fetch("no_proxy", hosts.to_vec())
+    }
+
     /// `[tls] cert_file` and `key_file`: the registry listener speaks TLS.
     pub fn tls(self, cert: &Path, key: &Path) -> DaemonBuilder {
         self.tls_key("cert_file", cert.display().to_string())
