@@ -5,8 +5,9 @@
 //! client, and the admin status page rendered by headless chromium; pushes to hosted
 //! repositories by skopeo and Docker Engine; the OCI push conformance suite run against that
 //! registry directly (and against an in-process reference registry, for what distribution 2.8
-//! lacks); and the S3 client for the shared-store backend against a real SeaweedFS. Needs
-//! `docker-registry`, `skopeo`, `containerd`, `docker.io`, `podman`, `chromium` and `weed` on
+//! lacks); the S3 client for the shared-store backend against a real SeaweedFS; and regcache
+//! reaching the registry through a real egress proxy (tinyproxy). Needs `docker-registry`,
+//! `skopeo`, `containerd`, `docker.io`, `podman`, `chromium`, `weed` and `tinyproxy` on
 //! PATH (and root for containerd, dockerd and the namespaced tests); without them each test
 //! prints a loud notice and passes, except when `CI` is set, where it fails. Loopback only.
 
@@ -29,6 +30,7 @@ mod support {
     pub mod runnable_image;
     pub mod seaweedfs;
     pub mod throttle;
+    pub mod tinyproxy;
     pub mod tools;
 }
 
@@ -37,6 +39,7 @@ mod air_gap_clients;
 mod containerd;
 mod credentials;
 mod docker;
+mod egress_proxy;
 mod hosted;
 mod podman;
 mod push_spec;

@@ -1,0 +1,120 @@
+//! regcache behind a real egress proxy (tinyproxy, with Basic credentials) in front of the real
+//! registry and its Docker-Hub-like token server. Without the proxy's credentials a pull fails
+//! and the client's error names the proxy's 407; with them in `[fetch] proxy`, skopeo pulls an
+//! image through regcache byte for byte, and the proxy logged a CONNECT to the registry and one
+//! to the token service, so nothing went around it. Needs `tinyproxy` (Debian's tinyproxy-bin),
+//! `docker-registry` and `skopeo`. Loopback only.
+
+use std::time::Duration;
+
+use crate::support::e2e::images::{self, TestImage};
+use crate::support::e2e::registry::Registry;
+use crate::support::e2e::token_server::TokenServer;
+use crate::support::e2e::{self, tools_present, HttpClient, Skopeo};
+use crate::support::tinyproxy::{Tinyproxy, TINYPROXY_BIN};
+use crate::support::tools;
+
+const TEST: &str = "egress_proxy::pulls_through_a_real_egress_proxy";
+
+/// regcache in-process with the registry as its default upstream, reached through `proxy`.
+async fn mirror(registry: &Registry, proxy: &str) -> (regcache::app::Running, tempfile::TempDir) {
+    let cache = tempfile::Builder::new()
+        .prefix("regcache-e2e-cache-")
+        .tempdir()
+        .expect("cache dir");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [cache]\ndir = \"{}\"\n[fetch]\nproxy = \"{proxy}\"\n\
+         [[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
+        cache.path().display(),
+        registry.url()
+    );
+    let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
+    let running = regcache::app::start(config).await.expect("start regcache");
+    (running, cache)
+}
+
+async fn one_image(skopeo: &Skopeo, registry: &Registry, work: &std::path::Path) -> TestImage {
+    let layouts = work.join("layouts");
+    let all = tokio::task::spawn_blocking(move || images::build_all(&layouts))
+        .await
+        .expect("build task")
+        .expect("build images");
+    let image = all
+        .into_iter()
+        .find(|i| i.repo == "library/alpine")
+        .expect("library/alpine");
+    images::push_all(skopeo, std::slice::from_ref(&image), &registry.host())
+        .await
+        .expect("push library/alpine");
+    image
+}
+
+#[tokio::test]
+async fn pulls_through_a_real_egress_proxy() {
+    if !tools_present(TEST) {
+        return;
+    }
+    if tools::find(TINYPROXY_BIN).is_none() {
+        tools::missing(
+            TEST,
+            &[TINYPROXY_BIN.to_string()],
+            "Install it with: apt-get install -y tinyproxy-bin",
+        );
+        return;
+    }
+    let token = TokenServer::start().await.expect("token server");
+    let registry = Registry::start(&token).await.expect("docker-registry");
+    let work = tempfile::Builder::new()
+        .prefix("regcache-e2e-egress-")
+        .tempdir()
+        .expect("work dir");
+    let skopeo = Skopeo::new().expect("skopeo setup");
+    let image = one_image(&skopeo, &registry, work.path()).await;
+    let proxy = Tinyproxy::start("regcache", "proxy-secret")
+        .await
+        .expect("tinyproxy");
+
+    // The proxy's credentials missing: refused at the proxy, and the client is told so.
+    let (without, _cache) = mirror(&registry, &format!("http://{}", proxy.addr)).await;
+    let url = format!(
+        "http://{}/v2/{}/manifests/{}",
+        without.local_addr(),
+        image.repo,
+        image.tag
+    );
+    let r = HttpClient::new().get(&url, None).await.expect("manifest request");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(r.status == 502 || r.status == 503, "{} {body}", r.status);
+    assert!(
+        body.contains(&format!("the egress proxy {} answered \\\"407", proxy.addr)),
+        "{body}"
+    );
+    without.shutdown().await;
+
+    let (with, _cache) = mirror(&registry, &format!("http://regcache:proxy-secret@{}", proxy.addr)).await;
+    let out = work.path().join("out");
+    let src = format!("docker://{}/{}", with.local_addr(), image.reference());
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        skopeo.copy(
+            &src,
+            &format!("dir:{}", out.display()),
+            &["--src-tls-verify=false", "--src-no-creds"],
+            None,
+        ),
+    )
+    .await
+    .expect("skopeo copy within 120 s")
+    .expect("skopeo copy through regcache and the proxy");
+    let files = e2e::compare_dirs(&image.layout, &out).expect("identical to the pushed image");
+    eprintln!("[{TEST}] {files} files identical through the egress proxy");
+
+    let targets = proxy.connect_targets();
+    assert!(targets.contains(&registry.host()), "{targets:?}");
+    assert!(
+        targets.contains(&token.addr().to_string()),
+        "the token fetch went around the proxy: {targets:?}"
+    );
+    with.shutdown().await;
+}
