@@ -17,6 +17,7 @@ mod credentials;
 mod deadline;
 mod egress;
 mod exchange;
+mod fallback;
 mod health;
 mod permits;
 mod ratelimit;
@@ -40,6 +41,7 @@ use breaker::Breaker;
 pub use client::ClientBuildError;
 pub use credentials::Reloaded;
 use exchange::error_chain;
+pub use fallback::Fallback;
 pub use permits::UpstreamBody;
 pub use table::Upstreams;
 
@@ -115,6 +117,8 @@ pub struct Upstream {
     /// Connect plus response headers: the longest an upstream may keep us waiting for an answer.
     answer_deadline: deadline::AnswerDeadline,
     counters: UpstreamCounters,
+    /// `[[upstreams]] fallback`: asked in order when this upstream fails (`fallback.rs`).
+    fallbacks: Vec<Upstream>,
 }
 
 impl Upstream {
@@ -124,6 +128,7 @@ impl Upstream {
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
         let clients = client::build(&config, fetch.connect_timeout, &fetch.egress)?;
+        let fallbacks = fallback::build(&config, fetch, &metrics)?;
         let answer_deadline = deadline::AnswerDeadline {
             connect: fetch.connect_timeout,
             header: fetch.header_timeout,
@@ -164,6 +169,7 @@ impl Upstream {
             read_timeout: fetch.read_timeout,
             answer_deadline,
             counters,
+            fallbacks,
         })
     }
 
@@ -235,11 +241,30 @@ impl Upstream {
         tail: &str,
         headers: &HeaderMap,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.request_within(method, repo, tail, headers, None).await
+        self.request_within(method, repo, tail, headers, None, Fallback::Allowed)
+            .await
     }
 
-    /// `request`, giving up after `deadline` (auth round trips included) if one is given.
+    /// `request`, giving up on this upstream after `deadline` (auth round trips included) if
+    /// one is given, and asking its fallbacks only when `fallback` allows.
     pub async fn request_within(
+        &self,
+        method: Method,
+        repo: &RepoName,
+        tail: &str,
+        headers: &HeaderMap,
+        deadline: Option<Duration>,
+        fallback: Fallback,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let outcome = self
+            .request_here(method.clone(), repo, tail, headers, deadline)
+            .await;
+        self.or_fallback(outcome, fallback, (&method, repo, tail, headers))
+            .await
+    }
+
+    /// One request to this upstream itself, never its fallbacks.
+    async fn request_here(
         &self,
         method: Method,
         repo: &RepoName,

@@ -146,6 +146,9 @@ pub fn render_config(c: &Config) -> String {
         if u.private {
             out.push_str(", private (never served to anonymous clients)");
         }
+        for (scheme, authority) in &u.fallback {
+            out.push_str(&format!(", fallback {scheme}://{authority}"));
+        }
         out.push('\n');
     }
     out.push_str(&format!("upstream connections: {}\n", c.fetch.egress.describe()));

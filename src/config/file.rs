@@ -133,6 +133,7 @@ pub(super) struct FileUpstream {
     pub private: Option<bool>,
     pub public: Option<bool>,
     pub send_ns: Option<bool>,
+    pub fallback: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

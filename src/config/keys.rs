@@ -107,6 +107,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "private",
             "public",
             "send_ns",
+            "fallback",
         ],
     ),
 ];

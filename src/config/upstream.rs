@@ -46,6 +46,9 @@ pub struct UpstreamConfig {
     /// `url` is another mirror (a cluster tier of regcache): every request carries
     /// `?ns=<host>`, as containerd sends it, so the next tier knows which registry is meant.
     pub send_ns: bool,
+    /// Other registries serving the same content (scheme and authority of each `fallback` URL),
+    /// asked in order when this one fails (see `upstream/fallback.rs`).
+    pub fallback: Vec<(Scheme, Authority)>,
 }
 
 /// A client certificate (PEM chain) and its private key (PEM) for mutual TLS.
@@ -106,6 +109,7 @@ impl UpstreamConfig {
             redirect_hosts: Vec::new(),
             private: false,
             send_ns: false,
+            fallback: Vec::new(),
         }
     }
 
@@ -196,6 +200,18 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
     };
     let redirect_hosts = redirect_hosts::parse_all(errors, &at, u.redirect_hosts.take());
     let private = visibility::private(errors, &at, &u, &credentials);
+    let fallback = u
+        .fallback
+        .take()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, url)| {
+            parse_url(url)
+                .map_err(|e| errors.push(format!("{at}.fallback[{j}]: {e}")))
+                .ok()
+        })
+        .collect();
     let (scheme, authority) = parsed?;
     (errors.len() == before).then_some(UpstreamConfig {
         host,
@@ -211,6 +227,7 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         redirect_hosts,
         private,
         send_ns: u.send_ns.unwrap_or(false),
+        fallback,
     })
 }
 
@@ -294,6 +311,15 @@ mod tests {
         let e = Config::from_toml_str("[[upstreams]]\nhost = \"x\"\npassword = \"hunter2\n").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(e.to_string().contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn fallbacks_are_urls_like_url() {
+        let u = one("fallback = [\"https://mirror.gcr.io\", \"http://127.0.0.1:5000\"]\n").unwrap();
+        let shown: Vec<String> = u.fallback.iter().map(|(s, a)| format!("{s}://{a}")).collect();
+        assert_eq!(shown, ["https://mirror.gcr.io", "http://127.0.0.1:5000"]);
+        let e = one("fallback = [\"https://mirror.gcr.io\", \"mirror.gcr.io/v2\"]\n").unwrap_err();
+        assert!(e.contains("upstreams[0].fallback[1]: "), "{e}");
     }
 
     #[test]

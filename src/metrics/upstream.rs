@@ -1,5 +1,6 @@
 //! The upstreams: responses by status class, bytes fetched, rate-limit headers and hold-offs,
-//! connections in use, token fetches, credential lookups, refused redirects and the breaker.
+//! connections in use, token fetches, credential lookups, refused redirects, the breaker and
+//! requests answered by an upstream's fallbacks.
 //! Each upstream takes its own pre-labelled handles once (`for_upstream`), so its request path
 //! never builds labels.
 
@@ -51,6 +52,7 @@ pub struct UpstreamMetrics {
     down: IntGaugeVec,
     credential_resolutions: IntCounterVec,
     redirects_refused: IntCounterVec,
+    fallbacks: IntCounterVec,
 }
 
 /// One upstream's handles, labelled with its configured host.
@@ -73,6 +75,9 @@ pub struct UpstreamCounters {
     pub credentials_failed: IntCounter,
     /// Redirects not followed: their target is not allowed (see upstream/redirect.rs).
     pub redirects_refused: IntCounter,
+    /// Failed requests a fallback answered, and ones no fallback could.
+    pub fallback_served: IntCounter,
+    pub fallback_failed: IntCounter,
 }
 
 impl UpstreamCounters {
@@ -147,6 +152,12 @@ impl UpstreamMetrics {
                 "Upstream redirects not followed because their target is not allowed",
                 &["upstream"],
             ),
+            fallbacks: counter_vec(
+                r,
+                "regcache_upstream_fallbacks_total",
+                "Failed upstream requests handed to the upstream's fallbacks, by result (served, failed)",
+                &["upstream", "result"],
+            ),
         }
     }
 
@@ -165,6 +176,8 @@ impl UpstreamMetrics {
             credentials_resolved: self.credential_resolutions.with_label_values(&[host, "ok"]),
             credentials_failed: self.credential_resolutions.with_label_values(&[host, "error"]),
             redirects_refused: self.redirects_refused.with_label_values(&[host]),
+            fallback_served: self.fallbacks.with_label_values(&[host, "served"]),
+            fallback_failed: self.fallbacks.with_label_values(&[host, "failed"]),
         }
     }
 

@@ -186,6 +186,7 @@ mod tests {
             redirect_hosts: Vec::new(),
             private: false,
             send_ns: false,
+            fallback: Vec::new(),
         }
     }
 

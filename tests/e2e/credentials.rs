@@ -46,19 +46,8 @@ impl Private {
             .prefix("regcache-e2e-creds-")
             .tempdir()
             .expect("work dir");
-        let layouts = work.path().join("layouts");
-        let all = tokio::task::spawn_blocking(move || images::build_all(&layouts))
-            .await
-            .expect("build task")
-            .expect("build images");
-        let image = all
-            .into_iter()
-            .find(|i| i.repo == "myorg/private")
-            .expect("private image");
         let skopeo = Skopeo::new().expect("skopeo setup");
-        images::push_all(&skopeo, std::slice::from_ref(&image), &registry.host())
-            .await
-            .expect("push myorg/private");
+        let image = images::push_one(&skopeo, &registry.host(), work.path(), "myorg/private").await;
         Private {
             token,
             registry,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::support::e2e::images::{self, TestImage};
+use crate::support::e2e::images;
 use crate::support::e2e::registry::Registry;
 use crate::support::e2e::token_server::TokenServer;
 use crate::support::e2e::{self, tools_present, HttpClient, Skopeo};
@@ -34,22 +34,6 @@ async fn mirror(registry: &Registry, proxy: &str) -> (regcache::app::Running, te
     (running, cache)
 }
 
-async fn one_image(skopeo: &Skopeo, registry: &Registry, work: &std::path::Path) -> TestImage {
-    let layouts = work.join("layouts");
-    let all = tokio::task::spawn_blocking(move || images::build_all(&layouts))
-        .await
-        .expect("build task")
-        .expect("build images");
-    let image = all
-        .into_iter()
-        .find(|i| i.repo == "library/alpine")
-        .expect("library/alpine");
-    images::push_all(skopeo, std::slice::from_ref(&image), &registry.host())
-        .await
-        .expect("push library/alpine");
-    image
-}
-
 #[tokio::test]
 async fn pulls_through_a_real_egress_proxy() {
     if !tools_present(TEST) {
@@ -70,7 +54,7 @@ async fn pulls_through_a_real_egress_proxy() {
         .tempdir()
         .expect("work dir");
     let skopeo = Skopeo::new().expect("skopeo setup");
-    let image = one_image(&skopeo, &registry, work.path()).await;
+    let image = images::push_one(&skopeo, &registry.host(), work.path(), "library/alpine").await;
     let proxy = Tinyproxy::start("regcache", "proxy-secret")
         .await
         .expect("tinyproxy");

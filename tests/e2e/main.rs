@@ -6,7 +6,8 @@
 //! repositories by skopeo and Docker Engine; the OCI push conformance suite run against that
 //! registry directly (and against an in-process reference registry, for what distribution 2.8
 //! lacks); the S3 client for the shared-store backend against a real SeaweedFS; and regcache
-//! reaching the registry through a real egress proxy (tinyproxy). Needs `docker-registry`,
+//! reaching the registry through a real egress proxy (tinyproxy), or as the fallback of an
+//! upstream that is down. Needs `docker-registry`,
 //! `skopeo`, `containerd`, `docker.io`, `podman`, `chromium`, `weed` and `tinyproxy` on
 //! PATH (and root for containerd, dockerd and the namespaced tests); without them each test
 //! prints a loud notice and passes, except when `CI` is set, where it fails. Loopback only.
@@ -40,6 +41,7 @@ mod containerd;
 mod credentials;
 mod docker;
 mod egress_proxy;
+mod fallback;
 mod hosted;
 mod podman;
 mod push_spec;

@@ -56,6 +56,7 @@ mod tiers;
 mod tls;
 mod upstream_auth;
 mod upstream_credentials;
+mod upstream_fallback;
 mod upstream_limits;
 mod upstream_redirects;
 mod upstream_tls;

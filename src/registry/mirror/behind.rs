@@ -10,6 +10,7 @@ use super::fetch::head_now;
 use super::manifests::record_tag;
 use super::{At, Mirror};
 use crate::oci::{Digest, Tag};
+use crate::upstream::Fallback;
 
 impl Mirror {
     /// Starts (or joins) the upstream `HEAD` for `tag` without waiting for it.
@@ -23,7 +24,7 @@ impl Mirror {
                 upstream: &upstream,
                 repo: &repo,
             };
-            let head = head_now(&at, tag.as_str(), None).await;
+            let head = head_now(&at, tag.as_str(), None, Fallback::Never).await;
             match &head {
                 Ok(now) if now.digest == known => fresh.remember(fresh_key),
                 Ok(now) => {

@@ -14,6 +14,7 @@ use super::{content_length, At, Mirror};
 use crate::cache::StoredManifest;
 use crate::oci::{Digest, MediaType, MANIFEST_ACCEPT};
 use crate::registry::{CacheResult, Manifest, RegistryError, Subject};
+use crate::upstream::Fallback;
 
 /// What an upstream `HEAD` tells: digest, media type and size, no bytes.
 pub(super) type Head = Manifest;
@@ -64,6 +65,7 @@ impl Mirror {
         at: &At<'_>,
         reference: &str,
         deadline: Option<Duration>,
+        fallback: Fallback,
     ) -> Result<Head, RegistryError> {
         let (upstream, repo, r) = (at.upstream.clone(), at.repo.clone(), reference.to_string());
         let (v, joined) = self
@@ -76,6 +78,7 @@ impl Mirror {
                     },
                     &r,
                     deadline,
+                    fallback,
                 )
                 .await
                 .map_err(Arc::new)
@@ -132,6 +135,7 @@ pub(super) async fn head_now(
     at: &At<'_>,
     reference: &str,
     deadline: Option<Duration>,
+    fallback: Fallback,
 ) -> Result<Head, RegistryError> {
     let resp = at
         .upstream
@@ -141,6 +145,7 @@ pub(super) async fn head_now(
             &format!("manifests/{reference}"),
             &accept_headers(),
             deadline,
+            fallback,
         )
         .await
         .map_err(RegistryError::upstream(Subject::Manifest))?;

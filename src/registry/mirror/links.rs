@@ -18,6 +18,7 @@ use moka::sync::Cache as Memory;
 use super::{At, Mirror};
 use crate::oci::{references, Digest, RepoName};
 use crate::registry::{RegistryError, Subject};
+use crate::upstream::Fallback;
 
 const REMEMBERED: u64 = 200_000;
 
@@ -109,7 +110,7 @@ impl Mirror {
         }
         let confirmed = match subject {
             Subject::Manifest => self
-                .head_upstream(at, &digest.to_string(), None)
+                .head_upstream(at, &digest.to_string(), None, Fallback::Allowed)
                 .await
                 .map(|head| head.digest == *digest)?,
             _ => self.head_blob(at, digest).await.map(|_| true)?,

@@ -11,6 +11,7 @@ use super::{At, Mirror};
 use crate::cache::{Cache, StoredManifest, TagRecord};
 use crate::oci::{Digest, MediaType, Tag};
 use crate::registry::{CacheResult, Manifest, RegistryError, Subject};
+use crate::upstream::Fallback;
 
 impl Mirror {
     pub(crate) async fn by_digest(
@@ -37,7 +38,7 @@ impl Mirror {
         let answer = self
             .unless_missing(at, &reference, async {
                 if head {
-                    self.head_upstream(at, &reference, None).await
+                    self.head_upstream(at, &reference, None, Fallback::Allowed).await
                 } else {
                     self.fetch(at, &reference, Some(digest)).await
                 }
@@ -93,7 +94,8 @@ impl Mirror {
         }
         self.unless_missing(at, tag.as_str(), async {
             let answer = if head {
-                self.head_upstream(at, tag.as_str(), None).await?
+                self.head_upstream(at, tag.as_str(), None, Fallback::Allowed)
+                    .await?
             } else {
                 self.fetch(at, tag.as_str(), None).await?
             };
@@ -134,8 +136,13 @@ impl Mirror {
             }
             return Ok(Some(answer_from(rec, digest, cached).with(CacheResult::Stale)));
         }
-        let deadline = usable.then_some(self.policy.revalidate_timeout);
-        match self.head_upstream(at, tag.as_str(), deadline).await {
+        // With a cached copy to serve, the upstream has revalidate_timeout to answer and its
+        // fallbacks are not asked: they may lag behind and would move the tag back.
+        let (deadline, fallback) = match usable {
+            true => (Some(self.policy.revalidate_timeout), Fallback::Never),
+            false => (None, Fallback::Allowed),
+        };
+        match self.head_upstream(at, tag.as_str(), deadline, fallback).await {
             Ok(now) if now.digest == digest => {
                 self.fresh.remember(key);
                 if usable {

@@ -111,6 +111,11 @@ impl Upstream {
         self.set("send_ns", true)
     }
 
+    /// `fallback`: registries asked when this one fails.
+    pub fn fallback(self, urls: &[String]) -> Upstream {
+        self.set("fallback", urls.to_vec())
+    }
+
     /// `client_cert_file` and `client_key_file`.
     pub fn client_cert(self, cert: &Path, key: &Path) -> Upstream {
         self.set("client_cert_file", cert.display().to_string())

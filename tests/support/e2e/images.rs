@@ -162,6 +162,24 @@ fn multi_arch(root: &Path) -> std::io::Result<TestImage> {
     })
 }
 
+/// Builds the test images under `work/layouts` and pushes the one named `repo` to
+/// `registry_host`; returns it.
+pub async fn push_one(skopeo: &Skopeo, registry_host: &str, work: &Path, repo: &str) -> TestImage {
+    let layouts = work.join("layouts");
+    let all = tokio::task::spawn_blocking(move || build_all(&layouts))
+        .await
+        .expect("build task")
+        .expect("build images");
+    let image = all
+        .into_iter()
+        .find(|i| i.repo == repo)
+        .unwrap_or_else(|| panic!("no test image {repo}"));
+    push_all(skopeo, std::slice::from_ref(&image), registry_host)
+        .await
+        .unwrap_or_else(|e| panic!("push {repo}: {e}"));
+    image
+}
+
 /// Pushes every image to `registry_host` (`127.0.0.1:PORT`, plain HTTP) as
 /// `admin`, preserving digests; all pushes run concurrently.
 pub async fn push_all(skopeo: &Skopeo, images: &[TestImage], registry_host: &str) -> Result<(), String> {
