@@ -8,6 +8,7 @@ pub mod bucket_cmd;
 pub mod bundle_cmd;
 pub mod cache_cmd;
 pub mod ls;
+pub mod manifest_images;
 pub mod prefetch_cmd;
 mod prefetch_show;
 pub mod render;

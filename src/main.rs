@@ -237,13 +237,14 @@ fn pin_command(command: Command) -> ExitCode {
             Command::Prefetch {
                 images,
                 file,
+                from_manifests,
                 platform,
                 referrers,
                 pin,
                 json,
                 ..
             } => {
-                let images = cmd::images_to_fetch(images, file.as_deref())?;
+                let images = cmd::images_to_fetch(images, file.as_deref(), &from_manifests)?;
                 let options = regcache::admin_api::PrefetchOptions {
                     images,
                     platforms: platform,

@@ -1,4 +1,4 @@
-//! `regcache prefetch IMAGE... [-f FILE]` and `regcache unpin IMAGE...`. With a daemon running
+//! `regcache prefetch IMAGE... [-f FILE] [--from-manifests FILE]` and `regcache unpin IMAGE...`. With a daemon running
 //! (it holds the cache directory's lock) they ask it through `POST /admin/prefetch` (whose
 //! answer streams progress events) and `POST /admin/unpin`; with none, they take the lock and
 //! do the same work in this process with the registry layer built from the same config, fetching
@@ -6,7 +6,7 @@
 //! otherwise, JSON lines with `--json`; a summary table closes (`prefetch_show.rs`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::Method;
@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
 use super::cache_cmd::{admin_request, ask, blocking, owner, registry_here, ControlError, Owner, Via};
+use super::manifest_images;
 use crate::admin_api::{self, PrefetchEvent, PrefetchOptions, UnpinReport};
 use crate::config::Config;
 use crate::registry::PrefetchRef;
@@ -29,14 +30,19 @@ pub fn read_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Reads a file (`-` is standard input), naming it in an error.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    text.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
 /// Reads an images file (`-` is standard input).
 pub fn read_list_file(path: &Path) -> std::io::Result<Vec<String>> {
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(path)?
-    };
-    Ok(read_list(&text))
+    Ok(read_list(&read_text(path)?))
 }
 
 fn unreachable(addr: SocketAddr) -> impl Fn(String) -> ControlError {
@@ -115,17 +121,37 @@ pub async fn prefetch(
 
 /// Removes the pins of `image`'s manifests, blobs and records.
 /// The images a `regcache prefetch` names: on its command line, then in `file` (`-`: standard
-/// input); an error when there are none.
-pub fn images_to_fetch(mut images: Vec<String>, file: Option<&Path>) -> std::io::Result<Vec<String>> {
+/// input), then in the `manifests` (what each held is said on standard error); an error when
+/// there are none.
+pub fn images_to_fetch(
+    mut images: Vec<String>,
+    file: Option<&Path>,
+    manifests: &[PathBuf],
+) -> std::io::Result<Vec<String>> {
     if let Some(f) = file {
-        let listed =
-            read_list_file(f).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
-        images.extend(listed);
+        images.extend(read_list_file(f)?);
+    }
+    for m in manifests {
+        let found = manifest_images::scan(&read_text(m)?);
+        eprintln!(
+            "{}: {} images{}",
+            m.display(),
+            found.images.len(),
+            match found.templated {
+                0 => String::new(),
+                n => format!(" ({n} unrendered template values skipped)"),
+            }
+        );
+        for image in found.images {
+            if !images.contains(&image) {
+                images.push(image);
+            }
+        }
     }
     if images.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "no images to prefetch: name them or give -f FILE",
+            "no images to prefetch: name them, or give -f FILE or --from-manifests FILE",
         ));
     }
     Ok(images)

@@ -2,7 +2,8 @@
 //! go through `POST /admin/prefetch` and `POST /admin/unpin`), and on the directory of a stopped
 //! daemon: prefetched content is served with no upstream request, also while the upstream is
 //! down; `--platform` takes only that platform of an index; a failed image fails the command
-//! while the others are fetched; `--pin` keeps content through a gc to nothing until unpinned.
+//! while the others are fetched; `--from-manifests` fetches what deployment manifests name;
+//! `--pin` keeps content through a gc to nothing until unpinned.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -154,6 +155,39 @@ async fn a_failed_image_fails_the_command_and_the_others_are_fetched() {
     }
     let good_row = out.lines().find(|l| l.starts_with("good:1")).expect("a row");
     assert!(good_row.ends_with(" ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_images_of_deployment_manifests_are_fetched() {
+    let up = Fake::start().await;
+    let (_, _, web) = up.add_image("library/web", "1", &[bytes_of(20_000, 5)]);
+    let (_, _, init) = up.add_image("org/init", "2", &[bytes_of(20_000, 6)]);
+    let d = DaemonBuilder::new().upstream(&up).start().await;
+    let config = config(&d, &up);
+    let manifests = d.dir.path().join("deploy.yaml");
+    std::fs::write(
+        &manifests,
+        "kind: Deployment\nspec:\n  template:\n    spec:\n      initContainers:\n      - name: init\n        \
+         image: \"org/init:2\"\n      containers:\n      - image: web:1  # the app\n        name: web\n\
+         ---\nservices:\n  web:\n    image: web:1\n  other:\n    image: \"{{ .Values.image }}\"\n",
+    )
+    .unwrap();
+
+    let o = regcache(
+        &["prefetch", "--from-manifests", manifests.to_str().unwrap()],
+        &config,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("deploy.yaml: 2 images (1 unrendered template values skipped)"),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("2 images, 0 failed"), "{out}");
+    for l in web.iter().chain(&init) {
+        assert!(blob_file(d.dir.path(), l).exists(), "{l} kept\n{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
