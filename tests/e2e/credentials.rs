@@ -16,10 +16,8 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use crate::support::binary::Binary;
-use crate::support::e2e::images::{self, TestImage};
-use crate::support::e2e::registry::Registry;
-use crate::support::e2e::token_server::TokenServer;
-use crate::support::e2e::{self, tools_present, HttpClient, Skopeo};
+use crate::support::e2e::pushed::Pushed;
+use crate::support::e2e::{self, tools_present, HttpClient};
 
 /// The name regcache gives the test registry (its default upstream).
 const HOST: &str = "registry.e2e.test";
@@ -29,32 +27,20 @@ const SECRET: &str = "reader-secret";
 const CLIENT: &str = "dev";
 const CLIENT_SECRET: &str = "dev-client-secret";
 
-struct Private {
-    token: TokenServer,
-    registry: Registry,
-    image: TestImage,
-    skopeo: Skopeo,
-    work: tempfile::TempDir,
+/// The real upstream with only `myorg/private` pushed.
+struct Private(Pushed);
+
+impl std::ops::Deref for Private {
+    type Target = Pushed;
+
+    fn deref(&self) -> &Pushed {
+        &self.0
+    }
 }
 
 impl Private {
-    /// The token server and registry, with only `myorg/private` pushed.
     async fn start() -> Private {
-        let token = TokenServer::start().await.expect("token server");
-        let registry = Registry::start(&token).await.expect("docker-registry");
-        let work = tempfile::Builder::new()
-            .prefix("regcache-e2e-creds-")
-            .tempdir()
-            .expect("work dir");
-        let skopeo = Skopeo::new().expect("skopeo setup");
-        let image = images::push_one(&skopeo, &registry.host(), work.path(), "myorg/private").await;
-        Private {
-            token,
-            registry,
-            image,
-            skopeo,
-            work,
-        }
+        Private(Pushed::start("regcache-e2e-creds-", "myorg/private").await)
     }
 
     /// `[auth]` with the client user, and the registry as the default upstream with `auth`.
@@ -122,22 +108,6 @@ impl Private {
     }
 }
 
-/// regcache in-process, from `upstream` TOML.
-async fn mirror(upstream: &str) -> (regcache::app::Running, tempfile::TempDir) {
-    let cache = tempfile::Builder::new()
-        .prefix("regcache-e2e-cache-")
-        .tempdir()
-        .expect("cache dir");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [cache]\ndir = \"{}\"\n{upstream}",
-        cache.path().display()
-    );
-    let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
-    let running = regcache::app::start(config).await.expect("start regcache");
-    (running, cache)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_repository_with_credentials_from_every_source() {
     if !tools_present("private_repository_with_credentials_from_every_source") {
@@ -168,7 +138,7 @@ async fn private_repository_with_credentials_from_every_source() {
         ];
         for (what, auth) in &sources {
             let before = up.token.requests().len();
-            let (running, _cache) = mirror(&up.upstream(auth)).await;
+            let (running, _cache) = e2e::start_mirror_with(&up.upstream(auth)).await;
             let addr = running.local_addr().to_string();
             let anonymous = up.pull_anonymously(&addr, what).await;
             assert!(
@@ -206,7 +176,7 @@ async fn refused_without_credentials(up: &Private) {
     let none = String::new();
     let wrong = format!("username = \"{USER}\"\npassword = \"not-{SECRET}\"\n");
     for (what, auth) in [("anonymous", &none), ("wrong password", &wrong)] {
-        let (running, _cache) = mirror(&up.upstream(auth)).await;
+        let (running, _cache) = e2e::start_mirror_with(&up.upstream(auth)).await;
         let url = format!(
             "http://{}/v2/{}/manifests/{}",
             running.local_addr(),

@@ -5,12 +5,9 @@
 //! to the token service, so nothing went around it. Needs `tinyproxy` (Debian's tinyproxy-bin),
 //! `docker-registry` and `skopeo`. Loopback only.
 
-use std::time::Duration;
-
-use crate::support::e2e::images;
+use crate::support::e2e::pushed::Pushed;
 use crate::support::e2e::registry::Registry;
-use crate::support::e2e::token_server::TokenServer;
-use crate::support::e2e::{self, tools_present, HttpClient, Skopeo};
+use crate::support::e2e::{self, tools_present, HttpClient};
 use crate::support::tinyproxy::{Tinyproxy, TINYPROXY_BIN};
 use crate::support::tools;
 
@@ -18,20 +15,11 @@ const TEST: &str = "egress_proxy::pulls_through_a_real_egress_proxy";
 
 /// regcache in-process with the registry as its default upstream, reached through `proxy`.
 async fn mirror(registry: &Registry, proxy: &str) -> (regcache::app::Running, tempfile::TempDir) {
-    let cache = tempfile::Builder::new()
-        .prefix("regcache-e2e-cache-")
-        .tempdir()
-        .expect("cache dir");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [cache]\ndir = \"{}\"\n[fetch]\nproxy = \"{proxy}\"\n\
-         [[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
-        cache.path().display(),
+    e2e::start_mirror_with(&format!(
+        "[fetch]\nproxy = \"{proxy}\"\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
         registry.url()
-    );
-    let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
-    let running = regcache::app::start(config).await.expect("start regcache");
-    (running, cache)
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -47,20 +35,14 @@ async fn pulls_through_a_real_egress_proxy() {
         );
         return;
     }
-    let token = TokenServer::start().await.expect("token server");
-    let registry = Registry::start(&token).await.expect("docker-registry");
-    let work = tempfile::Builder::new()
-        .prefix("regcache-e2e-egress-")
-        .tempdir()
-        .expect("work dir");
-    let skopeo = Skopeo::new().expect("skopeo setup");
-    let image = images::push_one(&skopeo, &registry.host(), work.path(), "library/alpine").await;
+    let up = Pushed::start("regcache-e2e-egress-", "library/alpine").await;
+    let (registry, image) = (&up.registry, &up.image);
     let proxy = Tinyproxy::start("regcache", "proxy-secret")
         .await
         .expect("tinyproxy");
 
     // The proxy's credentials missing: refused at the proxy, and the client is told so.
-    let (without, _cache) = mirror(&registry, &format!("http://{}", proxy.addr)).await;
+    let (without, _cache) = mirror(registry, &format!("http://{}", proxy.addr)).await;
     let url = format!(
         "http://{}/v2/{}/manifests/{}",
         without.local_addr(),
@@ -76,28 +58,18 @@ async fn pulls_through_a_real_egress_proxy() {
     );
     without.shutdown().await;
 
-    let (with, _cache) = mirror(&registry, &format!("http://regcache:proxy-secret@{}", proxy.addr)).await;
-    let out = work.path().join("out");
-    let src = format!("docker://{}/{}", with.local_addr(), image.reference());
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        skopeo.copy(
-            &src,
-            &format!("dir:{}", out.display()),
-            &["--src-tls-verify=false", "--src-no-creds"],
-            None,
-        ),
-    )
-    .await
-    .expect("skopeo copy within 120 s")
-    .expect("skopeo copy through regcache and the proxy");
-    let files = e2e::compare_dirs(&image.layout, &out).expect("identical to the pushed image");
+    let (with, _cache) = mirror(registry, &format!("http://regcache:proxy-secret@{}", proxy.addr)).await;
+    let out = up
+        .pull_from(&with.local_addr().to_string(), "out")
+        .await
+        .expect("skopeo copy through regcache and the proxy");
+    let files = up.same_as_pushed(&out).expect("identical to the pushed image");
     eprintln!("[{TEST}] {files} files identical through the egress proxy");
 
     let targets = proxy.connect_targets();
     assert!(targets.contains(&registry.host()), "{targets:?}");
     assert!(
-        targets.contains(&token.addr().to_string()),
+        targets.contains(&up.token.addr().to_string()),
         "the token fetch went around the proxy: {targets:?}"
     );
     with.shutdown().await;

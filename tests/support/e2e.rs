@@ -9,6 +9,7 @@ pub mod containerd_pull;
 pub mod http;
 pub mod images;
 pub mod podman;
+pub mod pushed;
 pub mod registry;
 pub mod skopeo;
 pub mod token_server;
@@ -156,6 +157,24 @@ default = true
     }
     let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
     regcache::app::start(config).await.expect("start regcache")
+}
+
+/// regcache running in-process on loopback with its cache in a new temp dir (returned: it lives
+/// as long as the mirror should) and the rest of its configuration from `toml` (upstreams,
+/// `[auth]`, `[fetch]`).
+pub async fn start_mirror_with(toml: &str) -> (regcache::app::Running, tempfile::TempDir) {
+    let cache = tempfile::Builder::new()
+        .prefix("regcache-e2e-cache-")
+        .tempdir()
+        .expect("cache dir");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nbuiltin_upstreams = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [cache]\ndir = \"{}\"\n{toml}",
+        cache.path().display()
+    );
+    let config = regcache::config::Config::from_toml_str(&text).expect("regcache config");
+    let running = regcache::app::start(config).await.expect("start regcache");
+    (running, cache)
 }
 
 /// Elapsed-time log lines for an end-to-end test's output, prefixed with the test's label.
