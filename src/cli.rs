@@ -11,4 +11,5 @@ pub mod ls;
 pub mod manifest_images;
 pub mod prefetch_cmd;
 mod prefetch_show;
+pub mod probe_cmd;
 pub mod render;

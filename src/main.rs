@@ -32,11 +32,14 @@ fn load(path: Option<&PathBuf>) -> Result<Config, regcache::config::ConfigErrors
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match load(config.as_ref()) {
+        Command::CheckConfig { config, probe } => match load(config.as_ref()) {
             Ok(c) => {
                 print!("{}", regcache::cli::render::render_config(&c));
                 for w in c.warnings() {
                     println!("warning: {w}");
+                }
+                if probe {
+                    return probe_upstreams(&c);
                 }
                 ExitCode::SUCCESS
             }
@@ -223,6 +226,31 @@ fn bundle_command(command: BundleCommand) -> ExitCode {
             }
         }
     })
+}
+
+/// `check-config --probe`: every upstream asked for `/v2/`; exit 1 when one does not answer.
+fn probe_upstreams(config: &Config) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(regcache::cli::probe_cmd::probe_all(config)) {
+        Ok((report, all_ok)) => {
+            print!("{report}");
+            if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `regcache prefetch` and `regcache unpin`.

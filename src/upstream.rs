@@ -20,6 +20,7 @@ mod exchange;
 mod fallback;
 mod health;
 mod permits;
+mod probe;
 mod ratelimit;
 mod redirect;
 mod resolve;

@@ -34,6 +34,10 @@ pub enum Command {
     CheckConfig {
         #[arg(short, long, env = "REGCACHE_CONFIG")]
         config: Option<PathBuf>,
+        /// Also ask every upstream and fallback for /v2/ as the daemon would (egress proxy, TLS,
+        /// token service, credentials); exits 1 when one does not answer.
+        #[arg(long)]
+        probe: bool,
     },
     /// Inspect or trim the cache directory. Works whether the daemon runs or not: a running
     /// daemon is asked through its admin listener ([admin] listen) instead of being raced.

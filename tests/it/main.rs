@@ -58,5 +58,6 @@ mod upstream_auth;
 mod upstream_credentials;
 mod upstream_fallback;
 mod upstream_limits;
+mod upstream_probe;
 mod upstream_redirects;
 mod upstream_tls;

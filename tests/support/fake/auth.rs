@@ -58,8 +58,9 @@ impl TokenRequest {
 
 struct Issued {
     token: String,
-    /// Empty when the caller may not pull anything.
-    scope: String,
+    /// `None` when the caller may not pull anything (credentials missing or wrong); else the
+    /// scope asked for, empty for a token without one (enough for `/v2/`, as on Docker Hub).
+    scope: Option<String>,
 }
 
 pub struct AuthState {
@@ -152,11 +153,7 @@ impl AuthState {
                 (Some(_), _) => return json(401, r#"{"details":"incorrect username or password"}"#.into()),
             }
         };
-        let scope = if allowed {
-            record.param("scope").unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let scope = allowed.then(|| record.param("scope").unwrap_or_default());
         let mut issued = self.issued.lock().unwrap();
         let token = format!("tok-{}", issued.len() + 1000);
         issued.push(Issued {
@@ -192,7 +189,7 @@ impl AuthState {
                     .and_then(|a| a.strip_prefix("Bearer "))
                     .is_some_and(|t| {
                         self.issued.lock().unwrap().iter().any(|i| {
-                            i.token == t && !i.scope.is_empty() && (name.is_empty() || i.scope == want)
+                            i.token == t && i.scope.as_ref().is_some_and(|s| name.is_empty() || *s == want)
                         })
                     });
                 if ok {
