@@ -2,7 +2,8 @@
 //! registry and its Docker-Hub-like token server. Without the proxy's credentials a pull fails
 //! and the client's error names the proxy's 407; with them in `[fetch] proxy`, skopeo pulls an
 //! image through regcache byte for byte, and the proxy logged a CONNECT to the registry and one
-//! to the token service, so nothing went around it. Needs `tinyproxy` (Debian's tinyproxy-bin),
+//! to the token service, so nothing went around it; `check-config --probe` says the same of
+//! both configurations. Needs `tinyproxy` (Debian's tinyproxy-bin),
 //! `docker-registry` and `skopeo`. Loopback only.
 
 use crate::support::e2e::pushed::Pushed;
@@ -13,13 +14,24 @@ use crate::support::tools;
 
 const TEST: &str = "egress_proxy::pulls_through_a_real_egress_proxy";
 
-/// regcache in-process with the registry as its default upstream, reached through `proxy`.
-async fn mirror(registry: &Registry, proxy: &str) -> (regcache::app::Running, tempfile::TempDir) {
-    e2e::start_mirror_with(&format!(
+/// The registry as the default upstream, reached through `proxy`.
+fn behind(registry: &Registry, proxy: &str) -> String {
+    format!(
         "[fetch]\nproxy = \"{proxy}\"\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
         registry.url()
-    ))
-    .await
+    )
+}
+
+/// regcache in-process with the registry as its default upstream, reached through `proxy`.
+async fn mirror(registry: &Registry, proxy: &str) -> (regcache::app::Running, tempfile::TempDir) {
+    e2e::start_mirror_with(&behind(registry, proxy)).await
+}
+
+/// What `check-config --probe` says of that configuration, and whether every probe answered.
+async fn probe(registry: &Registry, proxy: &str) -> (String, bool) {
+    let text = format!("builtin_upstreams = false\n{}", behind(registry, proxy));
+    let config = regcache::config::Config::from_toml_str(&text).expect("config");
+    regcache::cli::probe_cmd::probe_all(&config).await.expect("probe")
 }
 
 #[tokio::test]
@@ -57,6 +69,13 @@ async fn pulls_through_a_real_egress_proxy() {
         "{body}"
     );
     without.shutdown().await;
+    let (report, ok) = probe(registry, &format!("http://{}", proxy.addr)).await;
+    assert!(
+        !ok && report.contains("answered \"407 Proxy Authentication Required\""),
+        "{report}"
+    );
+    let (report, ok) = probe(registry, &format!("http://regcache:proxy-secret@{}", proxy.addr)).await;
+    assert!(ok, "{report}");
 
     let (with, _cache) = mirror(registry, &format!("http://regcache:proxy-secret@{}", proxy.addr)).await;
     let out = up
