@@ -308,6 +308,10 @@ async fn start_on(config: Config, settings: CacheSettings) -> Result<Running, St
     let (stop, stop_rx) = watch::channel(None);
     let (done, done_rx) = watch::channel(false);
     let persist = state.cache.persist_recency(done_rx.clone());
+    if let Some(ttl) = config.cache.unused_ttl {
+        // Ends with the process; nothing to finish at shutdown.
+        drop(state.cache.expire_unused(ttl, done_rx.clone()));
+    }
     let cert_watch = tls
         .as_ref()
         .map(|t| t.reloader().watch(CERT_POLL_INTERVAL, stop_rx.clone()));

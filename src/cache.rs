@@ -35,6 +35,7 @@ mod snapshot;
 pub mod store_mark;
 mod tags;
 mod trash;
+mod unused;
 mod uses;
 
 use std::io;
@@ -348,6 +349,11 @@ impl Cache {
     #[doc(hidden)]
     pub fn fail_next_writes(&self, n: usize) {
         self.fills.store().fail_next_writes(n)
+    }
+
+    /// Sweeps away content unused for `ttl` (`unused.rs`) until `stop` turns true.
+    pub fn expire_unused(&self, ttl: Duration, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        unused::sweep(self.index.clone(), ttl, stop)
     }
 
     /// Saves the recency snapshot (and, with a shared store, what was used since the last time:

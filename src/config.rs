@@ -118,6 +118,8 @@ pub struct CacheConfig {
     pub high_watermark: f64,
     /// ...until usage is under this fraction of `max_size`.
     pub low_watermark: f64,
+    /// Content nobody has used for this long is evicted whatever the budget; `None`: kept.
+    pub unused_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

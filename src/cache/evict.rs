@@ -2,14 +2,15 @@
 //! plus the reservations of downloads in progress. When an insert or reservation would pass the
 //! high watermark, least-recently-used entries are evicted until usage (with the newcomer) is
 //! under the low watermark; the newcomer is admitted only if it then fits under the budget
-//! itself. Entries with readers and pinned entries are never evicted.
+//! itself. With `[cache] unused_ttl`, entries unused for longer go too, whatever the budget
+//! (`expire`). Entries with readers and pinned entries are never evicted.
 //!
 //! Blobs, manifests and small records (tag records, kept documents) compete in the same order.
 //! These are functions over the ledger, called by the index with its lock held. Victims' files
 //! go to the `Trash` (renamed into `tmp/` now, deleted once the lock is released). The eviction
 //! counters, whose names promise blobs and manifests, leave records out; a `GcReport` has all.
 
-use super::key::Kind;
+use super::key::{Key, Kind};
 use super::layout::Layout;
 use super::ledger::Ledger;
 use super::trash::Trash;
@@ -38,9 +39,41 @@ pub(super) fn evict(ledger: &mut Ledger, layout: &Layout, target: u64, trash: &m
     if need == 0 {
         return (0, 0);
     }
+    let victims = ledger.victims(need);
+    let (count, bytes) = remove(ledger, layout, victims, trash);
+    if count > 0 {
+        tracing::info!(
+            entries = count,
+            bytes,
+            usage = ledger.used,
+            "evicted least recently used content"
+        );
+    }
+    (count, bytes)
+}
+
+/// With the lock held: evicts every entry nobody reads and nobody pinned that was last used
+/// before `before` (wall-clock milliseconds). Returns (entries, bytes) evicted.
+pub(super) fn expire(ledger: &mut Ledger, layout: &Layout, before: u64, trash: &mut Trash) -> (u64, u64) {
+    let victims = ledger.unused_before(before);
+    let (count, bytes) = remove(ledger, layout, victims, trash);
+    if count > 0 {
+        tracing::info!(
+            entries = count,
+            bytes,
+            usage = ledger.used,
+            "evicted content unused for longer than unused_ttl"
+        );
+    }
+    (count, bytes)
+}
+
+/// Moves `victims`' files to the trash and drops them from the ledger; counts the blobs and
+/// manifests among them as evictions. Returns (entries, bytes) removed.
+fn remove(ledger: &mut Ledger, layout: &Layout, victims: Vec<Key>, trash: &mut Trash) -> (u64, u64) {
     let (mut count, mut bytes) = (0, 0);
     let (mut content, mut content_bytes) = (0, 0);
-    for key in ledger.victims(need) {
+    for key in victims {
         let record = ledger.entries.get(&key).and_then(|e| e.record.clone());
         if !trash.take(&layout.files(&key, record.as_ref())) {
             continue;
@@ -55,16 +88,8 @@ pub(super) fn evict(ledger: &mut Ledger, layout: &Layout, target: u64, trash: &m
             tracing::debug!(digest = %key.digest, bytes = e.disk, "evicted");
         }
     }
-    if count > 0 {
-        ledger.metrics().cache.evictions.inc_by(content);
-        ledger.metrics().cache.evicted_bytes.inc_by(content_bytes);
-        tracing::info!(
-            entries = count,
-            bytes,
-            usage = ledger.used,
-            "evicted least recently used content"
-        );
-    }
+    ledger.metrics().cache.evictions.inc_by(content);
+    ledger.metrics().cache.evicted_bytes.inc_by(content_bytes);
     ledger.report();
     (count, bytes)
 }

@@ -13,7 +13,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::budget::{Budget, GcReport, NoRoom, Stats};
+use super::budget::{Budget, NoRoom, Stats};
 use super::evict;
 use super::layout::Layout;
 use super::ledger::{Ledger, Shared};
@@ -358,36 +358,9 @@ impl Index {
         let text = snapshot::render_recency(rows.iter().map(|(k, len, t)| (k, *len, *t)));
         snapshot::write_recency(&self.layout, &text).inspect_err(|_| self.ledger.lock().dirty = true)
     }
-
-    /// Evicts now, down to `to` bytes of usage, or to the low watermark when `to` is None (a
-    /// no-op for an unlimited cache), then saves the recency snapshot. Blocking.
-    pub fn gc(&self, to: Option<u64>) -> GcReport {
-        let target = to.or(self.budget.max.map(|_| self.budget.low_mark()));
-        let mut trash = self.trash();
-        let report = {
-            let mut ledger = self.ledger.lock();
-            let (evicted, freed_bytes) = match target {
-                Some(t) => evict::evict(&mut ledger, &self.layout, t, &mut trash),
-                None => (0, 0),
-            };
-            GcReport {
-                evicted,
-                freed_bytes,
-                bytes: ledger.usage(),
-                target,
-                released: None,
-            }
-        };
-        trash.discard();
-        if report.evicted > 0 {
-            if let Err(e) = self.save_if_dirty() {
-                tracing::warn!(error = %e, "cannot save the recency snapshot");
-            }
-        }
-        report
-    }
 }
 
+mod eviction;
 mod release;
 #[cfg(test)]
 mod tests;

@@ -183,17 +183,31 @@ impl Ledger {
             if need == 0 {
                 break;
             }
-            let Some(e) = self.entries.get(key) else {
+            let Some(disk) = self.evictable(key) else {
                 continue;
             };
-            // Entries that take no space (repository links) would free nothing.
-            if e.readers > 0 || e.disk == 0 || self.pinned.contains(key) {
-                continue;
-            }
-            need = need.saturating_sub(e.disk);
+            need = need.saturating_sub(disk);
             victims.push(key.clone());
         }
         victims
+    }
+
+    /// The entries nobody reads and nobody pinned that were last used before `before`
+    /// (wall-clock milliseconds), oldest first.
+    pub(super) fn unused_before(&self, before: u64) -> Vec<Key> {
+        self.order
+            .iter()
+            .take_while(|(t, _)| *t < before)
+            .filter(|(_, k)| self.evictable(k).is_some())
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// The bytes evicting `key` would free, if it may be evicted: nobody reads it, nobody pinned
+    /// it, and it takes space (repository links take none and would free nothing).
+    fn evictable(&self, key: &Key) -> Option<u64> {
+        let e = self.entries.get(key)?;
+        (e.readers == 0 && e.disk > 0 && !self.pinned.contains(key)).then_some(e.disk)
     }
 
     /// Updates the cache gauges; called with the lock held after every change.
@@ -273,6 +287,8 @@ mod tests {
         assert_eq!(l.victims(4096), [key(2)]);
         assert_eq!(l.victims(4097), [key(2), key(3)]);
         assert_eq!(l.victims(1 << 20), [key(2), key(3)]);
+        assert_eq!(l.unused_before(103), [key(2)], "read, pinned or used since stay");
+        assert_eq!(l.unused_before(104), [key(2), key(3)]);
         l.touch(&key(2));
         assert_eq!(l.victims(4096), [key(3)]);
         assert_eq!(l.used, 4 * 4096);

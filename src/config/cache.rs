@@ -57,11 +57,23 @@ pub(super) fn validate(errors: &mut Vec<String>, raw: FileCache) -> CacheConfig 
         max_size,
         high_watermark,
         low_watermark,
+        unused_ttl: raw.unused_ttl.as_deref().and_then(|text| {
+            let before = errors.len();
+            let d = duration(errors, "cache.unused_ttl", Some(text), Duration::ZERO);
+            if d.is_zero() && errors.len() == before {
+                errors.push(
+                    "cache.unused_ttl: must be longer than 0s (leave it out to keep unused content)".into(),
+                );
+            }
+            (!d.is_zero()).then_some(d)
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::Config;
 
     #[test]
@@ -80,6 +92,14 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(Config::from_toml_str("[cache]\nmax_size = 0\n").is_err());
+        assert_eq!(d.cache.unused_ttl, None);
+        let c = Config::from_toml_str("[cache]\nunused_ttl = \"30d\"\n").unwrap();
+        assert_eq!(c.cache.unused_ttl, Some(Duration::from_secs(30 * 86400)));
+        for bad in ["0s", "soon"] {
+            let e = Config::from_toml_str(&format!("[cache]\nunused_ttl = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert!(e.0[0].starts_with("cache.unused_ttl: "), "{e}");
+        }
         let e = Config::from_toml_str("[cache]\ndir = \"\"\n[fetch]\nmax_manifest_size = 0\n").unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(e.0[0].starts_with("cache.dir: an empty path"), "{e}");

@@ -63,6 +63,7 @@ pub(super) struct FileHosted {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileCache {
+    pub unused_ttl: Option<String>,
     pub dir: Option<String>,
     pub tag_ttl: Option<String>,
     pub negative_ttl: Option<String>,

@@ -69,6 +69,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "max_size",
             "high_watermark",
             "low_watermark",
+            "unused_ttl",
         ],
     ),
     (

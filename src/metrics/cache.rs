@@ -77,12 +77,12 @@ impl CacheMetrics {
             evictions: counter(
                 r,
                 "regcache_evictions_total",
-                "Blobs and manifests evicted to stay within the disk budget",
+                "Blobs and manifests evicted to stay within the disk budget or as unused past cache.unused_ttl",
             ),
             evicted_bytes: counter(
                 r,
                 "regcache_evicted_bytes_total",
-                "Bytes of blobs and manifests evicted to stay within the disk budget",
+                "Bytes of blobs and manifests evicted to stay within the disk budget or as unused past cache.unused_ttl",
             ),
             write_errors: counter(
                 r,

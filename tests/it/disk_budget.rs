@@ -1,12 +1,14 @@
 //! The disk budget (`[cache] max_size`): filling past it evicts the least recently used content
 //! and keeps usage under it; a blob being read is never deleted; pulling a manifest keeps its
 //! image's layers young; recency survives a restart; crash leftovers are cleaned at start; a blob
-//! the cache cannot keep (no room, disk full) still reaches every client, verified; and pulling
-//! ten times the budget worth of images ends within it.
+//! the cache cannot keep (no room, disk full) still reaches every client, verified; pulling
+//! ten times the budget worth of images ends within it; and `unused_ttl` sweeps what nobody
+//! pulled for that long.
 
 mod eviction;
 mod restart;
 mod uncached;
+mod unused;
 
 use bytes::Bytes;
 use regcache::oci::Digest;

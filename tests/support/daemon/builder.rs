@@ -207,6 +207,11 @@ impl DaemonBuilder {
         self.cache("max_size", size)
     }
 
+    /// `[cache] unused_ttl`: content unused for this long is swept.
+    pub fn unused_ttl(self, ttl: &str) -> DaemonBuilder {
+        self.cache("unused_ttl", ttl)
+    }
+
     pub fn finish_abandoned(self, on: bool) -> DaemonBuilder {
         self.fetch("finish_abandoned", on)
     }
