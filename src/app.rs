@@ -27,6 +27,7 @@ use crate::server::tls::{CertReloader, Tls, TlsError, CERT_POLL_INTERVAL};
 use crate::server::{self, ConnLimits, State};
 use crate::upstream::{ClientBuildError, Upstreams};
 
+mod restart;
 mod settings;
 pub use settings::{cache_settings, hosted_policy, mirror_policy};
 use settings::{daemon_cache_settings, tls_settings};
@@ -86,6 +87,8 @@ pub struct Running {
     state: Arc<State>,
     upstreams: Arc<Upstreams>,
     grace: Duration,
+    /// What the daemon started with: a reload reports what differs and needs a restart.
+    started: Arc<Config>,
     _lock: DirLock,
 }
 
@@ -110,6 +113,7 @@ impl Running {
             upstreams: self.upstreams.clone(),
             tls: self.tls.clone(),
             auth: self.state.auth.clone(),
+            started: self.started.clone(),
         }
     }
 
@@ -160,6 +164,7 @@ pub struct Reloader {
     upstreams: Arc<Upstreams>,
     tls: Option<(CertReloader, TlsConfig)>,
     auth: Arc<Auth>,
+    started: Arc<Config>,
 }
 
 impl Reloader {
@@ -171,6 +176,7 @@ impl Reloader {
         if self.tls.as_ref().map(|(_, t)| t) != config.tls.as_ref() {
             changes.push("[tls] settings (the files in use are reloaded, other files need a restart)".into());
         }
+        changes.extend(restart::needs_restart(&self.started, config));
         changes
     }
 
@@ -353,6 +359,7 @@ async fn start_on(config: Config, settings: CacheSettings) -> Result<Running, St
         state,
         upstreams,
         grace,
+        started: Arc::new(config),
         _lock: lock,
     })
 }

@@ -1,6 +1,7 @@
 //! The real binary as an operator runs it: SIGTERM stops accepting, lets a running download and
 //! its client finish, and exits 0 with a consistent cache; a download that cannot finish within
-//! the grace period leaves nothing half-written behind; SIGHUP applies a new log level; JSON logs
+//! the grace period leaves nothing half-written behind; SIGHUP applies a new log level and says
+//! which changes need a restart; JSON logs
 //! are one object per line. `process/startup.rs`: a second daemon on a used directory, plain
 //! logs on a pipe. `process/slow_readers.rs`: stalled readers hold no thread each.
 
@@ -87,13 +88,30 @@ async fn spawn_with(dir: &Path, upstream: &str, grace: &str, level: &str, args: 
     );
 }
 
-fn sigterm(p: &Proc) {
+fn signal(p: &Proc, sig: &str) {
     let ok = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
+        .args([sig, &p.child.id().to_string()])
         .status()
         .unwrap()
         .success();
     assert!(ok);
+}
+
+fn sigterm(p: &Proc) {
+    signal(p, "-TERM");
+}
+
+/// Sends SIGHUP and waits (2 s at most) until the daemon has logged one more reload.
+async fn reload(p: &Proc, dir: &Path) {
+    let reloads = || log_text(dir).matches("configuration reloaded").count();
+    let before = reloads();
+    signal(p, "-HUP");
+    for _ in 0..100 {
+        if reloads() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn get(port: u16, path: &str) -> Result<Vec<u8>, String> {
@@ -242,24 +260,26 @@ async fn sighup_applies_a_new_log_level() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!log_text(dir.path()).contains("request"), "no access log at warn");
     write_config(dir.path(), p.port, p.admin, &up.url(), "1s", "info");
-    let ok = Command::new("kill")
-        .args(["-HUP", &p.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    for _ in 0..100 {
-        if log_text(dir.path()).contains("reloaded") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    reload(&p, dir.path()).await;
     assert!(get(p.port, "/v2/").await.is_ok());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let text = log_text(dir.path());
     assert!(text.contains("reloaded"), "{text}");
     assert!(
         text.lines().any(|l| l.contains("request") && l.contains("/v2/")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("until a restart"),
+        "a live change reported: {text}"
+    );
+    // A setting only a restart applies is said to be so.
+    write_config(dir.path(), p.port, p.admin, &up.url(), "2s", "info");
+    reload(&p, dir.path()).await;
+    let text = log_text(dir.path());
+    assert!(
+        text.lines()
+            .any(|l| l.contains("not applied until a restart") && l.contains("shutdown_grace")),
         "{text}"
     );
 }
@@ -329,18 +349,7 @@ async fn sighup_applies_new_upstream_credentials() {
         Err("status 403 Forbidden".into())
     );
     with_password(&p, "new-secret");
-    let ok = Command::new("kill")
-        .args(["-HUP", &p.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    for _ in 0..100 {
-        if log_text(dir.path()).contains("configuration reloaded") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    reload(&p, dir.path()).await;
     assert_eq!(
         get(p.port, "/v2/org/private/manifests/1").await.unwrap(),
         manifest.to_vec()
