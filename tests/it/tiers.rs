@@ -2,7 +2,8 @@
 //! with `send_ns = true`, so the registry a client meant survives the hop: a ghcr.io image pulled
 //! through a node by its path prefix is ghcr.io content at the cluster tier (fetched from the
 //! ghcr.io upstream, never from Docker Hub's), a Docker Hub short name stays Docker Hub's, and a
-//! second node pulling the same image costs the real upstreams nothing: the cluster tier has it.
+//! second node pulling the same image costs the real upstreams nothing: the cluster tier has it;
+//! and a node whose cluster tier is down reaches the registry named as its fallback.
 
 use crate::support::daemon::{Daemon, DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Fake};
@@ -66,5 +67,35 @@ async fn the_registry_a_client_meant_survives_the_hop() {
         (blob_gets(&hub), blob_gets(&ghcr)),
         (0, 0),
         "no blob fetched again from a real upstream"
+    );
+}
+
+/// A node tier whose cluster tier is down goes straight to the registry named as its fallback,
+/// without `?ns=` (the registry is no mirror), and keeps what it fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_falls_back_to_the_registry_while_the_cluster_tier_is_down() {
+    let hub = Fake::start().await;
+    let (_, manifest, layers) = hub.add_image("library/alpine", "3", &[bytes_of(10_000, 4)]);
+    let cluster_down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let node = DaemonBuilder::new()
+        .with_upstream(
+            Upstream::new("docker.io", &cluster_down)
+                .default_upstream()
+                .send_ns()
+                .fallback(&[hub.url()]),
+        )
+        .start()
+        .await;
+    assert_eq!(node.pull("alpine", "3", &layers).await, manifest);
+    let requests = hub.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.query.as_deref().is_none_or(|q| !q.contains("ns="))),
+        "{requests:?}"
     );
 }

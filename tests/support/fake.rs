@@ -44,7 +44,6 @@ pub fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
 pub struct Logged {
     pub method: String,
     pub path: String,
-    #[allow(dead_code, reason = "shown in failure messages through Debug")]
     pub query: Option<String>,
     pub authorization: Option<String>,
     /// The `Range` header, if any.
