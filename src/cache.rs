@@ -6,6 +6,7 @@
 mod adopt;
 mod ahead;
 mod atomic;
+mod background;
 mod blobs;
 mod budget;
 pub mod dirlock;
@@ -35,7 +36,6 @@ mod snapshot;
 pub mod store_mark;
 mod tags;
 mod trash;
-mod unused;
 mod uses;
 
 use std::io;
@@ -55,6 +55,7 @@ use fill::Fills;
 pub use fill::Lookup;
 use index::Index;
 
+pub use background::SNAPSHOT_EVERY;
 pub use key::{Key, Kind};
 pub use layout::Layout;
 pub use listing::{EntryKind, LastPulled, ListEntry};
@@ -64,9 +65,6 @@ pub use progress::{Fill, FillError, FillState, Uncached};
 pub use reader::{BlobBody, Source};
 use std::path::PathBuf;
 pub use tags::{TagRecord, TagStore};
-
-/// How often the recency snapshot is rewritten when something was accessed.
-pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
 /// What the cache is opened with (built from `[cache]` and `[fetch]` by the daemon's wiring).
 #[derive(Debug, Clone)]
@@ -315,6 +313,12 @@ impl Cache {
         self.index.gc(to)
     }
 
+    /// Evicts now what nobody has used for `unused_for` (as `[cache] unused_ttl` does). Blocking.
+    pub fn gc_unused(&self, unused_for: Duration) -> GcReport {
+        let before = ledger::now_ms().saturating_sub(unused_for.as_millis() as u64);
+        self.index.expire_unused(before)
+    }
+
     /// With `hosted`, first releases what no repository links any more (deleted from hosted
     /// repositories: `index/release.rs`), then evicts as `gc` does. Blocking.
     pub fn gc_with(&self, to: Option<u64>, hosted: bool) -> io::Result<GcReport> {
@@ -351,45 +355,15 @@ impl Cache {
         self.fills.store().fail_next_writes(n)
     }
 
-    /// Sweeps away content unused for `ttl` (`unused.rs`) until `stop` turns true.
+    /// Sweeps away content unused for `ttl` (`background.rs`) until `stop` turns true.
     pub fn expire_unused(&self, ttl: Duration, stop: watch::Receiver<bool>) -> JoinHandle<()> {
-        unused::sweep(self.index.clone(), ttl, stop)
+        background::sweep(self.index.clone(), ttl, stop)
     }
 
     /// Saves the recency snapshot (and, with a shared store, what was used since the last time:
     /// `shared_gc.rs`) every `SNAPSHOT_EVERY` while anything changed, and once more
     /// when `stop` turns true.
-    pub fn persist_recency(&self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-        let index = self.index.clone();
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(SNAPSHOT_EVERY);
-            every.tick().await;
-            loop {
-                let last = tokio::select! {
-                    _ = every.tick() => false,
-                    _ = stop.wait_for(|s| *s) => true,
-                };
-                let i = index.clone();
-                match tokio::task::spawn_blocking(move || i.save_if_dirty()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the recency snapshot"),
-                    Err(e) => tracing::warn!(error = %e, "recency snapshot task failed"),
-                }
-                if let Some(level) = &shared {
-                    // At shutdown a store in trouble gets a moment, not its whole timeout: a
-                    // replica that stops reads nothing more, so its last uses matter little.
-                    let limit = if last {
-                        Duration::from_secs(3)
-                    } else {
-                        SNAPSHOT_EVERY
-                    };
-                    let _ = tokio::time::timeout(limit, level.flush_uses()).await;
-                }
-                if last {
-                    return;
-                }
-            }
-        })
+    pub fn persist_recency(&self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        background::persist(self.index.clone(), self.shared.clone(), stop)
     }
 }

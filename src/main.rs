@@ -171,9 +171,14 @@ fn cache_command(command: CacheCommand) -> ExitCode {
                 let (entries, via) = cache_cmd::ls(&config, prefix.as_deref()).await?;
                 show(json, &entries, || regcache::cli::ls::render_ls(&entries, via))
             }
-            CacheCommand::Gc { to, hosted, .. } => {
-                let (report, via) = cache_cmd::gc(&config, to, hosted).await?;
-                print!("{}", render::render_gc(&report, via));
+            CacheCommand::Gc {
+                to,
+                hosted,
+                unused_for,
+                ..
+            } => {
+                let (report, via) = cache_cmd::gc(&config, to, hosted, unused_for).await?;
+                print!("{}", render::render_gc(&report, via, unused_for));
                 Ok(true)
             }
             CacheCommand::Purge { image, json, .. } => {

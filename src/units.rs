@@ -72,6 +72,19 @@ pub fn age(then: u64, now: u64) -> String {
     }
 }
 
+/// A duration as it is configured: `30d`, `12h`, `90m`, `45s`, `250ms` (the largest whole unit).
+pub fn short_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let unit = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")]
+        .into_iter()
+        .find(|(size, _)| ms >= *size && ms.is_multiple_of(*size));
+    match unit {
+        Some((size, name)) => format!("{}{name}", ms / size),
+        None if ms == 0 => "0s".to_string(),
+        None => format!("{ms}ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +97,9 @@ mod tests {
         assert_eq!(age(0, 45_000), "45s ago");
         assert_eq!(age(0, 3 * 3_600_000), "3h ago");
         assert_eq!(age(10, 5), "0s ago");
+        for text in ["30d", "12h", "90m", "45s", "250ms", "0s"] {
+            assert_eq!(short_duration(parse_duration(text).unwrap()), text);
+        }
     }
 
     #[test]

@@ -209,6 +209,10 @@ pub enum CacheCommand {
         /// that no repository links); uploads in progress are never touched.
         #[arg(long)]
         hosted: bool,
+        /// Instead, evict what nobody has pulled for this long ("30d", "12h"), whatever the
+        /// budget, as [cache] unused_ttl does.
+        #[arg(long = "unused-for", value_name = "DURATION", value_parser = crate::config::parse_duration, conflicts_with_all = ["to", "hosted"])]
+        unused_for: Option<std::time::Duration>,
     },
     /// Drop the tag record of IMAGE:TAG (every tag record of IMAGE without a tag), so the next
     /// pull revalidates with the upstream at once. Content by digest stays.

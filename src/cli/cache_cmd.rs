@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -187,7 +188,15 @@ pub async fn stats(config: &Config) -> Result<(Stats, Via), ControlError> {
     }
 }
 
-pub async fn gc(config: &Config, to: Option<u64>, hosted: bool) -> Result<(GcReport, Via), ControlError> {
+/// Evicts now (`cache gc`): to `to` or the low watermark, after releasing what hosted
+/// repositories no longer hold with `hosted`; or, with `unused_for`, what nobody used for that
+/// long.
+pub async fn gc(
+    config: &Config,
+    to: Option<u64>,
+    hosted: bool,
+    unused_for: Option<Duration>,
+) -> Result<(GcReport, Via), ControlError> {
     match owner(config)? {
         Owner::Us(lock) if hosted => {
             let (registry, cache) = registry_here(config).await?;
@@ -200,7 +209,10 @@ pub async fn gc(config: &Config, to: Option<u64>, hosted: bool) -> Result<(GcRep
             let config = config.clone();
             let report = blocking(move || {
                 let cache = open_here(&config)?;
-                let report = cache.gc(to);
+                let report = match unused_for {
+                    Some(d) => cache.gc_unused(d),
+                    None => cache.gc(to),
+                };
                 cache.save_recency()?;
                 drop(lock);
                 Ok(report)
@@ -210,6 +222,9 @@ pub async fn gc(config: &Config, to: Option<u64>, hosted: bool) -> Result<(GcRep
         }
         Owner::Daemon(addr) => {
             let mut path = admin_api::gc_path(to);
+            if let Some(d) = unused_for {
+                path = format!("{}?unused={}ms", admin_api::GC, d.as_millis());
+            }
             if hosted {
                 path.push_str(if path.contains('?') {
                     "&hosted=true"

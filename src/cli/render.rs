@@ -81,10 +81,13 @@ pub fn render_stats(s: &Stats, via: Via) -> String {
     )
 }
 
-pub fn render_gc(r: &GcReport, via: Via) -> String {
-    let target = r
-        .target
-        .map_or_else(|| "nothing (unlimited cache, no --to)".to_string(), human_bytes);
+/// What `cache gc` did; `unused_for` when it evicted by age (`--unused-for`).
+pub fn render_gc(r: &GcReport, via: Via, unused_for: Option<std::time::Duration>) -> String {
+    let target = match (unused_for, r.target) {
+        (Some(d), _) => format!("content unused for {}", crate::units::short_duration(d)),
+        (None, Some(t)) => human_bytes(t),
+        (None, None) => "nothing (unlimited cache, no --to)".to_string(),
+    };
     let by = match via {
         Via::Directory => "on the directory (no daemon running)".to_string(),
         Via::Daemon(a) => format!("by the running daemon at {a}"),

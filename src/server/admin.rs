@@ -4,7 +4,8 @@
 //! the daemon owns the cache directory, and `GET /` (a status page for a browser, guarded like
 //! the listing, `admin/status.rs`): `GET /admin/cache` (index statistics as JSON), `GET /admin/cache/ls[?prefix=]` (what the cache
 //! holds, by upstream, repository and tag; guarded, since it names what was pulled),
-//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE), and
+//! `POST /admin/gc[?to=SIZE]` (evict now, to the low watermark or down to SIZE; `?unused=30d`:
+//! what nobody pulled for that long), and
 //! `POST /admin/purge?image=IMAGE[:TAG]` (drop tag records, so the next pull revalidates with the
 //! upstream), `POST /admin/prefetch` and `/admin/unpin` (`admin/prefetch.rs`), and `GET
 //! /admin/export` and `POST /admin/import` (bundles, streamed both ways: `admin/bundle.rs`).
@@ -67,7 +68,7 @@ fn refuse(denied: Denied) -> Response<Full<Bytes>> {
     resp
 }
 
-/// `POST /admin/gc[?to=SIZE]`.
+/// `POST /admin/gc[?to=SIZE][&hosted=true]` or `POST /admin/gc?unused=DURATION`.
 async fn gc(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
@@ -93,6 +94,20 @@ async fn gc(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> 
         Some(Ok(g)) => g,
         Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("grace: {e}\n")),
     };
+    let unused = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "unused")
+        .map(|(_, v)| crate::units::parse_duration(&v));
+    match unused {
+        None => {}
+        Some(Ok(d)) => {
+            let cache = state.cache.clone();
+            return match tokio::task::spawn_blocking(move || cache.gc_unused(d)).await {
+                Ok(report) => json(&report),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+            };
+        }
+        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("unused: {e}\n")),
+    }
     if hosted {
         return match state.registry.gc_hosted(to, grace).await {
             Ok(report) => json(&report),

@@ -1,6 +1,7 @@
 //! `regcache cache stats` and `regcache cache gc`, with the daemon running (they go through its
 //! admin listener, since it holds the directory's lock) and with it stopped (they open the
-//! directory themselves), and the admin endpoints behind them.
+//! directory themselves), and the admin endpoints behind them; `cache gc --unused-for` evicts by
+//! age.
 
 use crate::support::commands::{command as regcache, stdout};
 use crate::support::daemon::{Daemon, DaemonBuilder};
@@ -97,4 +98,52 @@ fn stats_of_a_missing_cache_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no cache at"));
     assert!(!missing.exists(), "a stats run must not create a cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_unused_for_evicts_by_age_with_and_without_a_running_daemon() {
+    let up = Fake::start().await;
+    let blobs: Vec<String> = (0..3)
+        .map(|i| up.add_blob("library/app", bytes_of(20_000, 710 + i)))
+        .collect();
+    let d = DaemonBuilder::new().upstream(&up).start().await;
+    fetch(&d, &blobs[0]).await;
+    fetch(&d, &blobs[1]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    fetch(&d, &blobs[2]).await;
+    let config = d.dir.path().join("regcache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"{}\"\n[cache]\ndir = \"{}\"\n",
+            d.admin_addr,
+            d.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let kept = |dir: &std::path::Path, b: &str| {
+        dir.join("blobs/sha256")
+            .join(b.trim_start_matches("sha256:"))
+            .exists()
+    };
+
+    // Running: the daemon evicts the two blobs last pulled over a second ago.
+    let text = stdout(&regcache(&["cache", "gc", "--unused-for", "1s"], &config));
+    assert!(text.contains("evicted 2 entries"), "{text}");
+    assert!(text.contains("target content unused for 1s"), "{text}");
+    assert!(text.contains("running daemon"), "{text}");
+    assert!(!kept(d.dir.path(), &blobs[0]) && kept(d.dir.path(), &blobs[2]));
+    assert_eq!(d.admin_post("/admin/gc?unused=soon").await.status, 400);
+    let out = regcache(&["cache", "gc", "--unused-for", "1d", "--to", "0"], &config);
+    assert!(!out.status.success(), "--unused-for goes alone");
+
+    // Stopped: the command evicts on the directory itself.
+    let dir = d.stop().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let text = stdout(&regcache(&["cache", "gc", "--unused-for", "1s"], &config));
+    assert!(
+        text.contains("evicted 1 entries") && text.contains("no daemon running"),
+        "{text}"
+    );
+    assert!(!kept(dir.path(), &blobs[2]));
 }
