@@ -40,37 +40,38 @@ pub(super) fn evict(ledger: &mut Ledger, layout: &Layout, target: u64, trash: &m
         return (0, 0);
     }
     let victims = ledger.victims(need);
-    let (count, bytes) = remove(ledger, layout, victims, trash);
-    if count > 0 {
-        tracing::info!(
-            entries = count,
-            bytes,
-            usage = ledger.used,
-            "evicted least recently used content"
-        );
-    }
-    (count, bytes)
+    remove(
+        ledger,
+        layout,
+        victims,
+        trash,
+        "evicted least recently used content",
+    )
 }
 
 /// With the lock held: evicts every entry nobody reads and nobody pinned that was last used
 /// before `before` (wall-clock milliseconds). Returns (entries, bytes) evicted.
 pub(super) fn expire(ledger: &mut Ledger, layout: &Layout, before: u64, trash: &mut Trash) -> (u64, u64) {
     let victims = ledger.unused_before(before);
-    let (count, bytes) = remove(ledger, layout, victims, trash);
-    if count > 0 {
-        tracing::info!(
-            entries = count,
-            bytes,
-            usage = ledger.used,
-            "evicted content unused for longer than unused_ttl"
-        );
-    }
-    (count, bytes)
+    remove(
+        ledger,
+        layout,
+        victims,
+        trash,
+        "evicted content unused for longer than unused_ttl",
+    )
 }
 
 /// Moves `victims`' files to the trash and drops them from the ledger; counts the blobs and
-/// manifests among them as evictions. Returns (entries, bytes) removed.
-fn remove(ledger: &mut Ledger, layout: &Layout, victims: Vec<Key>, trash: &mut Trash) -> (u64, u64) {
+/// manifests among them as evictions and logs `why` when any went. Returns (entries, bytes)
+/// removed.
+fn remove(
+    ledger: &mut Ledger,
+    layout: &Layout,
+    victims: Vec<Key>,
+    trash: &mut Trash,
+    why: &str,
+) -> (u64, u64) {
     let (mut count, mut bytes) = (0, 0);
     let (mut content, mut content_bytes) = (0, 0);
     for key in victims {
@@ -90,6 +91,9 @@ fn remove(ledger: &mut Ledger, layout: &Layout, victims: Vec<Key>, trash: &mut T
     }
     ledger.metrics().cache.evictions.inc_by(content);
     ledger.metrics().cache.evicted_bytes.inc_by(content_bytes);
+    if count > 0 {
+        tracing::info!(entries = count, bytes, usage = ledger.used, "{why}");
+    }
     ledger.report();
     (count, bytes)
 }

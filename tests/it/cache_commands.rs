@@ -14,6 +14,18 @@ async fn fetch(d: &Daemon, digest: &str) {
     d.download_settled(digest).await;
 }
 
+/// An operator's config file for `d`'s admin listener and cache directory, with `cache` keys.
+fn operator_config(d: &Daemon, cache: &str) -> std::path::PathBuf {
+    let config = d.dir.path().join("regcache.toml");
+    let text = format!(
+        "[admin]\nlisten = \"{}\"\n[cache]\ndir = \"{}\"\n{cache}",
+        d.admin_addr,
+        d.dir.path().display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_gc_with_and_without_a_running_daemon() {
     let up = Fake::start().await;
@@ -24,16 +36,7 @@ async fn stats_and_gc_with_and_without_a_running_daemon() {
     for b in &blobs {
         fetch(&d, b).await;
     }
-    let config = d.dir.path().join("regcache.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"{}\"\n[cache]\ndir = \"{}\"\nmax_size = \"1MB\"\n",
-            d.admin_addr,
-            d.dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = operator_config(&d, "max_size = \"1MB\"\n");
 
     // Running: the daemon answers.
     let text = stdout(&regcache(&["cache", "stats"], &config));
@@ -111,16 +114,7 @@ async fn gc_unused_for_evicts_by_age_with_and_without_a_running_daemon() {
     fetch(&d, &blobs[1]).await;
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     fetch(&d, &blobs[2]).await;
-    let config = d.dir.path().join("regcache.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"{}\"\n[cache]\ndir = \"{}\"\n",
-            d.admin_addr,
-            d.dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = operator_config(&d, "");
     let kept = |dir: &std::path::Path, b: &str| {
         dir.join("blobs/sha256")
             .join(b.trim_start_matches("sha256:"))
