@@ -128,13 +128,23 @@ impl Upstream {
         fetch: &FetchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, ClientBuildError> {
+        Upstream::named(config.host.clone(), config, fetch, metrics)
+    }
+
+    /// An upstream whose metrics and token log lines say `name` (a fallback's label).
+    fn named(
+        name: String,
+        config: UpstreamConfig,
+        fetch: &FetchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, ClientBuildError> {
         let clients = client::build(&config, fetch.connect_timeout, &fetch.egress)?;
         let fallbacks = fallback::build(&config, fetch, &metrics)?;
         let answer_deadline = deadline::AnswerDeadline {
             connect: fetch.connect_timeout,
             header: fetch.header_timeout,
         };
-        let counters = metrics.upstream.for_upstream(&config.host);
+        let counters = metrics.upstream.for_upstream(&name);
         let credentials = credentials::CredentialProvider::new(
             &config,
             credentials::ResolutionCounters {
@@ -143,7 +153,7 @@ impl Upstream {
             },
         );
         let auth = auth::Auth::new(
-            config.host.clone(),
+            name,
             &config.authority,
             config.scheme == http::uri::Scheme::HTTP,
             credentials,
@@ -220,9 +230,17 @@ impl Upstream {
         }
     }
 
-    /// Applies the credentials of a reloaded configuration (SIGHUP).
+    /// Applies the credentials of a reloaded configuration (SIGHUP), its fallbacks' included.
     pub fn reload_credentials(&self, config: &UpstreamConfig) -> credentials::Reloaded {
-        self.auth.reload_credentials(config)
+        use credentials::Reloaded;
+        match (
+            self.auth.reload_credentials(config),
+            self.reload_fallbacks(config),
+        ) {
+            (Reloaded::NeedsRestart, _) | (_, Reloaded::NeedsRestart) => Reloaded::NeedsRestart,
+            (Reloaded::Unchanged, other) => other,
+            (own, _) => own,
+        }
     }
 
     /// Whether the breaker has marked this upstream down.

@@ -49,14 +49,12 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
 /// What an upstream connects with, credentials left out.
 fn connection(u: &UpstreamConfig) -> impl std::fmt::Debug + '_ {
     (
-        (
-            &u.scheme,
-            &u.authority,
-            u.default,
-            &u.fallback,
-            u.send_ns,
-            u.offline,
-        ),
+        (&u.scheme, &u.authority, u.default, u.send_ns, u.offline),
+        // A fallback's credentials reload live; where it is does not.
+        u.fallback
+            .iter()
+            .map(|f| (f.base_url(), f.ca_file.clone()))
+            .collect::<Vec<_>>(),
         (
             u.max_connections,
             &u.ca_file,

@@ -149,8 +149,12 @@ pub fn render_config(c: &Config) -> String {
         if u.private {
             out.push_str(", private (never served to anonymous clients)");
         }
-        for (scheme, authority) in &u.fallback {
-            out.push_str(&format!(", fallback {scheme}://{authority}"));
+        for f in &u.fallback {
+            out.push_str(&format!(
+                ", fallback {} auth: {}",
+                f.base_url(),
+                f.credentials.describe()
+            ));
         }
         out.push('\n');
     }

@@ -134,7 +134,8 @@ pub(super) struct FileUpstream {
     pub private: Option<bool>,
     pub public: Option<bool>,
     pub send_ns: Option<bool>,
-    pub fallback: Option<Vec<String>>,
+    /// URLs or tables (`config/upstream/fallbacks.rs`).
+    pub fallback: Option<Vec<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

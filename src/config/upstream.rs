@@ -5,6 +5,7 @@
 //! they are read, and no error message repeats one.
 
 mod credentials;
+mod fallbacks;
 mod redirect_hosts;
 mod visibility;
 
@@ -46,9 +47,9 @@ pub struct UpstreamConfig {
     /// `url` is another mirror (a cluster tier of regcache): every request carries
     /// `?ns=<host>`, as containerd sends it, so the next tier knows which registry is meant.
     pub send_ns: bool,
-    /// Other registries serving the same content (scheme and authority of each `fallback` URL),
-    /// asked in order when this one fails (see `upstream/fallback.rs`).
-    pub fallback: Vec<(Scheme, Authority)>,
+    /// Other registries serving the same content, asked in order when this one fails (see
+    /// `upstream/fallback.rs`): each with its own URL and credentials, under this `host`.
+    pub fallback: Vec<UpstreamConfig>,
 }
 
 /// A client certificate (PEM chain) and its private key (PEM) for mutual TLS.
@@ -151,8 +152,13 @@ fn readable(errors: &mut Vec<String>, key: &str, value: Option<String>) -> Optio
     Some(f)
 }
 
-pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) -> Option<UpstreamConfig> {
-    let at = format!("upstreams[{i}]");
+pub(super) fn validate(errors: &mut Vec<String>, i: usize, u: FileUpstream) -> Option<UpstreamConfig> {
+    validate_at(errors, &format!("upstreams[{i}]"), u)
+}
+
+/// Validates one upstream table (or a fallback's, `fallbacks.rs`), `at` naming it in errors.
+fn validate_at(errors: &mut Vec<String>, at: &str, mut u: FileUpstream) -> Option<UpstreamConfig> {
+    let at = at.to_string();
     let before = errors.len();
     let host = u.host.take().unwrap_or_else(|| {
         errors.push(format!(
@@ -199,19 +205,8 @@ pub(super) fn validate(errors: &mut Vec<String>, i: usize, mut u: FileUpstream) 
         }
     };
     let redirect_hosts = redirect_hosts::parse_all(errors, &at, u.redirect_hosts.take());
-    let private = visibility::private(errors, &at, &u, &credentials);
-    let fallback = u
-        .fallback
-        .take()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(j, url)| {
-            parse_url(url)
-                .map_err(|e| errors.push(format!("{at}.fallback[{j}]: {e}")))
-                .ok()
-        })
-        .collect();
+    let fallback = fallbacks::parse_all(errors, &at, &host, u.fallback.take());
+    let private = visibility::private(errors, &at, &u, &credentials, &fallback);
     let (scheme, authority) = parsed?;
     (errors.len() == before).then_some(UpstreamConfig {
         host,
@@ -314,12 +309,33 @@ mod tests {
     }
 
     #[test]
-    fn fallbacks_are_urls_like_url() {
-        let u = one("fallback = [\"https://mirror.gcr.io\", \"http://127.0.0.1:5000\"]\n").unwrap();
-        let shown: Vec<String> = u.fallback.iter().map(|(s, a)| format!("{s}://{a}")).collect();
+    fn fallbacks_are_urls_or_tables_with_credentials() {
+        let u = one(
+            "fallback = [\"https://mirror.gcr.io\", { url = \"http://127.0.0.1:5000\", username = \"robot\", password = \"pw\" }]\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = u.fallback.iter().map(|f| f.base_url()).collect();
         assert_eq!(shown, ["https://mirror.gcr.io", "http://127.0.0.1:5000"]);
+        assert!(matches!(u.fallback[0].credentials, CredentialSource::Anonymous));
+        assert_eq!(u.fallback[1].credentials.describe(), "user \"robot\"");
+        // Looked up under the registry it stands in for.
+        assert_eq!(u.fallback[1].host, "reg.example");
+        assert!(u.private, "a fallback's credentials make the upstream private");
+        let public = one("public = true\nfallback = [{ url = \"https://x.example\", username = \"u\", password = \"p\" }]\n");
+        assert!(!public.unwrap().private);
+
         let e = one("fallback = [\"https://mirror.gcr.io\", \"mirror.gcr.io/v2\"]\n").unwrap_err();
-        assert!(e.contains("upstreams[0].fallback[1]: "), "{e}");
+        assert!(e.contains("upstreams[0].fallback[1].url: "), "{e}");
+        let e = one("fallback = [{ url = \"https://x.example\", usrname = \"u\" }]\n").unwrap_err();
+        assert!(
+            e.contains("upstreams[0].fallback[0]: unknown field `usrname`"),
+            "{e}"
+        );
+        let e = one("fallback = [{ username = \"u\", password = \"p\" }, 7]\n").unwrap_err();
+        assert!(e.contains("upstreams[0].fallback[0]: url is required"), "{e}");
+        assert!(e.contains("upstreams[0].fallback[1]: a URL, or a table"), "{e}");
+        let e = one("fallback = [{ url = \"https://x.example\", password = \"p\" }]\n").unwrap_err();
+        assert!(e.contains("upstreams[0].fallback[0]"), "{e}");
     }
 
     #[test]

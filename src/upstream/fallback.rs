@@ -10,15 +10,16 @@
 //! may lag behind the upstream and would move the tag back). A "not found" or "denied" from the
 //! upstream is its answer and no fallback is asked; a fallback's own failure, "not found"
 //! included, leaves the upstream's error as the answer, so an outage is never remembered as a
-//! missing manifest. Each fallback is an anonymous upstream of its own (client, token cache,
-//! breaker, rate limit), named `<host> fallback <authority>` in its metrics and messages.
+//! missing manifest. Each fallback is an upstream of its own (client, token cache, credentials,
+//! breaker, rate limit), labelled `<host> fallback <authority>` in its metrics.
 
 use http::header::HeaderMap;
 use http::{Method, Response, StatusCode};
 
 use super::permits::UpstreamBody;
+use super::Reloaded;
 use super::{ClientBuildError, Upstream, UpstreamError};
-use crate::config::{CredentialSource, FetchConfig, UpstreamConfig};
+use crate::config::{FetchConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::oci::RepoName;
 
@@ -50,7 +51,8 @@ impl UpstreamError {
     }
 }
 
-/// The fallbacks of `config`, each an anonymous upstream of its own.
+/// The fallbacks of `config`, each an upstream of its own with its URL, credentials and CA
+/// file, and the upstream's limits and redirect rules.
 pub(super) fn build(
     config: &UpstreamConfig,
     fetch: &FetchConfig,
@@ -59,21 +61,38 @@ pub(super) fn build(
     config
         .fallback
         .iter()
-        .map(|(scheme, authority)| {
+        .map(|f| {
             let own = UpstreamConfig {
-                host: format!("{} fallback {authority}", config.host),
-                scheme: scheme.clone(),
-                authority: authority.clone(),
-                default: false,
-                credentials: CredentialSource::Anonymous,
-                client_cert: None,
-                send_ns: false,
+                max_connections: config.max_connections,
+                offline: false,
+                redirect_hosts: config.redirect_hosts.clone(),
+                private: config.private,
                 fallback: Vec::new(),
-                ..config.clone()
+                ..f.clone()
             };
-            Upstream::new(own, fetch, metrics.clone())
+            let name = format!("{} fallback {}", config.host, f.authority);
+            Upstream::named(name, own, fetch, metrics.clone())
         })
         .collect()
+}
+
+impl Upstream {
+    /// Applies reloaded credentials to the fallbacks, in order; `NeedsRestart` when the list
+    /// changed or one needs it.
+    pub(super) fn reload_fallbacks(&self, config: &UpstreamConfig) -> Reloaded {
+        if config.fallback.len() != self.fallbacks.len() {
+            return Reloaded::NeedsRestart;
+        }
+        let mut outcome = Reloaded::Unchanged;
+        for (f, new) in self.fallbacks.iter().zip(&config.fallback) {
+            match f.auth.reload_credentials(new) {
+                Reloaded::Unchanged => {}
+                Reloaded::NeedsRestart => return Reloaded::NeedsRestart,
+                other => outcome = other,
+            }
+        }
+        outcome
+    }
 }
 
 impl Upstream {

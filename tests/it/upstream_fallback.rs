@@ -2,10 +2,11 @@
 //! (connection refused, 5xx, 429) a pull of content not cached yet is answered by a fallback,
 //! digest-checked as always; a "not found" from the upstream is its answer; a cached tag is
 //! never revalidated against a fallback (the cached copy is served); and when the fallbacks
-//! fail too the client gets the upstream's error, not a remembered "unknown". Loopback only.
+//! fail too the client gets the upstream's error, not a remembered "unknown"; a fallback with
+//! credentials sends them and makes the upstream private. Loopback only.
 
 use crate::support::daemon::{Daemon, DaemonBuilder, Upstream};
-use crate::support::fake::{bytes_of, Fake, Fault};
+use crate::support::fake::{bytes_of, Auth, Fake, Fault};
 
 const FALLBACKS: &str = "regcache_upstream_fallbacks_total";
 
@@ -138,4 +139,46 @@ async fn when_every_fallback_fails_the_upstream_error_stands_and_nothing_is_reme
     let r = d.get("/v2/library/app/manifests/1").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes(), manifest);
+}
+
+#[tokio::test]
+async fn a_fallback_takes_its_own_credentials_and_makes_the_upstream_private() {
+    let fb = Fake::start().await;
+    fb.set_auth(Auth::Basic {
+        user: "robot".into(),
+        pass: "s3cret".into(),
+    });
+    let (_, manifest, _) = fb.add_image("library/app", "1", &[bytes_of(2_000, 38)]);
+    let upstream = || {
+        Upstream::new("docker.io", &closed_port_url())
+            .default_upstream()
+            .fallback_with_credentials(&fb.url(), "robot", "s3cret")
+    };
+
+    // Private by default: what the credentials fetch is not for anonymous clients.
+    let private = DaemonBuilder::new().with_upstream(upstream()).start().await;
+    let r = private.get("/v2/library/app/manifests/1").await;
+    assert!(r.status == 401 || r.status == 403, "{}", r.status);
+    assert!(
+        fb.requests().is_empty(),
+        "asked the fallback for a client that may not read"
+    );
+
+    // public = true: served, the fallback asked with its credentials.
+    let public = DaemonBuilder::new()
+        .with_upstream(upstream().public())
+        .start()
+        .await;
+    let r = public.get("/v2/library/app/manifests/1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes(), manifest);
+    let sent = fb
+        .requests()
+        .into_iter()
+        .filter_map(|l| l.authorization)
+        .collect::<Vec<_>>();
+    assert!(
+        sent.contains(&crate::support::fake::basic("robot", "s3cret")),
+        "{sent:?}"
+    );
 }

@@ -1,24 +1,27 @@
 //! Whether an upstream is private: its content is never served to anonymous clients. Explicit
-//! `private = true|false` decides; otherwise an upstream regcache holds credentials for is
-//! private unless `public = true` says its content is public anyway (credentials only for
-//! higher rate limits, say).
+//! `private = true|false` decides; otherwise an upstream regcache holds credentials for (its
+//! own or a fallback's) is private unless `public = true` says its content is public anyway
+//! (credentials only for higher rate limits, say).
 
 use super::super::file::FileUpstream;
-use super::CredentialSource;
+use super::{CredentialSource, UpstreamConfig};
 
 pub(super) fn private(
     errors: &mut Vec<String>,
     at: &str,
     u: &FileUpstream,
     credentials: &CredentialSource,
+    fallbacks: &[UpstreamConfig],
 ) -> bool {
+    let anonymous = |c: &CredentialSource| matches!(c, CredentialSource::Anonymous);
+    let credentialed = !anonymous(credentials) || fallbacks.iter().any(|f| !anonymous(&f.credentials));
     match (u.private, u.public) {
         (Some(true), Some(true)) => {
             errors.push(format!("{at}: private = true and public = true contradict"));
             true
         }
         (Some(private), _) => private,
-        (None, public) => !matches!(credentials, CredentialSource::Anonymous) && public != Some(true),
+        (None, public) => credentialed && public != Some(true),
     }
 }
 

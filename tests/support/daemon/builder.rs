@@ -116,6 +116,16 @@ impl Upstream {
         self.set("fallback", urls.to_vec())
     }
 
+    /// `fallback = [{ url, username, password }]`: one fallback with Basic credentials.
+    pub fn fallback_with_credentials(self, url: &str, user: &str, password: &str) -> Upstream {
+        let table = Table::from_iter([
+            ("url".to_string(), Value::from(url)),
+            ("username".to_string(), Value::from(user)),
+            ("password".to_string(), Value::from(password)),
+        ]);
+        self.set("fallback", vec![Value::Table(table)])
+    }
+
     /// `client_cert_file` and `client_key_file`.
     pub fn client_cert(self, cert: &Path, key: &Path) -> Upstream {
         self.set("client_cert_file", cert.display().to_string())
