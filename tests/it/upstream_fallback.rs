@@ -182,3 +182,45 @@ async fn a_fallback_takes_its_own_credentials_and_makes_the_upstream_private() {
         "{sent:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_gives_a_fallback_new_credentials() {
+    let fb = Fake::start().await;
+    fb.set_auth(Auth::Basic {
+        user: "robot".into(),
+        pass: "new".into(),
+    });
+    let (_, manifest, _) = fb.add_image("library/app", "1", &[bytes_of(2_000, 39)]);
+    let down = closed_port_url();
+    let with_password = |password: &str| {
+        Upstream::new("docker.io", &down)
+            .default_upstream()
+            .public()
+            .fallback_with_credentials(&fb.url(), "robot", password)
+    };
+    let d = DaemonBuilder::new()
+        .with_upstream(with_password("old"))
+        .start()
+        .await;
+    let r = d.get("/v2/library/app/manifests/1").await;
+    assert_eq!(
+        r.status, 503,
+        "the upstream's error, the fallback refusing the old password"
+    );
+
+    let text = format!(
+        "builtin_upstreams = false\n[[upstreams]]\nhost = \"docker.io\"\nurl = \"{down}\"\ndefault = true\n\
+         public = true\nfallback = [{{ url = \"{}\", username = \"robot\", password = \"new\" }}]\n",
+        fb.url()
+    );
+    let config = regcache::config::Config::from_toml_str(&text).unwrap();
+    let changes = d.running.as_ref().unwrap().reloader().apply(&config);
+    // (This file leaves listen and [cache] out; the upstream itself must not be named.)
+    assert!(
+        !changes.iter().any(|c| c.contains("upstream")),
+        "a fallback's password reloads live: {changes:?}"
+    );
+    let r = d.get("/v2/library/app/manifests/1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes(), manifest);
+}
