@@ -1,11 +1,13 @@
 //! Every file under `deploy/` is parsed, and checked against the code it configures: the
 //! regcache configurations through `Config::from_toml_str`, the Kubernetes objects and the
 //! Containerfile against those configurations (ports, paths, users, drain time), the Grafana
-//! dashboard's queries against the metrics `src/metrics.rs` defines, the client examples against
+//! dashboard's queries and the alerting rules against the metrics `src/metrics.rs` defines, the
+//! client examples against
 //! the built-in upstreams, the cluster's nginx balancers against its replicas, and the systemd
 //! unit with `systemd-analyze verify`. A new kind of file under `deploy/` fails
 //! `every_deploy_file_is_checked` until it gets a check here.
 
+mod alerts;
 mod balancer;
 mod clients;
 mod cluster;

@@ -11,7 +11,7 @@ use super::{parse_json, read};
 
 /// Every series name `src/metrics.rs` and `src/metrics/*.rs` export, with their labels
 /// (histograms as their `_bucket`, `_sum` and `_count` series).
-fn exported_series() -> Series {
+pub(super) fn exported_series() -> Series {
     let mut src = read("src/metrics.rs");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics");
     let mut parts: Vec<_> = std::fs::read_dir(dir)
@@ -162,7 +162,7 @@ fn dashboard_queries(panels: &serde_json::Value, out: &mut Vec<(String, String)>
     }
 }
 
-type Series = BTreeMap<String, BTreeSet<String>>;
+pub(super) type Series = BTreeMap<String, BTreeSet<String>>;
 
 #[test]
 fn grafana_dashboard_queries_only_exported_metrics() {
@@ -228,7 +228,7 @@ fn template_variables(dashboard: &serde_json::Value, series: &Series) -> BTreeSe
 
 /// One panel query is valid PromQL over exported metrics and their labels; adds the metrics it
 /// shows to `shown`.
-fn check_query(
+pub(super) fn check_query(
     title: &str,
     expr: &str,
     variables: &BTreeSet<String>,
