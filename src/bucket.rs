@@ -11,6 +11,8 @@
 //!   whichever completes last changes nothing.
 //! - Small objects (manifests, records) get 30 s per request; streamed bodies are bounded by the
 //!   fill's own read timeout, and an upload by a deadline that grows with its size.
+//! - The egress proxy that `[fetch] proxy` (or the environment) names for the store's endpoint
+//!   is used, with `no_proxy` as its exclusions, as for upstream connections.
 
 use std::fmt;
 use std::os::unix::fs::FileExt as _;
@@ -30,7 +32,7 @@ use object_store::{
 
 use crate::cache::origin::{Fetched, OriginError};
 use crate::cache::shared::{Listed, Pending, Shared, SmallObject};
-use crate::config::S3Config;
+use crate::config::{EgressConfig, S3Config};
 
 /// Each part of a multipart upload (S3 wants at least 5 MiB for all but the last).
 const PART: u64 = 8 << 20;
@@ -53,14 +55,20 @@ impl fmt::Debug for Bucket {
     }
 }
 
-/// The bucket of `config`, its client built (nothing is sent until it is used).
-pub fn open(config: &S3Config) -> Result<Arc<Bucket>, object_store::Error> {
+/// The bucket of `config`, its client built (nothing is sent until it is used), through the
+/// egress proxy when `egress` names one for the store's endpoint.
+pub fn open(config: &S3Config, egress: &EgressConfig) -> Result<Arc<Bucket>, object_store::Error> {
     // reqwest builds its rustls client with the process's default provider: ring, the one
     // compiled in (an error means one is installed already).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let options = ClientOptions::new()
+    let mut options = ClientOptions::new()
         .with_timeout_disabled()
         .with_connect_timeout(Duration::from_secs(5));
+    if let Some(proxy) = proxy_for(config, egress) {
+        options = options
+            .with_proxy_url(proxy.url())
+            .with_proxy_excludes(egress.no_proxy.entries().join(","));
+    }
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&config.bucket)
         .with_region(&config.region)
@@ -94,6 +102,18 @@ pub fn open(config: &S3Config) -> Result<Arc<Bucket>, object_store::Error> {
     }
     let store: Arc<AmazonS3> = Arc::new(builder.build()?);
     Ok(Bucket::on(store, &config.bucket, &config.prefix))
+}
+
+/// The proxy for the store's endpoint (AWS's regional S3 host without one).
+fn proxy_for<'a>(config: &S3Config, egress: &'a EgressConfig) -> Option<&'a crate::config::ProxyUrl> {
+    let endpoint = config
+        .endpoint
+        .as_deref()
+        .and_then(|e| e.parse::<http::Uri>().ok());
+    match &endpoint {
+        Some(uri) => egress.proxy_for(uri.scheme_str() == Some("https"), uri.host().unwrap_or_default()),
+        None => egress.proxy_for(true, &format!("s3.{}.amazonaws.com", config.region)),
+    }
 }
 
 fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> OriginError {

@@ -38,7 +38,7 @@ pub fn cache_settings(config: &Config) -> CacheSettings {
 pub(super) fn daemon_cache_settings(config: &Config) -> Result<CacheSettings, StartError> {
     let mut settings = cache_settings(config);
     if let StorageConfig::S3(s3) = &config.storage {
-        settings.shared = Some(crate::bucket::open(s3)?);
+        settings.shared = Some(crate::bucket::open(s3, &config.fetch.egress)?);
     }
     Ok(settings)
 }

@@ -17,7 +17,7 @@ pub async fn gc(config: &Config, to: Option<u64>, dry_run: bool) -> anyhow::Resu
     let budget = to
         .or(s3.max_size)
         .ok_or_else(|| anyhow!("no budget: give --to SIZE or set [storage] max_size"))?;
-    let bucket = crate::bucket::open(s3)?;
+    let bucket = crate::bucket::open(s3, &config.fetch.egress)?;
     let hosted: Vec<String> = config.hosted.iter().map(|h| h.prefix.clone()).collect();
     shared_gc::collect(&*bucket, budget, s3.gc_grace, dry_run, &hosted)
         .await

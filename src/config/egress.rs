@@ -57,6 +57,20 @@ pub struct ProxyUrl {
 }
 
 impl ProxyUrl {
+    /// `http://[user:password@]host:port`, user and password percent-encoded: for clients that
+    /// take a proxy as a URL (the `[storage]` S3 client).
+    pub fn url(&self) -> String {
+        match &self.credentials {
+            Some((user, password)) => format!(
+                "http://{}:{}@{}",
+                encode(user),
+                encode(password.expose()),
+                self.authority
+            ),
+            None => format!("http://{}", self.authority),
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.credentials {
             Some((user, _)) => format!("http://{}@{} (password set)", user, self.authority),
@@ -99,6 +113,16 @@ impl ProxyUrl {
     }
 }
 
+/// Percent-encoding of a URL's user or password: everything but RFC 3986's unreserved characters.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Percent-decoding of a URL's user or password (`%40` for `@`); malformed escapes stay as typed.
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -130,6 +154,11 @@ fn decode(s: &str) -> String {
 pub struct NoProxy(Vec<String>);
 
 impl NoProxy {
+    /// The entries, as NO_PROXY lists them.
+    pub fn entries(&self) -> &[String] {
+        &self.0
+    }
+
     fn entry(errors: &mut Vec<String>, key: &str, entry: &str) -> Option<String> {
         let e = entry.trim().to_ascii_lowercase();
         if e.is_empty() {

@@ -216,7 +216,7 @@ async fn a_store_that_is_down_costs_one_failed_read_then_is_skipped() {
     };
     let daemon = DaemonBuilder::new()
         .upstream(&fake)
-        .start_sharing(regcache::bucket::open(&s3).unwrap())
+        .start_sharing(regcache::bucket::open(&s3, &regcache::config::EgressConfig::default()).unwrap())
         .await;
     assert_eq!(
         daemon.pull("library/app", "v1", &blobs).await,

@@ -66,3 +66,29 @@ async fn every_upstream_and_fallback_is_asked_through_the_proxy() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_bucket_that_does_not_answer_fails_the_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regcache.toml");
+    let nowhere = closed_port_url();
+    std::fs::write(
+        &config,
+        format!(
+            "builtin_upstreams = false\n[cache]\ndir = \"{}\"\n[storage]\nkind = \"s3\"\nbucket = \"b\"\n\
+             endpoint = \"{nowhere}\"\naccess_key_id = \"k\"\nsecret_access_key_file = \"{}\"\n\
+             [[upstreams]]\nhost = \"docker.io\"\noffline = true\n",
+            dir.path().join("cache").display(),
+            dir.path().join("secret").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("secret"), "s\n").unwrap();
+    let o = regcache(&["check-config", "--probe"], &config);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains(&format!("  shared store s3 bucket b at {nowhere}: FAILED: ")),
+        "{out}"
+    );
+}

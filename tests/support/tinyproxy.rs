@@ -72,6 +72,15 @@ impl Tinyproxy {
         }
     }
 
+    /// How many requests tinyproxy logged for `authority` (`host:port`), tunnels and plain
+    /// `http://` requests alike.
+    pub fn requests_to(&self, authority: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("): ") && l.contains("Request (") && l.contains(authority))
+            .count()
+    }
+
     /// The `host:port` targets of every CONNECT request tinyproxy logged, in order.
     pub fn connect_targets(&self) -> Vec<String> {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();

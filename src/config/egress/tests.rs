@@ -115,6 +115,13 @@ fn credentials_are_decoded_and_never_described() {
         text.contains("http://robot@corp@[fd00::7]:3128 (password set)"),
         "{text}"
     );
+    assert_eq!(p.url(), "http://robot%40corp:p%3Ass@[fd00::7]:3128");
+    let again = from(Some(&p.url()), &[], &[]).unwrap();
+    assert_eq!(
+        again.https.as_ref(),
+        Some(p),
+        "url() reads back as the same proxy"
+    );
 }
 
 #[test]

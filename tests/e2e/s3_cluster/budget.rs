@@ -72,7 +72,8 @@ async fn least_recently_used_first(cluster: &Cluster) {
         max_size: None,
         gc_grace: Duration::from_secs(3600),
     };
-    let bucket = regcache::bucket::open(&s3).expect("the bucket's client");
+    let bucket =
+        regcache::bucket::open(&s3, &regcache::config::EgressConfig::default()).expect("the bucket's client");
     for key in ["blobs/sha256/aa", "blobs/sha256/bb", "manifests/sha256/cc"] {
         let path = Path::from(format!("gc-test/{key}"));
         cluster
