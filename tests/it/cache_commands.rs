@@ -112,7 +112,7 @@ async fn gc_unused_for_evicts_by_age_with_and_without_a_running_daemon() {
     let d = DaemonBuilder::new().upstream(&up).start().await;
     fetch(&d, &blobs[0]).await;
     fetch(&d, &blobs[1]).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
     fetch(&d, &blobs[2]).await;
     let config = operator_config(&d, "");
     let kept = |dir: &std::path::Path, b: &str| {
@@ -121,10 +121,10 @@ async fn gc_unused_for_evicts_by_age_with_and_without_a_running_daemon() {
             .exists()
     };
 
-    // Running: the daemon evicts the two blobs last pulled over a second ago.
-    let text = stdout(&regcache(&["cache", "gc", "--unused-for", "1s"], &config));
+    // Running: the daemon evicts the two blobs last pulled three seconds ago.
+    let text = stdout(&regcache(&["cache", "gc", "--unused-for", "2s"], &config));
     assert!(text.contains("evicted 2 entries"), "{text}");
-    assert!(text.contains("target content unused for 1s"), "{text}");
+    assert!(text.contains("target content unused for 2s"), "{text}");
     assert!(text.contains("running daemon"), "{text}");
     assert!(!kept(d.dir.path(), &blobs[0]) && kept(d.dir.path(), &blobs[2]));
     assert_eq!(d.admin_post("/admin/gc?unused=soon").await.status, 400);
@@ -133,8 +133,8 @@ async fn gc_unused_for_evicts_by_age_with_and_without_a_running_daemon() {
 
     // Stopped: the command evicts on the directory itself.
     let dir = d.stop().await;
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    let text = stdout(&regcache(&["cache", "gc", "--unused-for", "1s"], &config));
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let text = stdout(&regcache(&["cache", "gc", "--unused-for", "2s"], &config));
     assert!(
         text.contains("evicted 1 entries") && text.contains("no daemon running"),
         "{text}"

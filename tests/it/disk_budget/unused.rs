@@ -27,7 +27,7 @@ async fn content_unused_for_the_ttl_is_swept_and_used_or_pinned_content_stays() 
 
     // Keep one blob in use past the TTL; leave the others alone.
     let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_millis(5_500) {
+    while start.elapsed() < Duration::from_millis(6_500) {
         get_blob(&d, "library/used", &used[0]).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
