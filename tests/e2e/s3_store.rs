@@ -16,8 +16,10 @@
 //! loud notice and passes, except when `CI` is set, where it fails.
 
 use crate::support::seaweedfs::{self, SeaweedFs};
-use crate::support::tinyproxy::{Tinyproxy, TINYPROXY_BIN};
+use crate::support::tinyproxy::TINYPROXY_BIN;
 use crate::support::{netns, tools};
+
+mod egress;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -170,48 +172,8 @@ async fn namespaced_body() {
         "a request signed with the wrong secret must be refused: {refused:?}"
     );
 
-    through_the_egress_proxy(&weed).await;
+    egress::through_the_egress_proxy(&weed, BUCKET).await;
     weed.assert_no_telemetry();
-}
-
-/// regcache's own bucket client behind `[fetch] proxy` (tinyproxy, with credentials), asked by
-/// `check-config --probe`: the bucket answers through the proxy, whose log has the requests to
-/// the store's port.
-async fn through_the_egress_proxy(weed: &SeaweedFs) {
-    let proxy = Tinyproxy::start("regcache", "proxy-secret")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, seaweedfs::SECRET_KEY).expect("write the secret");
-    let text = format!(
-        "builtin_upstreams = false\n[cache]\ndir = \"{}\"\n\
-         [fetch]\nproxy = \"http://regcache:proxy-secret@{}\"\n\
-         [storage]\nkind = \"s3\"\nbucket = \"{BUCKET}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
-         access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n\
-         [[upstreams]]\nhost = \"docker.io\"\noffline = true\n",
-        dir.path().join("cache").display(),
-        proxy.addr,
-        weed.endpoint(),
-        seaweedfs::REGION,
-        seaweedfs::ACCESS_KEY,
-        secret.display()
-    );
-    let config = regcache::config::Config::from_toml_str(&text).expect("config");
-    let (report, ok) = regcache::cli::probe_cmd::probe_all(&config).await.expect("probe");
-    assert!(ok, "{report}");
-    assert!(
-        report.contains(&format!(
-            "shared store s3 bucket {BUCKET} at {}: ok in",
-            weed.endpoint()
-        )),
-        "{report}"
-    );
-    let store = weed.endpoint().trim_start_matches("http://").to_string();
-    assert!(
-        proxy.requests_to(&store) >= 1,
-        "the bucket was asked around the proxy"
-    );
 }
 
 /// Uploads the 64 MiB object in parts, generating it as it goes; returns its SHA-256.
