@@ -56,8 +56,9 @@ pub enum Command {
         /// A file of images, one a line (# comments, blank lines skipped); - is standard input.
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
-        /// Kubernetes or Compose manifests (YAML or JSON; - is standard input): every image their
-        /// `image` fields name, e.g. `kubectl get pods -A -o yaml | regcache prefetch --from-manifests -`.
+        /// Kubernetes or Compose manifests (YAML or JSON; - is standard input; a directory: every
+        /// .yaml/.yml/.json file below it): every image their `image` fields name, e.g.
+        /// `kubectl get pods -A -o yaml | regcache prefetch --from-manifests -`.
         #[arg(long = "from-manifests", value_name = "FILE")]
         from_manifests: Vec<PathBuf>,
         /// Only these platforms of a multi-platform image: os/arch[/variant], comma-separated.

@@ -8,7 +8,10 @@
 //! mapping, `{image: x}`, is not read). A value that is
 //! still a template (`{{ .Values.image }}`, `${TAG}`) is skipped and counted, as are
 //! `image:` keys whose value is a nested mapping (a chart's values file). The order of first
-//! appearance is kept; repeats are dropped.
+//! appearance is kept; repeats are dropped. A directory stands for every `.yaml`, `.yml` and
+//! `.json` file below it (a GitOps repository), hidden directories such as `.git` left out.
+
+use std::path::{Path, PathBuf};
 
 /// The images found, and how many `image` values were skipped as unrendered templates.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,13 +37,57 @@ impl Found {
 /// Scans `text` for image references.
 pub fn scan(text: &str) -> Found {
     let mut found = Found::default();
+    scan_into(text, &mut found);
+    found
+}
+
+fn scan_into(text: &str, found: &mut Found) {
     for line in text.lines() {
         if let Some(value) = yaml_image(line) {
             found.add(value);
         }
-        json_images(line, &mut found);
+        json_images(line, found);
     }
-    found
+}
+
+/// The manifest files `path` stands for: itself, or the YAML and JSON files below a directory,
+/// sorted.
+pub fn files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+        for entry in std::fs::read_dir(&dir).map_err(named)? {
+            let p = entry.map_err(named)?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if p.is_dir() {
+                if !name.starts_with('.') {
+                    dirs.push(p);
+                }
+            } else if [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Scans every file `path` stands for (`read` gives a file's text); the images and how many
+/// files were read.
+pub fn scan_path(
+    path: &Path,
+    read: impl Fn(&Path) -> std::io::Result<String>,
+) -> std::io::Result<(Found, usize)> {
+    let files = files(path)?;
+    let mut found = Found::default();
+    for f in &files {
+        scan_into(&read(f)?, &mut found);
+    }
+    Ok((found, files.len()))
 }
 
 /// The value of a YAML `image:` key on this line, if it has one.
@@ -145,5 +192,23 @@ status:
             scan("images: [a, b]\nimage_name: c\n").images,
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_directory_is_its_yaml_and_json_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("apps/web")).unwrap();
+        std::fs::create_dir_all(p.join(".git")).unwrap();
+        std::fs::write(p.join("apps/web/deploy.yaml"), "image: web:1\n").unwrap();
+        std::fs::write(p.join("apps/job.json"), r#"{"image": "job:2"}"#).unwrap();
+        std::fs::write(p.join("apps/README.md"), "image: not-this:1\n").unwrap();
+        std::fs::write(p.join(".git/config.yml"), "image: nor-this:1\n").unwrap();
+        std::fs::write(p.join("top.yml"), "- image: web:1\n").unwrap();
+        let (found, files) = scan_path(p, |f| std::fs::read_to_string(f)).unwrap();
+        assert_eq!(files, 3);
+        assert_eq!(found.images, ["job:2", "web:1"]);
+        let (one, files) = scan_path(&p.join("top.yml"), |f| std::fs::read_to_string(f)).unwrap();
+        assert_eq!((one.images, files), (vec!["web:1".to_string()], 1));
     }
 }

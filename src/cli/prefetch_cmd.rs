@@ -132,11 +132,15 @@ pub fn images_to_fetch(
         images.extend(read_list_file(f)?);
     }
     for m in manifests {
-        let found = manifest_images::scan(&read_text(m)?);
+        let (found, files) = manifest_images::scan_path(m, read_text)?;
         eprintln!(
-            "{}: {} images{}",
+            "{}: {} images{}{}",
             m.display(),
             found.images.len(),
+            match (m.is_dir(), files) {
+                (true, n) => format!(" in {n} files"),
+                (false, _) => String::new(),
+            },
             match found.templated {
                 0 => String::new(),
                 n => format!(" ({n} unrendered template values skipped)"),

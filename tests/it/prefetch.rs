@@ -188,6 +188,16 @@ async fn the_images_of_deployment_manifests_are_fetched() {
     for l in web.iter().chain(&init) {
         assert!(blob_file(d.dir.path(), l).exists(), "{l} kept\n{out}");
     }
+
+    // A directory (a GitOps repository) stands for the manifest files below it.
+    let repo = d.dir.path().join("gitops/apps");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::copy(&manifests, repo.join("web.yml")).unwrap();
+    let top = d.dir.path().join("gitops");
+    let o = regcache(&["prefetch", "--from-manifests", top.to_str().unwrap()], &config);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gitops: 2 images in 1 files"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
