@@ -64,7 +64,7 @@ pub fn open(config: &S3Config, egress: &EgressConfig) -> Result<Arc<Bucket>, obj
     let mut options = ClientOptions::new()
         .with_timeout_disabled()
         .with_connect_timeout(Duration::from_secs(5));
-    if let Some(proxy) = proxy_for(config, egress) {
+    if let Some(proxy) = config.proxy(egress) {
         options = options
             .with_proxy_url(proxy.url())
             .with_proxy_excludes(egress.no_proxy.entries().join(","));
@@ -102,18 +102,6 @@ pub fn open(config: &S3Config, egress: &EgressConfig) -> Result<Arc<Bucket>, obj
     }
     let store: Arc<AmazonS3> = Arc::new(builder.build()?);
     Ok(Bucket::on(store, &config.bucket, &config.prefix))
-}
-
-/// The proxy for the store's endpoint (AWS's regional S3 host without one).
-fn proxy_for<'a>(config: &S3Config, egress: &'a EgressConfig) -> Option<&'a crate::config::ProxyUrl> {
-    let endpoint = config
-        .endpoint
-        .as_deref()
-        .and_then(|e| e.parse::<http::Uri>().ok());
-    match &endpoint {
-        Some(uri) => egress.proxy_for(uri.scheme_str() == Some("https"), uri.host().unwrap_or_default()),
-        None => egress.proxy_for(true, &format!("s3.{}.amazonaws.com", config.region)),
-    }
 }
 
 fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> OriginError {

@@ -30,7 +30,7 @@ use crate::secret::Secret;
 pub use crate::units::{parse_duration, parse_size};
 pub use auth::{AccessRule, Anonymous, AuthConfig, PatternPart, Reader, RepoPattern};
 pub use connections::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
-pub use egress::{EgressConfig, NoProxy, ProxyUrl};
+pub use egress::{EgressConfig, NoProxy, ProxyKind, ProxyUrl};
 use file::FileConfig;
 pub use hosted::HostedConfig;
 pub use storage::{S3Config, StorageConfig};
@@ -303,7 +303,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigErrors> {
     let tls = tls::validate(&mut errors, raw.tls);
     let auth = auth::validate(&mut errors, raw.auth, raw.access);
     let hosted = hosted::validate(&mut errors, raw.hosted, &upstreams);
-    let storage = storage::validate(&mut errors, raw.storage);
+    let storage = storage::validate(&mut errors, raw.storage, &fetch.egress);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }

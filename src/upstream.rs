@@ -25,6 +25,7 @@ mod probe;
 mod ratelimit;
 mod redirect;
 mod resolve;
+mod socks;
 mod table;
 mod token;
 mod token_cache;

@@ -4,8 +4,8 @@
 //! for http ones (lower-case names too, `ALL_PROXY` as the fallback of both) and `NO_PROXY`,
 //! with localhost and loopback addresses always reached directly. `proxy = "none"` ignores the
 //! environment; a URL sends every upstream through that proxy except the hosts in `no_proxy`.
-//! Only `http://` proxies: the connection to the proxy is plain TCP, and an https upstream's TLS
-//! runs end to end inside the proxy's CONNECT tunnel.
+//! `http://` proxies (an HTTP CONNECT tunnel) and SOCKS5 ones (`socks5://`, `socks5h://`): the
+//! connection to the proxy is plain TCP, and an https upstream's TLS runs end to end inside.
 
 use std::net::IpAddr;
 
@@ -47,46 +47,72 @@ impl EgressConfig {
     }
 }
 
-/// An `http://[user[:password]@]host[:port]` proxy.
+/// How the proxy is asked for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// `http://`: an HTTP CONNECT tunnel.
+    Http,
+    /// `socks5://` (regcache resolves the destination and sends its address) or `socks5h://`
+    /// (the proxy resolves the name), RFC 1928.
+    Socks5 { remote_dns: bool },
+}
+
+impl ProxyKind {
+    fn scheme(self) -> &'static str {
+        match self {
+            ProxyKind::Http => "http",
+            ProxyKind::Socks5 { remote_dns: false } => "socks5",
+            ProxyKind::Socks5 { remote_dns: true } => "socks5h",
+        }
+    }
+}
+
+/// A `http://`, `socks5://` or `socks5h://` `[user[:password]@]host[:port]` proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyUrl {
-    /// `host:port` (`[v6]:port`), what the proxy is connected to; port 80 when not given.
+    pub kind: ProxyKind,
+    /// `host:port` (`[v6]:port`), what the proxy is connected to; port 80 (http) or 1080
+    /// (SOCKS) when not given.
     pub authority: String,
-    /// Sent as `Proxy-Authorization: Basic` on every CONNECT.
+    /// Sent as `Proxy-Authorization: Basic` on every CONNECT, or as SOCKS5's user and password.
     pub credentials: Option<(String, Secret)>,
 }
 
 impl ProxyUrl {
-    /// `http://[user:password@]host:port`, user and password percent-encoded: for clients that
-    /// take a proxy as a URL (the `[storage]` S3 client).
+    /// `scheme://[user:password@]host:port`, user and password percent-encoded: for clients
+    /// that take a proxy as a URL (the `[storage]` S3 client).
     pub fn url(&self) -> String {
+        let scheme = self.kind.scheme();
         match &self.credentials {
             Some((user, password)) => format!(
-                "http://{}:{}@{}",
+                "{scheme}://{}:{}@{}",
                 encode(user),
                 encode(password.expose()),
                 self.authority
             ),
-            None => format!("http://{}", self.authority),
+            None => format!("{scheme}://{}", self.authority),
         }
     }
 
     fn describe(&self) -> String {
+        let scheme = self.kind.scheme();
         match &self.credentials {
-            Some((user, _)) => format!("http://{}@{} (password set)", user, self.authority),
-            None => format!("http://{}", self.authority),
+            Some((user, _)) => format!("{scheme}://{}@{} (password set)", user, self.authority),
+            None => format!("{scheme}://{}", self.authority),
         }
     }
 
     fn parse(text: &str) -> Result<ProxyUrl, String> {
         let text = text.trim();
-        let rest = match text.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err("https:// proxies (TLS to the proxy) are not supported; give the proxy's http:// address (https upstreams stay end-to-end TLS through its CONNECT tunnel)".into())
-            }
-            Some((scheme, _)) => return Err(format!("{scheme}:// proxies are not supported, only http://")),
-            None => text,
+        let (kind, rest) = match text.split_once("://") {
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "http" => (ProxyKind::Http, rest),
+                "socks5" => (ProxyKind::Socks5 { remote_dns: false }, rest),
+                "socks5h" => (ProxyKind::Socks5 { remote_dns: true }, rest),
+                "https" => return Err("https:// proxies (TLS to the proxy) are not supported; give the proxy's http:// address (https upstreams stay end-to-end TLS through its CONNECT tunnel)".into()),
+                _ => return Err(format!("{scheme}:// proxies are not supported, only http://, socks5:// and socks5h://")),
+            },
+            None => (ProxyKind::Http, text),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) {
@@ -106,8 +132,13 @@ impl ProxyUrl {
             let (user, pass) = u.split_once(':').unwrap_or((u, ""));
             (decode(user), Secret::new(decode(pass)))
         });
+        let port = match kind {
+            ProxyKind::Http => 80,
+            ProxyKind::Socks5 { .. } => 1080,
+        };
         Ok(ProxyUrl {
-            authority: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
+            kind,
+            authority: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(port)),
             credentials,
         })
     }

@@ -30,6 +30,18 @@ pub struct S3Config {
     pub gc_grace: Duration,
 }
 
+impl S3Config {
+    /// The egress proxy the bucket's client goes through for its endpoint (AWS's regional S3
+    /// host without one), if any.
+    pub fn proxy<'a>(&self, egress: &'a super::EgressConfig) -> Option<&'a super::ProxyUrl> {
+        let endpoint = self.endpoint.as_deref().and_then(|e| e.parse::<http::Uri>().ok());
+        match &endpoint {
+            Some(uri) => egress.proxy_for(uri.scheme_str() == Some("https"), uri.host().unwrap_or_default()),
+            None => egress.proxy_for(true, &format!("s3.{}.amazonaws.com", self.region)),
+        }
+    }
+}
+
 /// The shortest `gc_grace`: replicas report their uses every minute, and a read from the bucket
 /// must end before its object may go.
 const MIN_GC_GRACE: Duration = Duration::from_secs(300);
@@ -41,7 +53,24 @@ pub enum StorageConfig {
     S3(S3Config),
 }
 
-pub(super) fn validate(errors: &mut Vec<String>, raw: Option<FileStorage>) -> StorageConfig {
+pub(super) fn validate(
+    errors: &mut Vec<String>,
+    raw: Option<FileStorage>,
+    egress: &super::EgressConfig,
+) -> StorageConfig {
+    let storage = validate_shape(errors, raw);
+    if let StorageConfig::S3(s3) = &storage {
+        if let Some(p) = s3.proxy(egress).filter(|p| p.kind != super::ProxyKind::Http) {
+            errors.push(format!(
+                "storage: the bucket's client cannot use the SOCKS proxy {} ({}); list its endpoint in fetch.no_proxy or give an http:// proxy",
+                p.authority, egress.source
+            ));
+        }
+    }
+    storage
+}
+
+fn validate_shape(errors: &mut Vec<String>, raw: Option<FileStorage>) -> StorageConfig {
     let Some(raw) = raw else {
         return StorageConfig::Local;
     };
@@ -151,6 +180,27 @@ fn read_secret(file: &str) -> Result<Secret, String> {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn the_bucket_takes_an_http_proxy_but_not_a_socks_one() {
+        let storage = "[storage]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://store.lab:8333\"\n";
+        let c = Config::from_toml_str(&format!("[fetch]\nproxy = \"http://p:3128\"\n{storage}")).unwrap();
+        let StorageConfig::S3(s3) = &c.storage else {
+            panic!("s3")
+        };
+        assert_eq!(
+            s3.proxy(&c.fetch.egress).map(|p| p.authority.as_str()),
+            Some("p:3128")
+        );
+        let e = Config::from_toml_str(&format!("[fetch]\nproxy = \"socks5h://p\"\n{storage}")).unwrap_err();
+        assert!(e.to_string().contains("cannot use the SOCKS proxy p:1080"), "{e}");
+        let ok = format!("[fetch]\nproxy = \"socks5h://p\"\nno_proxy = [\"store.lab\"]\n{storage}");
+        let c = Config::from_toml_str(&ok).unwrap();
+        let StorageConfig::S3(s3) = &c.storage else {
+            panic!("s3")
+        };
+        assert!(s3.proxy(&c.fetch.egress).is_none());
+    }
 
     #[test]
     fn local_by_default_and_s3_when_asked() {

@@ -1,6 +1,8 @@
 //! The upstream clients' connector: straight to the destination (through the resolver's checks,
 //! `resolve.rs`), or through the egress proxy (`[fetch] proxy` or the environment, see
-//! `config/egress.rs`) with an HTTP CONNECT tunnel (`tunnel.rs`). https and plain http
+//! `config/egress.rs`) with an HTTP CONNECT tunnel (`tunnel.rs`) or SOCKS5 (`socks.rs`; with
+//! `socks5://` regcache resolves the destination through its resolver, so a redirect target is
+//! checked address by address as a direct one is). https and plain http
 //! destinations alike are tunnelled, so TLS runs end to end and the proxy sees only the
 //! destination's name and port. The proxy resolves a tunnelled destination's name, not
 //! regcache: a redirect target going through the proxy is checked by what regcache can see,
@@ -19,9 +21,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use hyper_util::client::legacy::connect::dns::Name;
+
 use super::resolve::Resolver;
+use super::socks;
 use super::tunnel::{self, TunnelError};
-use crate::config::{EgressConfig, ProxyUrl};
+use crate::config::{EgressConfig, ProxyKind, ProxyUrl};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -93,13 +98,35 @@ impl Service<Uri> for Egress {
 }
 
 impl ProxyRoute {
+    /// What a SOCKS5 proxy is asked to connect to: the name (`socks5h://`, or an IP literal), or
+    /// the first address this client's resolver gives for it, checked as a direct connection's
+    /// would be (`socks5://`).
+    async fn socks_dest<'a>(
+        &self,
+        host: &'a str,
+        port: u16,
+        remote_dns: bool,
+    ) -> Result<socks::Dest<'a>, BoxError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse() {
+            return Ok(socks::Dest::Addr(ip, port));
+        }
+        if remote_dns {
+            return Ok(socks::Dest::Name(host, port));
+        }
+        let name: Name = host.parse()?;
+        let mut addrs = self.rule.clone().call(name).await?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        Ok(socks::Dest::Addr(addr.ip(), port))
+    }
+
     async fn tunnel(&self, proxy: &ProxyUrl, dst: &Uri, https: bool) -> Result<TokioIo<TcpStream>, BoxError> {
         let host = dst.host().ok_or("a destination without a host")?;
         self.rule.check_unresolved(host)?;
-        let target = format!(
-            "{host}:{}",
-            dst.port_u16().unwrap_or(if https { 443 } else { 80 })
-        );
+        let port = dst.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let target = format!("{host}:{port}");
         let proxy_uri: Uri = format!("http://{}", proxy.authority).parse()?;
         let opening = async {
             let io = self
@@ -112,7 +139,20 @@ impl ProxyRoute {
                     source: e.into(),
                 })?;
             let mut stream = io.into_inner();
-            tunnel::open(&mut stream, &proxy.authority, &target, proxy.credentials.as_ref()).await?;
+            let creds = proxy.credentials.as_ref();
+            match proxy.kind {
+                ProxyKind::Http => tunnel::open(&mut stream, &proxy.authority, &target, creds).await?,
+                ProxyKind::Socks5 { remote_dns } => {
+                    let dest =
+                        self.socks_dest(host, port, remote_dns)
+                            .await
+                            .map_err(|e| TunnelError::Connect {
+                                proxy: proxy.authority.clone(),
+                                source: e,
+                            })?;
+                    socks::open(&mut stream, &proxy.authority, &target, dest, creds).await?
+                }
+            }
             tracing::debug!(proxy = %proxy.authority, %target, "tunnel opened through the egress proxy");
             Ok::<_, TunnelError>(TokioIo::new(stream))
         };

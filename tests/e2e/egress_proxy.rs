@@ -3,13 +3,14 @@
 //! and the client's error names the proxy's 407; with them in `[fetch] proxy`, skopeo pulls an
 //! image through regcache byte for byte, and the proxy logged a CONNECT to the registry and one
 //! to the token service, so nothing went around it; `check-config --probe` says the same of
-//! both configurations. Needs `tinyproxy` (Debian's tinyproxy-bin),
-//! `docker-registry` and `skopeo`. Loopback only.
+//! both configurations. The same pull through a real SOCKS5 proxy (microsocks). Needs
+//! `tinyproxy` (Debian's tinyproxy-bin), `microsocks`, `docker-registry` and `skopeo`. Loopback
+//! only.
 
 use crate::support::e2e::pushed::Pushed;
 use crate::support::e2e::registry::Registry;
 use crate::support::e2e::{self, tools_present, HttpClient};
-use crate::support::tinyproxy::{Tinyproxy, TINYPROXY_BIN};
+use crate::support::egress_proxies::{Proxy, MICROSOCKS_BIN, TINYPROXY_BIN};
 use crate::support::tools;
 
 const TEST: &str = "egress_proxy::pulls_through_a_real_egress_proxy";
@@ -49,7 +50,7 @@ async fn pulls_through_a_real_egress_proxy() {
     }
     let up = Pushed::start("regcache-e2e-egress-", "library/alpine").await;
     let (registry, image) = (&up.registry, &up.image);
-    let proxy = Tinyproxy::start("regcache", "proxy-secret")
+    let proxy = Proxy::tinyproxy("regcache", "proxy-secret")
         .await
         .expect("tinyproxy");
 
@@ -92,4 +93,44 @@ async fn pulls_through_a_real_egress_proxy() {
         "the token fetch went around the proxy: {targets:?}"
     );
     with.shutdown().await;
+}
+
+/// The same pull through a real SOCKS5 proxy (microsocks, with a user and password) as
+/// `[fetch] proxy = "socks5h://..."`: byte for byte, and microsocks connected to the registry and
+/// the token service for regcache.
+#[tokio::test]
+async fn pulls_through_a_real_socks5_proxy() {
+    const TEST: &str = "egress_proxy::pulls_through_a_real_socks5_proxy";
+    if !tools_present(TEST) {
+        return;
+    }
+    if tools::find(MICROSOCKS_BIN).is_none() {
+        tools::missing(
+            TEST,
+            &[MICROSOCKS_BIN.to_string()],
+            "Install it with: apt-get install -y microsocks",
+        );
+        return;
+    }
+    let up = Pushed::start("regcache-e2e-socks-", "library/alpine").await;
+    let proxy = Proxy::microsocks("regcache", "socks-secret")
+        .await
+        .expect("microsocks");
+    let url = format!("socks5h://regcache:socks-secret@{}", proxy.addr);
+    let (mirror, _cache) = mirror(&up.registry, &url).await;
+    let out = up
+        .pull_from(&mirror.local_addr().to_string(), "out")
+        .await
+        .expect("skopeo copy through regcache and microsocks");
+    let files = up.same_as_pushed(&out).expect("identical to the pushed image");
+    eprintln!("[{TEST}] {files} files identical through the SOCKS5 proxy");
+    // microsocks writes its log lines as it goes; give the last one a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let targets = proxy.socks_targets();
+    assert!(targets.contains(&up.registry.host()), "{targets:?}");
+    assert!(
+        targets.contains(&up.token.addr().to_string()),
+        "the token fetch went around the proxy: {targets:?}"
+    );
+    mirror.shutdown().await;
 }

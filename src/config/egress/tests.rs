@@ -136,10 +136,10 @@ fn bad_settings_are_one_line_each() {
         errors[2].starts_with("fetch.proxy: https:// proxies (TLS to the proxy) are not supported"),
         "{errors:?}"
     );
-    let errors = from(None, &[], &[("HTTPS_PROXY", "socks5://s:1080")]).unwrap_err();
+    let errors = from(None, &[], &[("HTTPS_PROXY", "socks4://s:1080")]).unwrap_err();
     assert_eq!(
         errors,
-        ["HTTPS_PROXY: socks5:// proxies are not supported, only http://"]
+        ["HTTPS_PROXY: socks4:// proxies are not supported, only http://, socks5:// and socks5h://"]
     );
     let errors = from(Some("http://proxy:3128/path"), &[], &[]).unwrap_err();
     assert_eq!(errors, ["fetch.proxy: a proxy URL has no path or query"]);
@@ -154,4 +154,24 @@ fn networks_match_by_prefix() {
     assert!(!NoProxy(vec!["fd00::/8".into()]).matches("fe80::1"));
     assert!(!NoProxy(vec!["10.0.0.0/8".into()]).matches("::ffff:10.0.0.1"));
     assert!(NoProxy(vec!["*".into()]).matches("anything"));
+}
+
+#[test]
+fn socks5_proxies_resolve_here_or_there() {
+    let c = from(Some("socks5h://u:p@bastion"), &[], &[]).unwrap();
+    let p = c.https.as_ref().unwrap();
+    assert_eq!(p.kind, ProxyKind::Socks5 { remote_dns: true });
+    assert_eq!(p.authority, "bastion:1080");
+    assert_eq!(p.url(), "socks5h://u:p@bastion:1080");
+    assert!(
+        c.describe().contains("socks5h://u@bastion:1080 (password set)"),
+        "{}",
+        c.describe()
+    );
+    let env = from(None, &[], &[("ALL_PROXY", "socks5://127.0.0.1:9050")]).unwrap();
+    let p = env.http.as_ref().unwrap();
+    assert_eq!(
+        (p.kind, p.authority.as_str()),
+        (ProxyKind::Socks5 { remote_dns: false }, "127.0.0.1:9050")
+    );
 }

@@ -1,14 +1,14 @@
 //! regcache's own bucket client (`bucket::open`) behind an egress proxy, beside SeaweedFS in the
 //! same loopback-only namespace.
 
+use crate::support::egress_proxies::Proxy;
 use crate::support::seaweedfs::{self, SeaweedFs};
-use crate::support::tinyproxy::Tinyproxy;
 
 /// regcache's own bucket client behind `[fetch] proxy` (tinyproxy, with credentials), asked by
 /// `check-config --probe`: the bucket answers through the proxy, whose log has the requests to
 /// the store's port.
 pub(super) async fn through_the_egress_proxy(weed: &SeaweedFs, bucket: &str) {
-    let proxy = Tinyproxy::start("regcache", "proxy-secret")
+    let proxy = Proxy::tinyproxy("regcache", "proxy-secret")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("a temp dir");

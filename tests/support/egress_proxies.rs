@@ -1,26 +1,29 @@
-//! A real egress proxy for the end-to-end tests: Debian's `tinyproxy` (package `tinyproxy-bin`),
-//! started in the foreground on a free loopback port, accepting clients from 127.0.0.1 only,
-//! with Basic credentials, and logging every CONNECT it is asked for. Killed when dropped.
-//! Loopback only: it tunnels to whatever the test's regcache asks for, which is loopback.
+//! Real egress proxies for the end-to-end tests, started in the foreground on a free loopback
+//! port with credentials, logging what they are asked for, killed when dropped: Debian's
+//! `tinyproxy` (package `tinyproxy-bin`; HTTP CONNECT, clients from 127.0.0.1 only) and
+//! `microsocks` (SOCKS5). Loopback only: they connect to whatever the test's regcache asks for,
+//! which is loopback.
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TINYPROXY_BIN: &str = "tinyproxy";
+pub const MICROSOCKS_BIN: &str = "microsocks";
 
-pub struct Tinyproxy {
+/// A proxy process and its log.
+pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Tinyproxy {
+impl Proxy {
     /// Starts tinyproxy requiring `user:password` and waits until it accepts connections.
-    pub async fn start(user: &str, password: &str) -> std::io::Result<Tinyproxy> {
+    pub async fn tinyproxy(user: &str, password: &str) -> std::io::Result<Proxy> {
         let dir = tempfile::Builder::new()
             .prefix("regcache-e2e-tinyproxy-")
             .tempdir()?;
@@ -35,12 +38,36 @@ impl Tinyproxy {
                 port = addr.port()
             ),
         )?;
-        let log_path = dir.path().join("tinyproxy.log");
+        let mut cmd = Command::new(TINYPROXY_BIN);
+        cmd.arg("-d").arg("-c").arg(&config);
+        Proxy::spawn(cmd, addr, dir).await
+    }
+
+    /// Starts microsocks requiring `user:password` and waits until it accepts connections.
+    pub async fn microsocks(user: &str, password: &str) -> std::io::Result<Proxy> {
+        let dir = tempfile::Builder::new()
+            .prefix("regcache-e2e-microsocks-")
+            .tempdir()?;
+        let addr = super::e2e::registry::free_port()?;
+        let mut cmd = Command::new(MICROSOCKS_BIN);
+        cmd.args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "-u",
+            user,
+            "-P",
+            password,
+        ]);
+        Proxy::spawn(cmd, addr, dir).await
+    }
+
+    async fn spawn(mut cmd: Command, addr: SocketAddr, dir: tempfile::TempDir) -> std::io::Result<Proxy> {
+        let name = cmd.get_program().to_string_lossy().into_owned();
+        let log_path = dir.path().join(format!("{name}.log"));
         let log = File::create(&log_path)?;
-        let mut child = Command::new(TINYPROXY_BIN)
-            .arg("-d")
-            .arg("-c")
-            .arg(&config)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -48,13 +75,13 @@ impl Tinyproxy {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(std::io::Error::other(format!(
-                    "tinyproxy exited early ({status}):\n{log}"
+                    "{name} exited early ({status}):\n{}",
+                    read(&log_path)
                 )));
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(Tinyproxy {
+                return Ok(Proxy {
                     child,
                     addr,
                     log_path,
@@ -64,9 +91,9 @@ impl Tinyproxy {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(std::io::Error::other(
-                    "tinyproxy did not accept connections in 10 s",
-                ));
+                return Err(std::io::Error::other(format!(
+                    "{name} did not accept connections in 10 s"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -75,23 +102,35 @@ impl Tinyproxy {
     /// How many requests tinyproxy logged for `authority` (`host:port`), tunnels and plain
     /// `http://` requests alike.
     pub fn requests_to(&self, authority: &str) -> usize {
-        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        log.lines()
+        read(&self.log_path)
+            .lines()
             .filter(|l| l.contains("): ") && l.contains("Request (") && l.contains(authority))
             .count()
     }
 
     /// The `host:port` targets of every CONNECT request tinyproxy logged, in order.
     pub fn connect_targets(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        log.lines()
+        read(&self.log_path)
+            .lines()
             .filter_map(|l| l.split_once("): CONNECT ").map(|(_, rest)| rest))
             .filter_map(|rest| rest.split(' ').next().map(str::to_string))
             .collect()
     }
+
+    /// The destinations microsocks logged connecting to (`client[N] IP: connected to HOST:PORT`).
+    pub fn socks_targets(&self) -> Vec<String> {
+        read(&self.log_path)
+            .lines()
+            .filter_map(|l| l.split_once(": connected to ").map(|(_, t)| t.trim().to_string()))
+            .collect()
+    }
 }
 
-impl Drop for Tinyproxy {
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
