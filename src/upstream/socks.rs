@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::tunnel::TunnelError;
+use super::tunnel::{Asked, TunnelError};
 use crate::secret::Secret;
 
 /// Where the proxy is asked to connect.
@@ -28,17 +28,9 @@ pub(super) async fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let protocol = |what: String| TunnelError::Protocol {
-        proxy: proxy.to_string(),
-        target: target.to_string(),
-        what,
-    };
-    let refused = |status: String, hint: &'static str| TunnelError::Refused {
-        proxy: proxy.to_string(),
-        target: target.to_string(),
-        status,
-        hint,
-    };
+    let asked = Asked { proxy, target };
+    let protocol = |what: String| asked.protocol(what);
+    let refused = |status: String, hint: &'static str| asked.refused(status, hint);
     let io_error = |e: std::io::Error| protocol(format!("SOCKS5: {e}"));
 
     let methods: &[u8] = if credentials.is_some() {

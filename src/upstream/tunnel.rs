@@ -43,6 +43,32 @@ pub(super) enum TunnelError {
     },
 }
 
+/// A request for a tunnel: the proxy and the target, for the errors that name both.
+#[derive(Clone, Copy)]
+pub(super) struct Asked<'a> {
+    pub(super) proxy: &'a str,
+    pub(super) target: &'a str,
+}
+
+impl Asked<'_> {
+    pub(super) fn protocol(self, what: String) -> TunnelError {
+        TunnelError::Protocol {
+            proxy: self.proxy.to_string(),
+            target: self.target.to_string(),
+            what,
+        }
+    }
+
+    pub(super) fn refused(self, status: String, hint: &'static str) -> TunnelError {
+        TunnelError::Refused {
+            proxy: self.proxy.to_string(),
+            target: self.target.to_string(),
+            status,
+            hint,
+        }
+    }
+}
+
 /// Sends `CONNECT target` on `io`, a connection to `proxy`, and reads the answer head.
 pub(super) async fn open<S>(
     io: &mut S,
@@ -53,11 +79,8 @@ pub(super) async fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let protocol = |what: String| TunnelError::Protocol {
-        proxy: proxy.to_string(),
-        target: target.to_string(),
-        what,
-    };
+    let asked = Asked { proxy, target };
+    let protocol = |what: String| asked.protocol(what);
     let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some((user, password)) = credentials {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
@@ -92,18 +115,17 @@ where
     if (200..300).contains(&code) {
         return Ok(());
     }
-    Err(TunnelError::Refused {
-        proxy: proxy.to_string(),
-        target: target.to_string(),
-        status: truncate(line.trim_start_matches(version).trim()).to_string(),
-        hint: match (code, credentials.is_some()) {
-            (407, false) => {
-                " (the proxy wants credentials: give them in the proxy URL, http://user:password@host:port)"
-            }
-            (407, true) => " (the proxy refused the credentials of the proxy URL)",
-            _ => "",
-        },
-    })
+    let hint = match (code, credentials.is_some()) {
+        (407, false) => {
+            " (the proxy wants credentials: give them in the proxy URL, http://user:password@host:port)"
+        }
+        (407, true) => " (the proxy refused the credentials of the proxy URL)",
+        _ => "",
+    };
+    Err(asked.refused(
+        truncate(line.trim_start_matches(version).trim()).to_string(),
+        hint,
+    ))
 }
 
 fn truncate(s: &str) -> &str {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Default)]
 struct State {
@@ -27,15 +27,8 @@ pub struct ConnectProxy {
 
 impl ConnectProxy {
     pub async fn start() -> ConnectProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(serve(client, shared.clone()));
-            }
-        });
+        let addr = super::listeners::serve_each(state.clone(), serve).await;
         ConnectProxy { addr, state }
     }
 

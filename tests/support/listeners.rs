@@ -1,5 +1,6 @@
 //! Upstreams that misbehave at the TCP level: one that accepts connections and never answers
-//! (a black hole), counting what it accepted. Loopback only.
+//! (a black hole), counting what it accepted; and `serve_each`, the accept loop of the test
+//! proxies. Loopback only.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,4 +35,22 @@ impl BlackHole {
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+}
+
+/// Listens on a free loopback port and serves each connection with `serve` (given `state`) on a
+/// task of its own; the address.
+pub async fn serve_each<S, F, Fut>(state: Arc<S>, serve: F) -> SocketAddr
+where
+    S: Send + Sync + 'static,
+    F: Fn(tokio::net::TcpStream, Arc<S>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(serve(client, state.clone()));
+        }
+    });
+    addr
 }

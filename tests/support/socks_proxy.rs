@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Default)]
 struct State {
@@ -25,18 +25,11 @@ pub struct SocksProxy {
 
 impl SocksProxy {
     pub async fn start() -> SocksProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let _ = serve(client, state).await;
-                });
-            }
-        });
+        let addr = super::listeners::serve_each(state.clone(), |client, state| async move {
+            let _ = serve(client, state).await;
+        })
+        .await;
         SocksProxy { addr, state }
     }
 
