@@ -42,11 +42,22 @@ pub const HEALTHZ: &str = "/healthz";
 /// Ready for traffic (fails while draining).
 pub const READYZ: &str = "/readyz";
 
-/// The gc path with its target, if any.
-pub fn gc_path(to: Option<u64>) -> String {
-    match to {
-        Some(n) => format!("{GC}?to={n}"),
-        None => GC.to_string(),
+/// The gc path with its parameters: a target size, releasing what hosted repositories no
+/// longer hold first, or instead evicting what nobody used for a while.
+pub fn gc_path(to: Option<u64>, hosted: bool, unused: Option<std::time::Duration>) -> String {
+    let mut params = Vec::new();
+    if let Some(n) = to {
+        params.push(format!("to={n}"));
+    }
+    if hosted {
+        params.push("hosted=true".to_string());
+    }
+    if let Some(d) = unused {
+        params.push(format!("unused={}ms", d.as_millis()));
+    }
+    match params.is_empty() {
+        true => GC.to_string(),
+        false => format!("{GC}?{}", params.join("&")),
     }
 }
 

@@ -221,17 +221,7 @@ pub async fn gc(
             Ok((report, Via::Directory))
         }
         Owner::Daemon(addr) => {
-            let mut path = admin_api::gc_path(to);
-            if let Some(d) = unused_for {
-                path = format!("{}?unused={}ms", admin_api::GC, d.as_millis());
-            }
-            if hosted {
-                path.push_str(if path.contains('?') {
-                    "&hosted=true"
-                } else {
-                    "?hosted=true"
-                });
-            }
+            let path = admin_api::gc_path(to, hosted, unused_for);
             Ok((ask(config, addr, Method::POST, &path).await?, Via::Daemon(addr)))
         }
     }

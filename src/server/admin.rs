@@ -76,48 +76,49 @@ async fn gc(state: &Arc<State>, guard: &AdminGuard, req: &Request<Incoming>) -> 
     if let Err(denied) = guard.check(req.headers()) {
         return refuse(denied);
     }
-    let to = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "to")
-        .map(|(_, v)| parse_size(&v));
-    let to = match to {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("to: {e}\n")),
+    let params = (
+        query_param(req, "to", parse_size),
+        query_param(req, "grace", crate::units::parse_duration),
+        query_param(req, "unused", crate::units::parse_duration),
+    );
+    let (to, grace, unused) = match params {
+        (Ok(to), Ok(grace), Ok(unused)) => (to, grace.unwrap_or(crate::registry::UPLOAD_GRACE), unused),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return *r,
     };
     let hosted = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .any(|(k, v)| k == "hosted" && v == "true");
-    let grace = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "grace")
-        .map(|(_, v)| crate::units::parse_duration(&v));
-    let grace = match grace {
-        None => crate::registry::UPLOAD_GRACE,
-        Some(Ok(g)) => g,
-        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("grace: {e}\n")),
-    };
-    let unused = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "unused")
-        .map(|(_, v)| crate::units::parse_duration(&v));
-    match unused {
-        None => {}
-        Some(Ok(d)) => {
-            let cache = state.cache.clone();
-            return match tokio::task::spawn_blocking(move || cache.gc_unused(d)).await {
-                Ok(report) => json(&report),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
-            };
-        }
-        Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("unused: {e}\n")),
-    }
-    if hosted {
+    if hosted && unused.is_none() {
         return match state.registry.gc_hosted(to, grace).await {
             Ok(report) => json(&report),
             Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
         };
     }
     let cache = state.cache.clone();
-    match tokio::task::spawn_blocking(move || cache.gc(to)).await {
+    let evict = move || match unused {
+        Some(d) => cache.gc_unused(d),
+        None => cache.gc(to),
+    };
+    match tokio::task::spawn_blocking(evict).await {
         Ok(report) => json(&report),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+    }
+}
+
+/// The query parameter `key` parsed, if given; a 400 naming it if it does not parse.
+fn query_param<T>(
+    req: &Request<Incoming>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, Box<Response<Full<Bytes>>>> {
+    let value = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).find(|(k, _)| k == key);
+    match value.map(|(_, v)| parse(&v)) {
+        None => Ok(None),
+        Some(Ok(v)) => Ok(Some(v)),
+        Some(Err(e)) => Err(Box::new(reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("{key}: {e}\n"),
+        ))),
     }
 }
 

@@ -42,7 +42,8 @@ struct ProxyRoute {
     egress: EgressConfig,
     /// To the proxy itself: the system resolver, no redirect rule (the operator named it).
     to_proxy: HttpConnector,
-    /// The redirect rule of this client, for what regcache can check of a tunnelled target.
+    /// This client's resolver with its redirect rule: what regcache can check of a target the
+    /// proxy resolves, and the resolution of `socks5://` targets.
     rule: Resolver,
     /// Connecting to the proxy and its CONNECT answer together.
     timeout: Duration,

@@ -10,8 +10,7 @@
 use crate::support::e2e::pushed::Pushed;
 use crate::support::e2e::registry::Registry;
 use crate::support::e2e::{self, tools_present, HttpClient};
-use crate::support::egress_proxies::{Proxy, MICROSOCKS_BIN, TINYPROXY_BIN};
-use crate::support::tools;
+use crate::support::egress_proxies::{self, Proxy, MICROSOCKS_BIN, TINYPROXY_BIN};
 
 const TEST: &str = "egress_proxy::pulls_through_a_real_egress_proxy";
 
@@ -40,12 +39,7 @@ async fn pulls_through_a_real_egress_proxy() {
     if !tools_present(TEST) {
         return;
     }
-    if tools::find(TINYPROXY_BIN).is_none() {
-        tools::missing(
-            TEST,
-            &[TINYPROXY_BIN.to_string()],
-            "Install it with: apt-get install -y tinyproxy-bin",
-        );
+    if !egress_proxies::present(TEST, TINYPROXY_BIN) {
         return;
     }
     let up = Pushed::start("regcache-e2e-egress-", "library/alpine").await;
@@ -104,12 +98,7 @@ async fn pulls_through_a_real_socks5_proxy() {
     if !tools_present(TEST) {
         return;
     }
-    if tools::find(MICROSOCKS_BIN).is_none() {
-        tools::missing(
-            TEST,
-            &[MICROSOCKS_BIN.to_string()],
-            "Install it with: apt-get install -y microsocks",
-        );
+    if !egress_proxies::present(TEST, MICROSOCKS_BIN) {
         return;
     }
     let up = Pushed::start("regcache-e2e-socks-", "library/alpine").await;

@@ -5,28 +5,18 @@
 //! Loopback only.
 
 use crate::support::connect_proxy::ConnectProxy;
-use crate::support::daemon::{DaemonBuilder, Reply, Upstream};
+use crate::support::daemon::{DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Auth, Fake};
-
-/// A loopback port nothing listens on (bound, then let go).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use crate::support::listeners::free_port;
 
 /// A fake upstream with one image, reachable only through `proxy` as `http://127.0.0.1:<closed>`.
 async fn behind(proxy: &ConnectProxy) -> (Fake, String, Vec<u8>, Vec<String>) {
     let up = Fake::start().await;
     let layer = bytes_of(300_000, 21);
     let (_, _, layers) = up.add_image("library/app", "1", std::slice::from_ref(&layer));
-    let hidden = format!("127.0.0.1:{}", closed_port());
+    let hidden = format!("127.0.0.1:{}", free_port());
     proxy.route(&hidden, up.addr);
     (up, format!("http://{hidden}"), layer, layers)
-}
-
-fn message(r: &Reply) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&r.bytes()).expect("error body is JSON");
-    v["errors"][0]["message"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test]
@@ -86,7 +76,7 @@ async fn proxy_credentials_are_sent_and_a_407_is_named() {
         .await;
     let r = without.get("/v2/library/app/manifests/1").await;
     assert!(r.status == 502 || r.status == 503, "{}", r.status);
-    let m = message(&r);
+    let m = r.error_message();
     assert!(
         m.contains("answered \"407 Proxy Authentication Required\""),
         "{m}"
@@ -122,11 +112,11 @@ async fn redirect_targets_keep_their_rules_through_the_proxy() {
         ("[::1]", "[::1] is loopback"),
         ("api.localhost", "api.localhost resolves to 127.0.0.1, loopback"),
     ] {
-        let target = format!("{target}:{}", closed_port());
+        let target = format!("{target}:{}", free_port());
         up.redirect_blobs_to(&format!("https://{target}"));
         let r = unlisted.get(&path).await;
         assert_eq!(r.status, 502);
-        let m = message(&r);
+        let m = r.error_message();
         assert!(m.contains("refusing a redirect") && m.contains(why), "{m}");
         assert!(
             !proxy.targets().contains(&target),
@@ -154,7 +144,7 @@ async fn redirect_targets_keep_their_rules_through_the_proxy() {
 
 #[tokio::test]
 async fn a_proxy_that_is_down_is_a_clear_503_or_502() {
-    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let closed = format!("http://127.0.0.1:{}", free_port());
     let up = Fake::start().await;
     let d = DaemonBuilder::new()
         .upstream(&up)
@@ -163,7 +153,7 @@ async fn a_proxy_that_is_down_is_a_clear_503_or_502() {
         .await;
     let r = d.get("/v2/library/app/manifests/1").await;
     assert!(r.status == 502 || r.status == 503, "{}", r.status);
-    let m = message(&r);
+    let m = r.error_message();
     assert!(
         m.contains(&format!(
             "cannot connect to the egress proxy {}",

@@ -7,12 +7,8 @@
 
 use crate::support::daemon::{DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Fake};
+use crate::support::listeners::free_port;
 use crate::support::socks_proxy::SocksProxy;
-
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 #[tokio::test]
 async fn socks5h_sends_the_name_with_credentials() {
@@ -20,7 +16,7 @@ async fn socks5h_sends_the_name_with_credentials() {
     let (_, manifest, layers) = up.add_image("library/app", "1", &[bytes_of(80_000, 51)]);
     let proxy = SocksProxy::start().await;
     proxy.require("robot", "p@ss");
-    let port = closed_port();
+    let port = free_port();
     proxy.route(&format!("localhost:{port}"), up.addr);
     let url = format!("http://localhost:{port}");
     let via = |creds: &str| format!("socks5h://{creds}{}", proxy.addr);
@@ -53,7 +49,7 @@ async fn socks5_resolves_here_and_sends_the_address() {
     let up = Fake::start().await;
     let (_, manifest, layers) = up.add_image("library/app", "1", &[bytes_of(30_000, 52)]);
     let proxy = SocksProxy::start().await;
-    let port = closed_port();
+    let port = free_port();
     proxy.route(&format!("127.0.0.1:{port}"), up.addr);
     proxy.route(&format!("[::1]:{port}"), up.addr);
     let d = DaemonBuilder::new()

@@ -13,15 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::support::fake::{self, bytes_of, Fake, Fault};
+use crate::support::listeners::free_port;
 use tokio::sync::watch;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Proc {
     child: Child,

@@ -76,10 +76,7 @@ async fn the_registry_a_client_meant_survives_the_hop() {
 async fn a_node_falls_back_to_the_registry_while_the_cluster_tier_is_down() {
     let hub = Fake::start().await;
     let (_, manifest, layers) = hub.add_image("library/alpine", "3", &[bytes_of(10_000, 4)]);
-    let cluster_down = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let cluster_down = format!("http://127.0.0.1:{}", crate::support::listeners::free_port());
     let node = DaemonBuilder::new()
         .with_upstream(
             Upstream::new("docker.io", &cluster_down)

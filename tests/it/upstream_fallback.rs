@@ -7,13 +7,13 @@
 
 use crate::support::daemon::{Daemon, DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Auth, Fake, Fault};
+use crate::support::listeners::free_port;
 
 const FALLBACKS: &str = "regcache_upstream_fallbacks_total";
 
-/// A loopback port nothing listens on (bound, then let go).
+/// An upstream URL where nothing listens.
 fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
+    format!("http://127.0.0.1:{}", free_port())
 }
 
 async fn mirror(primary: &str, fallback: &Fake) -> Daemon {
@@ -63,6 +63,10 @@ async fn a_fallback_serving_other_bytes_is_refused_like_any_upstream() {
     assert!(
         r.body.is_err() || r.status != 200,
         "corrupt bytes served as complete"
+    );
+    assert!(
+        fb.count("GET", &layers[0]) >= 1,
+        "the fallback was never asked for the blob"
     );
     d.cache().wait_idle().await;
     assert_eq!(

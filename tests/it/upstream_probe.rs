@@ -5,10 +5,11 @@
 use crate::support::commands::{command as regcache, text};
 use crate::support::connect_proxy::ConnectProxy;
 use crate::support::fake::{Auth, Fake};
+use crate::support::listeners::free_port;
 
+/// An upstream URL where nothing listens.
 fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
+    format!("http://127.0.0.1:{}", free_port())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::daemon::{DaemonBuilder, Reply, Upstream};
+use crate::support::daemon::{DaemonBuilder, Upstream};
 use crate::support::fake::{bytes_of, Fake};
 
 /// A blob store on another loopback address: answers every request with `body`, counting the
@@ -59,11 +59,6 @@ impl BlobHost {
     }
 }
 
-fn message(r: &Reply) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&r.bytes()).expect("error body is JSON");
-    v["errors"][0]["message"].as_str().unwrap_or_default().to_string()
-}
-
 const REFUSED: &str = "regcache_upstream_redirects_refused_total";
 
 #[tokio::test]
@@ -78,7 +73,7 @@ async fn a_private_blob_host_is_reached_only_when_listed() {
     let plain = DaemonBuilder::new().upstream(&up).start().await;
     let r = plain.get(&path).await;
     assert_eq!(r.status, 502);
-    let m = message(&r);
+    let m = r.error_message();
     assert!(
         m.contains(&format!("refusing a redirect to http://{}", blobs.addr)),
         "{m}"
@@ -157,7 +152,7 @@ async fn metadata_addresses_are_refused_without_connecting() {
         let started = Instant::now();
         let r = d.get(&path).await;
         assert_eq!(r.status, 502);
-        let m = message(&r);
+        let m = r.error_message();
         assert!(m.contains("never followed on a redirect"), "{target}: {m}");
         assert!(m.contains(&format!("refusing a redirect to {target}")), "{m}");
         assert!(
@@ -181,7 +176,7 @@ async fn names_are_judged_by_the_addresses_they_resolve_to() {
     up.redirect_blobs_to(&format!("https://localhost:{}", blobs.addr.port()));
     let r = d.get(&format!("/v2/library/app/blobs/{}", layers[0])).await;
     assert_eq!(r.status, 502);
-    let m = message(&r);
+    let m = r.error_message();
     assert!(m.contains("localhost resolves to"), "{m}");
     assert!(m.contains("not in redirect_hosts"), "{m}");
     assert_eq!(blobs.connections(), 0);

@@ -45,8 +45,17 @@ impl Reply {
 
     /// The OCI error code of an error body.
     pub fn error_code(&self) -> String {
+        self.error_field("code")
+    }
+
+    /// The message of an OCI error body.
+    pub fn error_message(&self) -> String {
+        self.error_field("message")
+    }
+
+    fn error_field(&self, field: &str) -> String {
         let v: serde_json::Value = serde_json::from_slice(&self.bytes()).expect("error body is JSON");
-        v["errors"][0]["code"].as_str().unwrap_or_default().to_string()
+        v["errors"][0][field].as_str().unwrap_or_default().to_string()
     }
 }
 

@@ -126,6 +126,25 @@ impl Proxy {
     }
 }
 
+/// Whether the proxy `program` is on PATH; if not, reports it for `test` (loudly; a failure
+/// under CI) and says how to install it.
+pub fn present(test: &str, program: &str) -> bool {
+    if super::tools::find(program).is_some() {
+        return true;
+    }
+    let package = if program == TINYPROXY_BIN {
+        "tinyproxy-bin"
+    } else {
+        program
+    };
+    super::tools::missing(
+        test,
+        &[program.to_string()],
+        &format!("Install it with: apt-get install -y {package}"),
+    );
+    false
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

@@ -1,6 +1,7 @@
 //! Upstreams that misbehave at the TCP level: one that accepts connections and never answers
-//! (a black hole), counting what it accepted; and `serve_each`, the accept loop of the test
-//! proxies. Loopback only.
+//! (a black hole), counting what it accepted; `free_port`, a loopback port nothing listens on
+//! (an upstream that refuses, or a port for a daemon to take); and `serve_each`, the accept loop
+//! of the test proxies. Loopback only.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,4 +54,10 @@ where
         }
     });
     addr
+}
+
+/// A loopback port nothing listens on (bound, then let go).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
